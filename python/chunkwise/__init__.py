@@ -1,0 +1,41 @@
+"""chunkwise: split coffea filesets into cacheable chunks, fast and exactly, and run them safely.
+
+``split_fileset`` and ``hash_fileset`` are drop-in replacements for
+``coffea.dataset_tools.split_fileset`` and ``hash_fileset``: the same results, digests and
+exceptions, computed in Rust. ``run`` processes the chunks with a coffea Runner, caches each
+chunk's output under its hash, salvages failed chunks file by file and reports what fraction of
+each dataset made it into the result.
+
+Importing chunkwise does not import coffea; ``run`` and ``RunReport`` load it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from chunkwise._core import hash_fileset, hash_filesets, split_fileset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chunkwise.run import ChunkRecord, RunReport, run
+
+__all__ = [
+    "ChunkRecord",
+    "RunReport",
+    "hash_fileset",
+    "hash_filesets",
+    "run",
+    "split_fileset",
+]
+
+__version__ = "0.1.0"
+
+_LAZY = {"run", "RunReport", "ChunkRecord"}
+
+
+def __getattr__(name: str) -> Any:
+    # ``run`` needs coffea, which takes seconds to import: load it only when asked for.
+    if name in _LAZY:
+        from chunkwise import run as _run_module
+
+        return getattr(_run_module, name)
+    raise AttributeError(f"module 'chunkwise' has no attribute {name!r}")

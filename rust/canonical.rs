@@ -1,0 +1,243 @@
+//! The canonical form of a chunk, written straight into SHA-256.
+//!
+//! A [`ChunkPlan`] is a list of pieces, gathered from Python objects while the GIL is held; it holds
+//! borrowed `&str`s (whose owners are kept alive by the caller) and pre-encoded JSON for rare
+//! subtrees. [`digest`] needs no GIL: it sorts the file lists and streams the JSON text through a
+//! small buffer into the hasher, so the whole document never exists in memory.
+
+use sha2::{Digest, Sha256};
+
+use crate::escape::write_json_str;
+use crate::sort::sort_by_path;
+
+/// One `[path, treename]` pair of a dataset's `files` list.
+#[derive(Clone, Copy, Debug)]
+pub struct FileEntry<'a> {
+    pub path: &'a str,
+    /// Index into [`FastFiles::values`], or [`NULL_VALUE`] for JSON `null`.
+    pub value: u32,
+}
+
+pub const NULL_VALUE: u32 = u32::MAX;
+
+/// A dataset's files whose paths and tree names are all plain `str` (or `None`).
+#[derive(Debug, Default)]
+pub struct FastFiles<'a> {
+    pub entries: Vec<FileEntry<'a>>,
+    /// Distinct tree-name strings, referenced by index from the entries.
+    pub values: Vec<&'a str>,
+}
+
+/// A piece of the canonical JSON text.
+#[derive(Debug)]
+pub enum Piece<'a> {
+    /// Literal JSON punctuation or keys.
+    Lit(&'static str),
+    /// Already-encoded JSON (from Python's `json` for rare values).
+    Raw(Vec<u8>),
+    /// A string to be written as a JSON string.
+    Str(&'a str),
+    /// A `files` list to be sorted by path and written as `[[path,value],...]`.
+    Files(FastFiles<'a>),
+}
+
+/// The canonical JSON of one chunk, as pieces in output order.
+#[derive(Debug, Default)]
+pub struct ChunkPlan<'a> {
+    pub pieces: Vec<Piece<'a>>,
+}
+
+impl<'a> ChunkPlan<'a> {
+    pub fn lit(&mut self, s: &'static str) {
+        self.pieces.push(Piece::Lit(s));
+    }
+    pub fn raw(&mut self, b: Vec<u8>) {
+        self.pieces.push(Piece::Raw(b));
+    }
+    pub fn string(&mut self, s: &'a str) {
+        self.pieces.push(Piece::Str(s));
+    }
+    pub fn files(&mut self, f: FastFiles<'a>) {
+        self.pieces.push(Piece::Files(f));
+    }
+    /// How many file entries the plan holds (for batching).
+    pub fn n_entries(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Files(f) => f.entries.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+const FLUSH_AT: usize = 1 << 16;
+
+/// A buffered writer that feeds SHA-256 in large blocks.
+pub struct HashSink {
+    buf: Vec<u8>,
+    hasher: Sha256,
+}
+
+impl Default for HashSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HashSink {
+    pub fn new() -> Self {
+        HashSink {
+            buf: Vec::with_capacity(FLUSH_AT + 4096),
+            hasher: Sha256::new(),
+        }
+    }
+    #[inline]
+    fn maybe_flush(&mut self) {
+        if self.buf.len() >= FLUSH_AT {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+        }
+    }
+    #[inline]
+    pub fn bytes(&mut self, b: &[u8]) {
+        if b.len() >= FLUSH_AT {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+            self.hasher.update(b);
+        } else {
+            self.buf.extend_from_slice(b);
+            self.maybe_flush();
+        }
+    }
+    #[inline]
+    fn string(&mut self, s: &str) {
+        write_json_str(&mut self.buf, s);
+        self.maybe_flush();
+    }
+    pub fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.buf);
+        self.hasher.finalize().into()
+    }
+}
+
+fn write_files(sink: &mut HashSink, files: &mut FastFiles<'_>) {
+    sort_by_path(&mut files.entries, |e| e.path.as_bytes());
+    // Tree names repeat: escape each distinct one once.
+    let encoded: Vec<Vec<u8>> = files
+        .values
+        .iter()
+        .map(|v| {
+            let mut out = Vec::with_capacity(v.len() + 2);
+            write_json_str(&mut out, v);
+            out
+        })
+        .collect();
+    sink.bytes(b"[");
+    for (i, e) in files.entries.iter().enumerate() {
+        sink.bytes(if i == 0 { b"[" } else { b",[" });
+        sink.string(e.path);
+        sink.bytes(b",");
+        if e.value == NULL_VALUE {
+            sink.bytes(b"null]");
+        } else {
+            sink.bytes(&encoded[e.value as usize]);
+            sink.bytes(b"]");
+        }
+    }
+    sink.bytes(b"]");
+}
+
+/// Sort the plan's file lists and write its canonical JSON text into `sink`.
+pub fn write_plan(sink: &mut HashSink, plan: &mut ChunkPlan<'_>) {
+    let sink = &mut *sink;
+    for piece in plan.pieces.iter_mut() {
+        match piece {
+            Piece::Lit(s) => sink.bytes(s.as_bytes()),
+            Piece::Raw(b) => sink.bytes(b),
+            Piece::Str(s) => sink.string(s),
+            Piece::Files(f) => write_files(sink, f),
+        }
+    }
+}
+
+/// Sort the plan's file lists and return the SHA-256 of its canonical JSON text.
+pub fn digest(plan: &mut ChunkPlan<'_>) -> [u8; 32] {
+    let mut sink = HashSink::new();
+    write_plan(&mut sink, plan);
+    sink.finish()
+}
+
+/// Lowercase hex, as `hashlib`'s `hexdigest()` writes it.
+pub fn hex(d: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha_hex(text: &str) -> String {
+        hex(&Sha256::digest(text.as_bytes()).into())
+    }
+
+    #[test]
+    fn empty_chunk() {
+        let mut plan = ChunkPlan::default();
+        plan.lit("{}");
+        assert_eq!(hex(&digest(&mut plan)), sha_hex("{}"));
+    }
+
+    #[test]
+    fn files_are_sorted_and_values_shared() {
+        let mut plan = ChunkPlan::default();
+        plan.lit("{");
+        plan.string("ds");
+        plan.lit(":{\"files\":");
+        plan.files(FastFiles {
+            entries: vec![
+                FileEntry { path: "b.root", value: 0 },
+                FileEntry { path: "a.root", value: NULL_VALUE },
+                FileEntry { path: "é.root", value: 0 },
+            ],
+            values: vec!["Events"],
+        });
+        plan.lit(",\"metadata\":");
+        plan.raw(b"{\"x\":1}".to_vec());
+        plan.lit("}}");
+        let text = r#"{"ds":{"files":[["a.root",null],["b.root","Events"],["\u00e9.root","Events"]],"metadata":{"x":1}}}"#;
+        assert_eq!(hex(&digest(&mut plan)), sha_hex(text));
+    }
+
+    #[test]
+    fn long_input_crosses_flush_boundaries() {
+        let paths: Vec<String> = (0..20_000).map(|i| format!("/store/{i:08}.root")).collect();
+        let mut plan = ChunkPlan::default();
+        plan.lit("{\"d\":{\"files\":");
+        plan.files(FastFiles {
+            entries: paths
+                .iter()
+                .rev()
+                .map(|p| FileEntry { path: p, value: 0 })
+                .collect(),
+            values: vec!["Events"],
+        });
+        plan.lit("}}");
+        let mut text = String::from("{\"d\":{\"files\":[");
+        for (i, p) in paths.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!("[\"{p}\",\"Events\"]"));
+        }
+        text.push_str("]}}");
+        assert_eq!(hex(&digest(&mut plan)), sha_hex(&text));
+    }
+}
