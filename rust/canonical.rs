@@ -203,9 +203,18 @@ mod tests {
         plan.lit(":{\"files\":");
         plan.files(FastFiles {
             entries: vec![
-                FileEntry { path: "b.root", value: 0 },
-                FileEntry { path: "a.root", value: NULL_VALUE },
-                FileEntry { path: "é.root", value: 0 },
+                FileEntry {
+                    path: "b.root",
+                    value: 0,
+                },
+                FileEntry {
+                    path: "a.root",
+                    value: NULL_VALUE,
+                },
+                FileEntry {
+                    path: "é.root",
+                    value: 0,
+                },
             ],
             values: vec!["Events"],
         });

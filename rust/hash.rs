@@ -109,10 +109,14 @@ fn check_files<'py>(files: &Bound<'py, PyAny>) -> PyResult<Files<'py>> {
     if files.is_instance_of::<PyDict>() {
         return Ok(Files::Sorted(pyobj::sorted(&files.call_method0("items")?)?));
     }
-    if files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>() {
-        if files.try_iter()?.all(|p| p.map(|p| is_str(&p)).unwrap_or(false)) {
-            return Ok(Files::FastSeq(files.clone()));
-        }
+    let exact_seq =
+        files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>();
+    if exact_seq
+        && files
+            .try_iter()?
+            .all(|p| p.map(|p| is_str(&p)).unwrap_or(false))
+    {
+        return Ok(Files::FastSeq(files.clone()));
     }
     if pyobj::is_list_or_tuple(files) {
         let paths = pyobj::sorted(files)?;
@@ -297,7 +301,8 @@ impl<'py> Holder<'py> {
                 }
                 _ => unreachable!(),
             };
-            self.shape.push(Shape::Raw(pyobj::encode_json(list.as_any())?));
+            self.shape
+                .push(Shape::Raw(pyobj::encode_json(list.as_any())?));
         }
         Ok(())
     }

@@ -65,7 +65,9 @@ pub fn unpack2<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bo
     for x in iter {
         got.push(x?);
         if got.len() > 2 {
-            return Err(PyValueError::new_err("too many values to unpack (expected 2)"));
+            return Err(PyValueError::new_err(
+                "too many values to unpack (expected 2)",
+            ));
         }
     }
     if got.len() < 2 {
@@ -80,7 +82,9 @@ pub fn unpack2<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bo
 }
 
 /// Iterate `mapping.items()` as `(key, value)` pairs.
-pub fn items<'py>(mapping: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+pub fn items<'py>(
+    mapping: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
     let view = mapping.call_method0(pyo3::intern!(mapping.py(), "items"))?;
     let mut out = Vec::new();
     for item in view.try_iter()? {

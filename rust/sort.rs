@@ -29,9 +29,9 @@ pub fn sorted_order(keys: &[&[u8]]) -> Vec<u32> {
         return (0..n as u32).collect();
     }
     let first = keys[0];
-    let lcp = keys[1..]
-        .iter()
-        .fold(first.len(), |acc, k| acc.min(common_prefix_len(&first[..acc], k)));
+    let lcp = keys[1..].iter().fold(first.len(), |acc, k| {
+        acc.min(common_prefix_len(&first[..acc], k))
+    });
     let mut order: Vec<(u64, u32)> = keys
         .iter()
         .enumerate()
@@ -78,7 +78,13 @@ mod tests {
         check(&[]);
         check(&["a"]);
         check(&["b", "a", "c"]);
-        check(&["prefix/zz", "prefix/a", "prefix/", "prefix/a\u{0}", "prefix/ab"]);
+        check(&[
+            "prefix/zz",
+            "prefix/a",
+            "prefix/",
+            "prefix/a\u{0}",
+            "prefix/ab",
+        ]);
         check(&["x\u{0}", "x", "x\u{0}\u{0}", "x\u{1}"]);
         check(&["é", "e", "z", "\u{10000}", "\u{ffff}"]);
         check(&["same", "same", "sam"]);
@@ -87,7 +93,13 @@ mod tests {
     #[test]
     fn long_common_prefix() {
         let words: Vec<String> = (0..1000)
-            .map(|i| format!("root://eos//store/mc/{:05}/{}.root", (i * 7919) % 1000, i % 3))
+            .map(|i| {
+                format!(
+                    "root://eos//store/mc/{:05}/{}.root",
+                    (i * 7919) % 1000,
+                    i % 3
+                )
+            })
             .collect();
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         check(&refs);

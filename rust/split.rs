@@ -1,15 +1,426 @@
-use pyo3::prelude::*;
+//! `split_fileset`: coffea's splitting of a fileset into independent chunks, with the same output
+//! and errors, plus `files_per_chunk`.
+//!
+//! Dataset-level steps use Python's own protocols (they run once per dataset). File-level work,
+//! sorting each dataset's paths and slicing them into bins, is done once per dataset in Rust,
+//! sorting all datasets in parallel with the GIL released, and the output reuses the original
+//! key and value objects.
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PyString, PyTuple};
+use rayon::prelude::*;
+
+use crate::pyobj;
+use crate::sort::sorted_order;
+
+/// How chunks are cut from a dataset's sorted files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binning {
+    /// `100 / percentage` bins; each dataset's bin size is `ceil(n / bins)` (at least 1).
+    Bins(usize),
+    /// Bins of at most this many files of each dataset.
+    FilesPerChunk(usize),
+}
+
+impl Binning {
+    /// Files per bin for a dataset of `n` files.
+    pub fn size(self, n: usize) -> usize {
+        match self {
+            Binning::Bins(k) => n.div_ceil(k).max(1),
+            Binning::FilesPerChunk(m) => m,
+        }
+    }
+
+    /// How many bins a group whose datasets have these file counts is cut into.
+    pub fn count(self, sizes: impl Iterator<Item = usize>) -> usize {
+        match self {
+            Binning::Bins(k) => k,
+            Binning::FilesPerChunk(m) => sizes.map(|n| n.div_ceil(m)).max().unwrap_or(0),
+        }
+    }
+
+    /// The `[start, end)` range of bin `b` in a dataset of `n` files, if not empty.
+    pub fn range(self, b: usize, n: usize) -> Option<(usize, usize)> {
+        let size = self.size(n);
+        let start = b.checked_mul(size)?;
+        (start < n).then(|| (start, (start + size).min(n)))
+    }
+}
+
+fn parse_binning(
+    percentage: Option<&Bound<'_, PyAny>>,
+    files_per_chunk: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Binning>> {
+    match (percentage, files_per_chunk) {
+        (Some(_), Some(_)) => Err(PyValueError::new_err(
+            "pass either percentage or files_per_chunk, not both",
+        )),
+        (Some(p), None) => {
+            let value = if p.is_instance_of::<PyInt>() {
+                p.extract::<i64>().ok()
+            } else {
+                None
+            };
+            match value {
+                Some(v) if (1..=100).contains(&v) && 100 % v == 0 => {
+                    Ok(Some(Binning::Bins((100 / v) as usize)))
+                }
+                _ => Err(PyValueError::new_err(format!(
+                    "percentage={} is not allowed: it must be an int that divides 100 \
+                     (1, 2, 4, 5, 10, 20, 25, 50 or 100); for any other chunk size use \
+                     files_per_chunk=N",
+                    pyobj::short_repr(p)
+                ))),
+            }
+        }
+        (None, Some(n)) => {
+            if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
+                return Err(PyTypeError::new_err(format!(
+                    "files_per_chunk must be an int, not {}",
+                    pyobj::type_name(n)
+                )));
+            }
+            match n.extract::<u64>() {
+                Ok(v) if v >= 1 => Ok(Some(Binning::FilesPerChunk(
+                    usize::try_from(v).unwrap_or(usize::MAX),
+                ))),
+                _ => Err(PyValueError::new_err(format!(
+                    "files_per_chunk={} is not allowed: it must be at least 1",
+                    pyobj::short_repr(n)
+                ))),
+            }
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Keep the datasets that `datasets` selects, in the order it gives them.
+fn select<'py>(
+    fileset: &Bound<'py, PyAny>,
+    datasets: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = fileset.py();
+    let Some(sel) = datasets else {
+        return Ok(fileset.clone());
+    };
+    let out = PyDict::new(py);
+    if sel.is_callable() {
+        for (k, v) in pyobj::items(fileset)? {
+            if sel.call1((&k,))?.is_truthy()? {
+                out.set_item(k, v)?;
+            }
+        }
+    } else {
+        for k in sel.try_iter()? {
+            let k = k?;
+            if fileset.contains(&k)? {
+                let v = fileset.get_item(&k)?;
+                out.set_item(k, v)?;
+            }
+        }
+    }
+    Ok(out.into_any())
+}
+
+/// Make every dataset a dict that names its tree, folding `treename` into list-form datasets.
+fn normalize<'py>(
+    fileset: &Bound<'py, PyAny>,
+    treename: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = fileset.py();
+    let need_treename = |name: &Bound<'py, PyAny>| {
+        PyValueError::new_err(format!(
+            "dataset {} lists its files without a tree name; pass treename=\"Events\" (or the \
+             tree to read) so that each chunk is self-contained",
+            pyobj::short_repr(name)
+        ))
+    };
+    let mut out = Vec::new();
+    for (name, data) in pyobj::items(fileset)? {
+        let value = if pyobj::is_list_or_tuple(&data) {
+            let Some(t) = treename else {
+                return Err(need_treename(&name));
+            };
+            let d = PyDict::new(py);
+            d.set_item(
+                "files",
+                pyo3::types::PySequenceMethods::to_list(data.cast::<pyo3::types::PySequence>()?)?,
+            )?;
+            d.set_item("treename", t)?;
+            d.into_any()
+        } else if data.is_instance_of::<PyDict>() {
+            let files = pyobj::get_files(&data)?;
+            if pyobj::is_list_or_tuple(&files) && !data.contains("treename")? {
+                let Some(t) = treename else {
+                    return Err(need_treename(&name));
+                };
+                let d = PyDict::new(py);
+                d.update(data.cast::<PyMapping>()?)?;
+                d.set_item("treename", t)?;
+                d.into_any()
+            } else {
+                data
+            }
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "dataset {} is a {}; a fileset maps each dataset to a dict \
+                 {{\"files\": {{path: treename}}, ...}} or to a list of paths",
+                pyobj::short_repr(&name),
+                pyobj::type_name(&data)
+            )));
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// A dataset's files in sorted order, in the container shape they came in.
+enum Sorted<'py> {
+    /// `(path, value)` pairs of an exact dict with `str` paths, with the sort permutation.
+    Pairs(Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, Vec<u32>),
+    /// Paths of an exact list or tuple of `str`, with the sort permutation.
+    Paths(Vec<Bound<'py, PyAny>>, Vec<u32>),
+    /// Sorted by Python itself (rare keys): the sorted items or paths, and whether it is a dict.
+    Python(Bound<'py, PyList>, bool),
+}
+
+impl Sorted<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Sorted::Pairs(v, _) => v.len(),
+            Sorted::Paths(v, _) => v.len(),
+            Sorted::Python(l, _) => l.len(),
+        }
+    }
+}
+
+/// Files gathered for sorting: the objects, and whether a fast byte sort applies.
+enum Gathered<'py> {
+    Pairs(Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>),
+    Paths(Vec<Bound<'py, PyAny>>),
+    Python(Bound<'py, PyList>, bool),
+}
+
+fn all_utf8_str<'a, 'py: 'a>(mut objs: impl Iterator<Item = &'a Bound<'py, PyAny>>) -> bool {
+    objs.all(|o| o.cast_exact::<PyString>().is_ok_and(|s| s.to_str().is_ok()))
+}
+
+fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
+    let files = pyobj::get_files(data)?;
+    if let Ok(d) = files.cast_exact::<PyDict>() {
+        let pairs: Vec<_> = d
+            .items()
+            .iter()
+            .map(|it| pyobj::unpack2(&it))
+            .collect::<PyResult<_>>()?;
+        if all_utf8_str(pairs.iter().map(|(k, _)| k)) {
+            return Ok(Gathered::Pairs(pairs));
+        }
+    }
+    if files.is_instance_of::<PyDict>() {
+        return Ok(Gathered::Python(
+            pyobj::sorted(&files.call_method0("items")?)?,
+            true,
+        ));
+    }
+    if files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>() {
+        let paths: Vec<_> = files.try_iter()?.collect::<PyResult<_>>()?;
+        if all_utf8_str(paths.iter()) {
+            return Ok(Gathered::Paths(paths));
+        }
+    }
+    if pyobj::is_list_or_tuple(&files) {
+        return Ok(Gathered::Python(pyobj::sorted(&files)?, false));
+    }
+    Err(PyTypeError::new_err(format!(
+        "the 'files' of a dataset must be a dict {{path: treename}} or a list of paths, not {}",
+        pyobj::type_name(&files)
+    )))
+}
+
+fn key_bytes<'a>(o: &'a Bound<'_, PyAny>) -> &'a [u8] {
+    // Checked by `all_utf8_str` when gathered; the UTF-8 form is cached in the object.
+    o.cast_exact::<PyString>()
+        .ok()
+        .and_then(|s| s.to_str().ok())
+        .unwrap_or("")
+        .as_bytes()
+}
+
+/// Sort every dataset's files, all datasets in parallel with the GIL released.
+fn sort_all<'py>(py: Python<'py>, gathered: Vec<Gathered<'py>>) -> Vec<Sorted<'py>> {
+    let keys: Vec<Option<Vec<&[u8]>>> = gathered
+        .iter()
+        .map(|g| match g {
+            Gathered::Pairs(p) => Some(p.iter().map(|(k, _)| key_bytes(k)).collect()),
+            Gathered::Paths(p) => Some(p.iter().map(key_bytes).collect()),
+            Gathered::Python(..) => None,
+        })
+        .collect();
+    let orders: Vec<Vec<u32>> = py.detach(|| {
+        keys.par_iter()
+            .map(|k| k.as_deref().map(sorted_order).unwrap_or_default())
+            .collect()
+    });
+    drop(keys);
+    gathered
+        .into_iter()
+        .zip(orders)
+        .map(|(g, order)| match g {
+            Gathered::Pairs(p) => Sorted::Pairs(p, order),
+            Gathered::Paths(p) => Sorted::Paths(p, order),
+            Gathered::Python(l, is_dict) => Sorted::Python(l, is_dict),
+        })
+        .collect()
+}
+
+/// A dataset entry for one bin: a copy of `data` whose `files` holds `[start, end)`.
+fn rebuild<'py>(
+    data: &Bound<'py, PyAny>,
+    files: &Sorted<'py>,
+    start: usize,
+    end: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = data.py();
+    let new = PyDict::new(py);
+    new.update(data.cast::<PyMapping>()?)?;
+    let sliced = match files {
+        Sorted::Pairs(pairs, order) => {
+            let d = PyDict::new(py);
+            for &i in &order[start..end] {
+                let (k, v) = &pairs[i as usize];
+                d.set_item(k, v)?;
+            }
+            d.into_any()
+        }
+        Sorted::Paths(paths, order) => {
+            PyList::new(py, order[start..end].iter().map(|&i| &paths[i as usize]))?.into_any()
+        }
+        Sorted::Python(list, true) => py
+            .get_type::<PyDict>()
+            .call1((list.get_slice(start, end),))?,
+        Sorted::Python(list, false) => list.get_slice(start, end).into_any(),
+    };
+    new.set_item("files", sliced)?;
+    Ok(new)
+}
+
+/// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
 #[pyfunction]
 #[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None))]
 pub fn split_fileset<'py>(
+    py: Python<'py>,
     fileset: &Bound<'py, PyAny>,
     strategy: Option<&Bound<'py, PyAny>>,
     datasets: Option<&Bound<'py, PyAny>>,
     percentage: Option<&Bound<'py, PyAny>>,
     treename: Option<&Bound<'py, PyAny>>,
     files_per_chunk: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let _ = (strategy, datasets, percentage, treename, files_per_chunk);
-    Ok(fileset.clone())
+) -> PyResult<Bound<'py, PyList>> {
+    let by_dataset = match strategy {
+        None => false,
+        Some(s) => {
+            if s.ne("by_dataset")? {
+                return Err(PyValueError::new_err(format!(
+                    "unknown strategy {}: use strategy=\"by_dataset\" for one dataset per \
+                     chunk, or strategy=None to mix all datasets in each chunk",
+                    pyobj::short_repr(s)
+                )));
+            }
+            true
+        }
+    };
+    let binning = parse_binning(percentage, files_per_chunk)?;
+    let selected = select(fileset, datasets)?;
+    let normalized = normalize(&selected, treename)?;
+
+    let Some(binning) = binning else {
+        let out = PyList::empty(py);
+        if by_dataset {
+            for (name, data) in &normalized {
+                let d = PyDict::new(py);
+                d.set_item(name, data)?;
+                out.append(d)?;
+            }
+        } else {
+            let d = PyDict::new(py);
+            for (name, data) in &normalized {
+                d.set_item(name, data)?;
+            }
+            out.append(d)?;
+        }
+        return Ok(out);
+    };
+
+    let gathered = normalized
+        .iter()
+        .map(|(_, data)| gather(data))
+        .collect::<PyResult<Vec<_>>>()?;
+    let sorted = sort_all(py, gathered);
+
+    let groups: Vec<Vec<usize>> = if by_dataset {
+        (0..normalized.len()).map(|i| vec![i]).collect()
+    } else {
+        vec![(0..normalized.len()).collect()]
+    };
+    let out = PyList::empty(py);
+    for group in groups {
+        let n_bins = binning.count(group.iter().map(|&i| sorted[i].len()));
+        for b in 0..n_bins {
+            let chunk = PyDict::new(py);
+            for &i in &group {
+                let (name, data) = &normalized[i];
+                if let Some((start, end)) = binning.range(b, sorted[i].len()) {
+                    chunk.set_item(name, rebuild(data, &sorted[i], start, end)?)?;
+                }
+            }
+            if !chunk.is_empty() {
+                out.append(chunk)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Binning;
+
+    fn bins(b: Binning, n: usize) -> Vec<(usize, usize)> {
+        (0..b.count(std::iter::once(n)))
+            .filter_map(|i| b.range(i, n))
+            .collect()
+    }
+
+    #[test]
+    fn percentage_bins() {
+        assert_eq!(bins(Binning::Bins(2), 3), vec![(0, 2), (2, 3)]);
+        assert_eq!(
+            bins(Binning::Bins(5), 10),
+            vec![(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+        );
+        // Fewer files than bins: one file per bin, trailing bins empty.
+        assert_eq!(bins(Binning::Bins(100), 3), vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(bins(Binning::Bins(4), 0), vec![]);
+        // ceil(11 / 4) = 3: bins of 3, 3, 3, 2.
+        assert_eq!(
+            bins(Binning::Bins(4), 11),
+            vec![(0, 3), (3, 6), (6, 9), (9, 11)]
+        );
+    }
+
+    #[test]
+    fn files_per_chunk_bins() {
+        assert_eq!(
+            bins(Binning::FilesPerChunk(4), 10),
+            vec![(0, 4), (4, 8), (8, 10)]
+        );
+        assert_eq!(bins(Binning::FilesPerChunk(50), 10), vec![(0, 10)]);
+        assert_eq!(bins(Binning::FilesPerChunk(1), 0), vec![]);
+        let b = Binning::FilesPerChunk(3);
+        assert_eq!(b.count([2, 7, 0].into_iter()), 3);
+        assert_eq!(b.range(2, 2), None);
+        assert_eq!(b.range(usize::MAX, 5), None);
+    }
 }

@@ -1,0 +1,266 @@
+"""Fixed cases for the Rust core: golden digests, the drop-in API, files_per_chunk, safety."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import chunkwise
+
+# The notebook's fileset (``shared/seed/split_fileset_notebook.txt``): two datasets of five
+# CMS open-data files, the first with a broken host name.
+_STORE = (
+    "//eos/opendata/cms/mc/RunIISummer20UL16NanoAODv9/"
+    "GluGluHToWWTo2L2Nu_M125_TuneCP5_13TeV_powheg2_JHUGenV714_pythia8/NANOAODSIM/"
+    "106X_mcRun2_asymptotic_v17-v2/260000/"
+)
+_IDS_0 = [
+    "A41320F6-C9F9-574C-8DD2-BD98C200E4EE",
+    "A7FEFB1C-387F-2B4D-A111-C53CC9371EC7",
+    "AB10FBAB-92C0-C043-933D-117FCC5704BA",
+    "C6E8BB7F-7F54-0C4C-9EDF-479C7DBB12E4",
+    "CB90AA65-868A-F548-A291-3837A3113162",
+]
+_IDS_1 = [
+    "18B53494-657F-5744-8131-58ABA4EE00ED",
+    "2CCE1139-F301-C341-AE1E-4D27AF294018",
+    "300C603C-F1DD-4A40-B4DD-F4E0B239A460",
+    "39251543-EE21-9C4C-80D5-5D9178F55C71",
+    "3BD29D89-9C4A-E743-8616-C6806281BF12",
+]
+
+
+def notebook_fileset():
+    host0 = ["root://eeeeeeospublic.cern.ch"] + ["root://eospublic.cern.ch"] * 4
+    return {
+        "SingleMu_0": {
+            "files": {f"{h}{_STORE}{i}.root": "Events" for h, i in zip(host0, _IDS_0)}
+        },
+        "SingleMu_1": {"files": {f"root://eospublic.cern.ch{_STORE}{i}.root": "Events" for i in _IDS_1}},
+    }
+
+
+def test_notebook_percentage_20_digests_match_the_notebook():
+    chunks = chunkwise.split_fileset(notebook_fileset(), percentage=20)
+    assert len(chunks) == 5
+    # The notebook printed these prefixes; the full digests are coffea 2026.9.0's.
+    assert [chunkwise.hash_fileset(c) for c in chunks] == [
+        "5febc050e0c6fefd226d9c8d0221d6a1e526cf55f72714781924fb4d607cc1bf",
+        "326dec702b8d8dcb5c4881b54ba79d7a36912b1259b4ceb8350d67d105a1e187",
+        "28afadc5fe045cb3bf10c6c8efbc079157bb36ce5aa7447727878bf98bc1eca8",
+        "7aab00fd83b06bd9f31837be92d777646460ba26b2f9329563db9a6c3b92142b",
+        "bc4cbe30948b20ca0ad981f21aeec3690b38892bd16070f58f66c9927da67054",
+    ]
+    # Each mixed chunk holds one file of each dataset; the broken host sorts first.
+    assert all(len(c) == 2 and all(len(d["files"]) == 1 for d in c.values()) for c in chunks)
+    assert next(iter(chunks[0]["SingleMu_0"]["files"])).startswith("root://eeeeeeospublic")
+
+
+def test_notebook_by_dataset_digests():
+    chunks = chunkwise.split_fileset(notebook_fileset(), strategy="by_dataset")
+    assert [list(c) for c in chunks] == [["SingleMu_0"], ["SingleMu_1"]]
+    assert chunkwise.hash_filesets(chunks) == [
+        "b43df18a3eb2468f71638669d3fd7b19eb3b135f6d2c6795bbfa7d0eef856b6b",
+        "d73666d309681b466efd20014dafd2af3df6182396aad37aa68e1d8f074af219",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "digest"),
+    [
+        ({}, "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
+        (
+            {"ds": {"files": ["b.root", "a.root"], "treename": "Events"}},
+            "6326ca92298a7fd807a346fb59898405750fd106b191189e3c2ee50ba47065eb",
+        ),
+        (
+            {
+                "ttbar": {
+                    "files": {
+                        "f.root": {
+                            "object_path": "Events",
+                            "steps": [[0, 100], [100, 200]],
+                            "num_entries": 200,
+                            "uuid": "1f3e",
+                        }
+                    },
+                    "metadata": {"xsec": 831.76, "is_mc": True},
+                    "preload": {"Muon_pt", "Electron_pt"},
+                }
+            },
+            "4c89785ef708819c07311eba1b0fd39cf85e229d7e6310d177e7fca626475f1e",
+        ),
+        (
+            {
+                "dé/μ😀": {
+                    "files": {'a\x00"\\\x7f.root': None},
+                    "metadata": {
+                        2: "b",
+                        10: [1e-05, 1e16, -0.0, float("nan"), float("inf"), 2**70, None],
+                    },
+                    "treename": "Events",
+                }
+            },
+            "b55549631adfa099c4998270e9eeedf65945936f57afb64c1b33463684c016af",
+        ),
+    ],
+    ids=["empty", "list-files", "preprocessed", "quirky"],
+)
+def test_golden_digests(chunk, digest):
+    assert chunkwise.hash_fileset(chunk) == digest
+    assert chunkwise.hash_filesets([chunk, chunk]) == [digest, digest]
+
+
+def test_digest_ignores_insertion_order_and_bookkeeping_keys():
+    a = {"d": {"files": {"x": "Events", "y": "Events"}, "compressed_form": "..."}}
+    b = {"d": {"files": {"y": "Events", "x": "Events"}}}
+    assert chunkwise.hash_fileset(a) == chunkwise.hash_fileset(b)
+    c = {"d": {"files": {"y": "Events", "x": "Events"}, "metadata": {"xsec": 1.0}}}
+    assert chunkwise.hash_fileset(c) != chunkwise.hash_fileset(b)
+
+
+def test_split_reuses_the_callers_objects():
+    meta = {"xsec": 1.0}
+    fs = {"d": {"files": {"b": "Events", "a": "Events"}, "metadata": meta}}
+    (whole,) = chunkwise.split_fileset(fs)
+    assert whole["d"] is fs["d"]
+    first, second = chunkwise.split_fileset(fs, percentage=50)
+    assert first["d"]["metadata"] is meta
+    assert list(first["d"]["files"]) == ["a"] and list(second["d"]["files"]) == ["b"]
+    assert fs["d"]["files"] == {"b": "Events", "a": "Events"}  # the input is not changed
+
+
+def test_files_per_chunk_any_size():
+    fs = {
+        "big": {"files": {f"f{i:03d}.root": "Events" for i in range(7)}},
+        "small": {"files": ["s1.root", "s0.root"], "treename": "Events"},
+    }
+    mixed = chunkwise.split_fileset(fs, files_per_chunk=3)
+    assert [{k: list(v["files"]) for k, v in c.items()} for c in mixed] == [
+        {"big": ["f000.root", "f001.root", "f002.root"], "small": ["s0.root", "s1.root"]},
+        {"big": ["f003.root", "f004.root", "f005.root"]},
+        {"big": ["f006.root"]},
+    ]
+    per_ds = chunkwise.split_fileset(fs, strategy="by_dataset", files_per_chunk=3)
+    assert [(list(c), len(next(iter(c.values()))["files"])) for c in per_ds] == [
+        (["big"], 3),
+        (["big"], 3),
+        (["big"], 1),
+        (["small"], 2),
+    ]
+    only_small = chunkwise.split_fileset(fs, datasets=["small"], files_per_chunk=1)
+    assert [list(c["small"]["files"]) for c in only_small] == [["s0.root"], ["s1.root"]]
+    # 20,000 chunks of 50 files: a size no percentage can give.
+    many = {"d": {"files": {f"/store/{i:07d}.root": "Events" for i in range(1_000_000)}}}
+    chunks = chunkwise.split_fileset(many, files_per_chunk=50)
+    assert len(chunks) == 20_000
+    assert all(len(c["d"]["files"]) == 50 for c in chunks)
+    assert next(iter(chunks[-1]["d"]["files"])) == "/store/0999950.root"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"files_per_chunk": 0}, ValueError),
+        ({"files_per_chunk": -3}, ValueError),
+        ({"files_per_chunk": 2.0}, TypeError),
+        ({"files_per_chunk": True}, TypeError),
+        ({"files_per_chunk": 5, "percentage": 20}, ValueError),
+    ],
+)
+def test_files_per_chunk_rejects_bad_values(kwargs, exc):
+    with pytest.raises(exc, match="files_per_chunk"):
+        chunkwise.split_fileset({"d": {"files": {"a": "Events"}}}, **kwargs)
+
+
+def test_error_messages_say_what_to_do():
+    with pytest.raises(ValueError, match="treename="):
+        chunkwise.split_fileset({"d": ["a.root"]})
+    with pytest.raises(ValueError, match="files_per_chunk"):
+        chunkwise.split_fileset({"d": {"files": {}}}, percentage=30)
+    with pytest.raises(ValueError, match="by_dataset"):
+        chunkwise.split_fileset({}, strategy="per_file")
+    with pytest.raises(TypeError, match="not a dict"):
+        chunkwise.hash_fileset({"d": ["a.root"]})
+
+
+def test_deep_metadata_raises_recursion_error_not_a_crash():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    chunk = {"d": {"files": {"a": "Events"}, "metadata": deep}}
+    with pytest.raises(RecursionError):
+        chunkwise.hash_fileset(chunk)
+    with pytest.raises(RecursionError):
+        chunkwise.hash_filesets([chunk])
+    # Splitting never serializes metadata, so it is fine with it.
+    assert chunkwise.split_fileset(chunk, percentage=50)[0]["d"]["metadata"] is deep
+
+
+def test_concurrent_mutation_never_crashes():
+    files = {f"/store/{i:05d}.root": "Events" for i in range(5000)}
+    fs = {"d": {"files": files, "metadata": {"k": [1, 2, 3]}}, "e": {"files": dict(files)}}
+    stop = threading.Event()
+
+    def mutate():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            files[f"/new/{i}"] = "Events"
+            files.pop(f"/new/{i - 1}", None)
+            if i % 50 == 0:
+                files[i] = "Events"  # a key that breaks sorting
+                files.pop(i)
+            fs["e"]["files"] = dict(files) if i % 2 else list(files)
+
+    t = threading.Thread(target=mutate)
+    t.start()
+    outcomes = set()
+    try:
+        for _ in range(150):
+            for call in (
+                lambda: chunkwise.hash_fileset(fs),
+                lambda: chunkwise.hash_filesets([fs, fs]),
+                lambda: chunkwise.split_fileset(fs, percentage=10, treename="Events"),
+            ):
+                try:
+                    call()
+                    outcomes.add("ok")
+                except (RuntimeError, TypeError, ValueError) as e:
+                    outcomes.add(type(e).__name__)
+    finally:
+        stop.set()
+        t.join()
+    assert "ok" in outcomes
+    # After the storm, results are still exact.
+    from coffea.dataset_tools import hash_fileset as coffea_hash
+
+    assert chunkwise.hash_fileset(fs) == coffea_hash(fs)
+
+
+def test_import_is_cheap_and_does_not_import_coffea():
+    code = (
+        "import sys, chunkwise; "
+        "assert 'coffea' not in sys.modules and 'uproot' not in sys.modules; "
+        "print(chunkwise.hash_fileset({}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+def test_signatures_are_drop_in():
+    import inspect
+
+    from coffea.dataset_tools import hash_fileset, split_fileset
+
+    ours = inspect.signature(chunkwise.split_fileset).parameters
+    theirs = inspect.signature(split_fileset).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)
+    assert all(ours[p].default is None for p in theirs if p != "fileset")
+    assert ours["files_per_chunk"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert list(inspect.signature(chunkwise.hash_fileset).parameters) == list(
+        inspect.signature(hash_fileset).parameters
+    )
