@@ -6,8 +6,20 @@
 
 use std::cmp::Ordering;
 
+/// Length of the common prefix of `a` and `b`, eight bytes at a time.
 fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut i = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + a[i..].iter().zip(&b[i..]).take_while(|(x, y)| x == y).count()
 }
 
 #[inline]
@@ -103,6 +115,16 @@ mod tests {
             .collect();
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         check(&refs);
+    }
+
+    #[test]
+    fn common_prefix_lengths() {
+        assert_eq!(common_prefix_len(b"", b"abc"), 0);
+        assert_eq!(common_prefix_len(b"abcdefghij", b"abcdefghij"), 10);
+        assert_eq!(common_prefix_len(b"abcdefghij", b"abcdefgXij"), 7);
+        assert_eq!(common_prefix_len(b"abcdefghijklmnop", b"abcdefghijklmnoQ"), 15);
+        assert_eq!(common_prefix_len(b"abcdefghi", b"abcdefgh"), 8);
+        assert_eq!(common_prefix_len(b"Xbc", b"abc"), 0);
     }
 
     #[test]
