@@ -16,7 +16,13 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 
-use crate::canonical::{write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, NULL_VALUE};
+use std::sync::mpsc;
+
+use typed_arena::Arena;
+
+use crate::canonical::{
+    hash_buffers, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, NULL_VALUE,
+};
 use crate::pyobj;
 
 /// A value of the document that is either a plain `str` (escaped in Rust) or pre-encoded JSON.
@@ -171,25 +177,10 @@ fn prepare<'py>(chunk: &Bound<'py, PyAny>) -> PyResult<Vec<Dataset<'py>>> {
     Ok(datasets)
 }
 
-/// Owners of every `str` whose UTF-8 the plan borrows, plus the plan's shape with indices in
-/// place of borrows. Keeping strong references makes the borrowed bytes outlive any mutation of
-/// the fileset by another thread while the GIL is released.
-#[derive(Default)]
-pub struct Holder<'py> {
-    strs: Vec<Bound<'py, PyString>>,
-    shape: Vec<Shape>,
-}
-
-enum Shape {
-    Lit(&'static str),
-    Raw(Vec<u8>),
-    Str(u32),
-    Files {
-        first: u32,
-        values: Vec<u32>,
-        value_of: Vec<u32>,
-    },
-}
+/// Strong references to every `str` whose UTF-8 bytes a plan borrows. Allocation takes `&self`,
+/// so plans can borrow earlier strings while later ones are added; and the bytes outlive any
+/// mutation of the fileset by another thread while the GIL is released.
+pub type KeepAlive<'py> = Arena<Bound<'py, PyString>>;
 
 fn changed() -> PyErr {
     PyRuntimeError::new_err(
@@ -198,213 +189,216 @@ fn changed() -> PyErr {
     )
 }
 
-impl<'py> Holder<'py> {
-    fn push_str(&mut self, s: Bound<'py, PyString>) -> u32 {
-        self.strs.push(s);
-        (self.strs.len() - 1) as u32
+/// Turns prepared datasets into plan pieces that borrow from a [`KeepAlive`].
+pub struct Gatherer<'a, 'py> {
+    keep: &'a KeepAlive<'py>,
+}
+
+impl<'a, 'py> Gatherer<'a, 'py> {
+    pub fn new(keep: &'a KeepAlive<'py>) -> Self {
+        Gatherer { keep }
     }
 
-    fn part(&mut self, part: &Part<'py>) -> PyResult<()> {
+    /// Keep `s` alive and borrow its UTF-8 form, or `None` for a lone surrogate.
+    fn borrow(&self, s: Bound<'py, PyString>) -> Option<&'a str> {
+        let kept: &'a Bound<'py, PyString> = self.keep.alloc(s);
+        kept.to_str().ok()
+    }
+
+    fn part(&self, plan: &mut ChunkPlan<'a>, part: &Part<'py>) -> PyResult<()> {
         match part {
-            Part::Str(s) => match s.to_str() {
-                Ok(_) => {
-                    let i = self.push_str(s.clone());
-                    self.shape.push(Shape::Str(i));
-                }
+            Part::Str(s) => match self.borrow(s.clone()) {
+                Some(text) => plan.string(text),
                 // Lone surrogates have no UTF-8 form: let Python's encoder escape them.
-                Err(_) => self.shape.push(Shape::Raw(pyobj::encode_json(s.as_any())?)),
+                None => plan.raw(pyobj::encode_json(s.as_any())?),
             },
-            Part::Raw(b) => self.shape.push(Shape::Raw(b.clone())),
+            Part::Raw(b) => plan.raw(b.clone()),
             Part::Obj(_) => unreachable!("parts are encoded before they are gathered"),
         }
         Ok(())
     }
 
-    /// Gather the paths (and distinct tree names) of a plain files container. Returns false,
-    /// having gathered nothing, when a string has no UTF-8 form (a lone surrogate).
+    /// Gather the paths (and distinct tree names) of a plain files container. `None` when a
+    /// string has no UTF-8 form (a lone surrogate).
     fn fast_files(
-        &mut self,
+        &self,
+        len_hint: usize,
         pairs: impl Iterator<Item = PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>>,
-    ) -> PyResult<bool> {
-        let first = self.strs.len();
-        let mut value_objs: Vec<Bound<'py, PyString>> = Vec::new();
-        let mut value_of: Vec<u32> = Vec::new();
+    ) -> PyResult<Option<FastFiles<'a>>> {
+        let mut files = FastFiles {
+            entries: Vec::with_capacity(len_hint),
+            values: Vec::new(),
+        };
+        // Tree names repeat, usually as one object or a few equal ones: remember the last.
+        let mut last: Option<(Bound<'py, PyAny>, u32)> = None;
         for pair in pairs {
             let (path, value) = pair?;
             let path = path.cast_into_exact::<PyString>().map_err(|_| changed())?;
-            if path.to_str().is_err() {
-                self.strs.truncate(first);
-                return Ok(false);
-            }
-            self.strs.push(path);
-            let v = match value {
-                Some(v) if !v.is_none() => {
-                    let v = v.cast_into_exact::<PyString>().map_err(|_| changed())?;
-                    let Ok(text) = v.to_str() else {
-                        self.strs.truncate(first);
-                        return Ok(false);
-                    };
-                    // Tree names repeat, often as distinct but equal objects: keep one of each.
-                    let known = value_objs
-                        .iter()
-                        .position(|o| o.is(&v) || o.to_str().is_ok_and(|t| t == text));
-                    match known {
-                        Some(pos) => pos as u32,
-                        None => {
-                            value_objs.push(v);
-                            (value_objs.len() - 1) as u32
-                        }
+            let Some(path) = self.borrow(path) else {
+                return Ok(None);
+            };
+            let value = match value {
+                Some(v) if !v.is_none() => match &last {
+                    Some((obj, idx)) if obj.is(&v) => *idx,
+                    _ => {
+                        let v = v.cast_into_exact::<PyString>().map_err(|_| changed())?;
+                        let Some(text) = self.borrow(v.clone()) else {
+                            return Ok(None);
+                        };
+                        let idx = match files.values.iter().position(|t| *t == text) {
+                            Some(i) => i as u32,
+                            None => {
+                                files.values.push(text);
+                                (files.values.len() - 1) as u32
+                            }
+                        };
+                        last = Some((v.into_any(), idx));
+                        idx
                     }
-                }
+                },
                 _ => NULL_VALUE,
             };
-            value_of.push(v);
+            files.entries.push(FileEntry { path, value });
         }
-        let base = self.strs.len() as u32;
-        let values = (base..base + value_objs.len() as u32).collect();
-        self.strs.extend(value_objs);
-        self.shape.push(Shape::Files {
-            first: first as u32,
-            values,
-            value_of,
-        });
-        Ok(true)
+        Ok(Some(files))
     }
 
-    fn files(&mut self, files: &Files<'py>) -> PyResult<()> {
-        let ok = match files {
+    fn files(&self, plan: &mut ChunkPlan<'a>, files: &Files<'py>) -> PyResult<()> {
+        let gathered = match files {
+            // No Python code runs while we walk the dict, so it cannot change under us.
             Files::FastDict(d) => {
-                // No Python code runs while we walk the dict, so it cannot change under us.
-                self.fast_files(d.iter().map(|(k, v)| Ok((k, Some(v)))))?
+                self.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))?
             }
             Files::FastSeq(seq) => {
                 let it = seq.try_iter()?;
-                self.fast_files(it.map(|p| p.map(|p| (p, None))))?
+                self.fast_files(seq.len().unwrap_or(0), it.map(|p| p.map(|p| (p, None))))?
             }
             Files::Raw(b) => {
-                self.shape.push(Shape::Raw(b.clone()));
-                true
+                plan.raw(b.clone());
+                return Ok(());
             }
             Files::Sorted(_) => unreachable!("sorted files are encoded before they are gathered"),
         };
-        if !ok {
-            // Rare: a path or tree name with a lone surrogate. Python sorts and encodes it.
-            let list = match files {
-                Files::FastDict(d) => pyobj::sorted(&d.items().into_any())?,
-                Files::FastSeq(seq) => {
-                    let py = seq.py();
-                    let pairs = PyList::empty(py);
-                    for p in pyobj::sorted(seq)?.iter() {
-                        pairs.append((p, py.None()))?;
+        match gathered {
+            Some(f) => plan.files(f),
+            None => {
+                // Rare: a path or tree name with a lone surrogate. Python sorts and encodes it.
+                let list = match files {
+                    Files::FastDict(d) => pyobj::sorted(d.items().as_any())?,
+                    Files::FastSeq(seq) => {
+                        let py = seq.py();
+                        let pairs = PyList::empty(py);
+                        for p in pyobj::sorted(seq)?.iter() {
+                            pairs.append((p, py.None()))?;
+                        }
+                        pairs
                     }
-                    pairs
-                }
-                _ => unreachable!(),
-            };
-            self.shape
-                .push(Shape::Raw(pyobj::encode_json(list.as_any())?));
-        }
-        Ok(())
-    }
-
-    fn dataset(&mut self, ds: &Dataset<'py>, first: bool) -> PyResult<()> {
-        if !first {
-            self.shape.push(Shape::Lit(","));
-        }
-        self.part(&ds.key)?;
-        self.shape.push(Shape::Lit(":{\"files\":"));
-        self.files(&ds.files)?;
-        for (lit, part) in &ds.extras {
-            self.shape.push(Shape::Lit(lit));
-            self.part(part)?;
-        }
-        self.shape.push(Shape::Lit("}"));
-        Ok(())
-    }
-
-    /// The plan, borrowing the held strings.
-    pub fn plan(&self) -> PyResult<ChunkPlan<'_>> {
-        let s = |i: usize| self.strs[i].to_str();
-        let mut plan = ChunkPlan::default();
-        for shape in &self.shape {
-            match shape {
-                Shape::Lit(s) => plan.lit(s),
-                Shape::Raw(b) => plan.raw(b.clone()),
-                Shape::Str(i) => plan.string(s(*i as usize)?),
-                Shape::Files {
-                    first,
-                    values,
-                    value_of,
-                } => {
-                    let first = *first as usize;
-                    plan.files(FastFiles {
-                        entries: value_of
-                            .iter()
-                            .enumerate()
-                            .map(|(j, &v)| {
-                                Ok(FileEntry {
-                                    path: s(first + j)?,
-                                    value: v,
-                                })
-                            })
-                            .collect::<PyResult<_>>()?,
-                        values: values
-                            .iter()
-                            .map(|&i| s(i as usize))
-                            .collect::<PyResult<_>>()?,
-                    });
-                }
+                    _ => unreachable!(),
+                };
+                plan.raw(pyobj::encode_json(list.as_any())?);
             }
         }
+        Ok(())
+    }
+
+    /// Append one dataset's `"name":{"files":...,...}` to `plan`.
+    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: &Dataset<'py>, first: bool) -> PyResult<()> {
+        if !first {
+            plan.lit(",");
+        }
+        self.part(plan, &ds.key)?;
+        plan.lit(":{\"files\":");
+        self.files(plan, &ds.files)?;
+        for (lit, part) in &ds.extras {
+            plan.lit(lit);
+            self.part(plan, part)?;
+        }
+        plan.lit("}");
+        Ok(())
+    }
+
+    /// The plan of dataset `i` of `n`, with the chunk's opening and closing braces.
+    fn dataset_of_chunk(&self, ds: &Dataset<'py>, i: usize, n: usize) -> PyResult<ChunkPlan<'a>> {
+        let mut plan = ChunkPlan::default();
+        if i == 0 {
+            plan.lit("{");
+        }
+        self.dataset(&mut plan, ds, i == 0)?;
+        if i + 1 == n {
+            plan.lit("}");
+        }
+        Ok(plan)
+    }
+
+    /// The whole plan of one chunk.
+    pub fn chunk(&self, chunk: &Bound<'py, PyAny>) -> PyResult<ChunkPlan<'a>> {
+        let datasets = prepare(chunk)?;
+        let mut plan = ChunkPlan::default();
+        plan.lit("{");
+        for (i, ds) in datasets.iter().enumerate() {
+            self.dataset(&mut plan, ds, i == 0)?;
+        }
+        plan.lit("}");
         Ok(plan)
     }
 }
 
-/// Gather a whole chunk into one holder (for hashing many small chunks in parallel).
-pub fn gather<'py>(chunk: &Bound<'py, PyAny>) -> PyResult<Holder<'py>> {
-    let datasets = prepare(chunk)?;
-    let mut holder = Holder::default();
-    holder.shape.push(Shape::Lit("{"));
-    for (i, ds) in datasets.iter().enumerate() {
-        holder.dataset(ds, i == 0)?;
-    }
-    holder.shape.push(Shape::Lit("}"));
-    Ok(holder)
+fn n_fast_files(datasets: &[Dataset<'_>]) -> usize {
+    datasets
+        .iter()
+        .map(|ds| match &ds.files {
+            Files::FastDict(d) => d.len(),
+            Files::FastSeq(s) => s.len().unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
-/// Hash one chunk, streaming it dataset by dataset so that memory stays at one dataset's paths,
-/// with the GIL released while each dataset is sorted and hashed.
+/// Below this many files a chunk is hashed on the calling thread alone.
+const PIPELINE_AT: usize = 20_000;
+
+/// Hash one chunk. Large chunks go through a two-stage pipeline: this thread gathers each
+/// dataset's paths (GIL held), then sorts and escapes them into buffers (GIL released), while a
+/// worker thread feeds the buffers to SHA-256. Only one dataset's plan and a few buffers are in
+/// flight at a time.
 pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let py = chunk.py();
     let datasets = prepare(chunk)?;
-    let mut sink = HashSink::new();
-    sink.bytes(b"{");
-    for (i, ds) in datasets.iter().enumerate() {
-        let mut holder = Holder::default();
-        holder.dataset(ds, i == 0)?;
-        let mut plan = holder.plan()?;
-        if plan.n_entries() >= DETACH_AT {
-            py.detach(|| write_plan(&mut sink, &mut plan));
-        } else {
-            write_plan(&mut sink, &mut plan);
+    let keep = KeepAlive::new();
+    let gatherer = Gatherer::new(&keep);
+    let n = datasets.len();
+    let plan_of = |i, ds| gatherer.dataset_of_chunk(ds, i, n);
+    if n_fast_files(&datasets) < PIPELINE_AT {
+        let mut sink = HashSink::new();
+        if datasets.is_empty() {
+            sink.bytes(b"{}");
         }
+        for (i, ds) in datasets.iter().enumerate() {
+            let mut plan = plan_of(i, ds)?;
+            sort_plan(&mut plan);
+            write_plan(&mut sink, &plan);
+        }
+        return Ok(sink.finish().expect("a direct sink returns its digest"));
     }
-    sink.bytes(b"}");
-    Ok(sink.finish())
-}
-
-/// Below this many files, releasing and re-taking the GIL costs more than it gives.
-const DETACH_AT: usize = 256;
-
-impl Holder<'_> {
-    /// How many file entries this holder gathered.
-    pub fn n_files(&self) -> usize {
-        self.shape
-            .iter()
-            .map(|s| match s {
-                Shape::Files { value_of, .. } => value_of.len(),
-                _ => 0,
-            })
-            .sum()
-    }
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let worker = scope.spawn(move || hash_buffers(full_rx, empty_tx));
+        let mut sink = HashSink::to_channel(full_tx, empty_rx);
+        let fed = (|| -> PyResult<()> {
+            for (i, ds) in datasets.iter().enumerate() {
+                let mut plan = plan_of(i, ds)?;
+                py.detach(|| {
+                    sort_plan(&mut plan);
+                    write_plan(&mut sink, &plan);
+                });
+            }
+            Ok(())
+        })();
+        // Finishing hands over the last buffer and closes the channel, so the worker ends.
+        let _ = sink.finish();
+        let digest = py.detach(|| worker.join());
+        fed?;
+        digest.map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))
+    })
 }

@@ -5,6 +5,7 @@
 mod canonical;
 mod escape;
 mod hash;
+mod prefetch;
 mod pyobj;
 mod sort;
 mod split;
@@ -25,30 +26,23 @@ const BATCH_FILES: usize = 1 << 20;
 #[pyfunction]
 fn hash_filesets(py: Python<'_>, chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let mut out = Vec::new();
-    let mut batch = Vec::new();
-    let mut batch_files = 0;
-    let flush = |batch: &mut Vec<hash::Holder<'_>>, out: &mut Vec<String>| -> PyResult<()> {
-        let mut plans = batch
-            .iter()
-            .map(|h| h.plan())
-            .collect::<PyResult<Vec<_>>>()?;
+    let mut chunks = chunks.try_iter()?.peekable();
+    while chunks.peek().is_some() {
+        // One batch: gather plans (GIL held) until enough files, then hash them in parallel.
+        let keep = hash::KeepAlive::new();
+        let gatherer = hash::Gatherer::new(&keep);
+        let mut plans = Vec::new();
+        let mut files = 0;
+        while files < BATCH_FILES {
+            let Some(chunk) = chunks.next() else { break };
+            let plan = gatherer.chunk(&chunk?)?;
+            files += plan.n_entries() + 1;
+            plans.push(plan);
+        }
         let digests: Vec<[u8; 32]> =
             py.detach(|| plans.par_iter_mut().map(canonical::digest).collect());
         out.extend(digests.iter().map(canonical::hex));
-        drop(plans);
-        batch.clear();
-        Ok(())
-    };
-    for chunk in chunks.try_iter()? {
-        let holder = hash::gather(&chunk?)?;
-        batch_files += holder.n_files() + 1;
-        batch.push(holder);
-        if batch_files >= BATCH_FILES {
-            flush(&mut batch, &mut out)?;
-            batch_files = 0;
-        }
     }
-    flush(&mut batch, &mut out)?;
     Ok(out)
 }
 

@@ -6,6 +6,8 @@
 
 use std::cmp::Ordering;
 
+use crate::prefetch::{prefetch, AHEAD};
+
 /// Length of the common prefix of `a` and `b`, eight bytes at a time.
 fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
@@ -19,7 +21,11 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
         }
         i += 8;
     }
-    i + a[i..].iter().zip(&b[i..]).take_while(|(x, y)| x == y).count()
+    i + a[i..]
+        .iter()
+        .zip(&b[i..])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 #[inline]
@@ -47,7 +53,12 @@ pub fn sorted_order(keys: &[&[u8]]) -> Vec<u32> {
     let mut order: Vec<(u64, u32)> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| (head_u64(&k[lcp..]), i as u32))
+        .map(|(i, k)| {
+            if let Some(ahead) = keys.get(i + AHEAD) {
+                prefetch(&ahead[lcp.min(ahead.len())..(lcp + 8).min(ahead.len())]);
+            }
+            (head_u64(&k[lcp..]), i as u32)
+        })
         .collect();
     order.sort_unstable_by(|a, b| match a.0.cmp(&b.0) {
         Ordering::Equal => keys[a.1 as usize][lcp..]
@@ -122,7 +133,10 @@ mod tests {
         assert_eq!(common_prefix_len(b"", b"abc"), 0);
         assert_eq!(common_prefix_len(b"abcdefghij", b"abcdefghij"), 10);
         assert_eq!(common_prefix_len(b"abcdefghij", b"abcdefgXij"), 7);
-        assert_eq!(common_prefix_len(b"abcdefghijklmnop", b"abcdefghijklmnoQ"), 15);
+        assert_eq!(
+            common_prefix_len(b"abcdefghijklmnop", b"abcdefghijklmnoQ"),
+            15
+        );
         assert_eq!(common_prefix_len(b"abcdefghi", b"abcdefgh"), 8);
         assert_eq!(common_prefix_len(b"Xbc", b"abc"), 0);
     }

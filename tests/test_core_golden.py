@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -37,9 +38,11 @@ def notebook_fileset():
     host0 = ["root://eeeeeeospublic.cern.ch"] + ["root://eospublic.cern.ch"] * 4
     return {
         "SingleMu_0": {
-            "files": {f"{h}{_STORE}{i}.root": "Events" for h, i in zip(host0, _IDS_0)}
+            "files": {f"{h}{_STORE}{i}.root": "Events" for h, i in zip(host0, _IDS_0, strict=True)}
         },
-        "SingleMu_1": {"files": {f"root://eospublic.cern.ch{_STORE}{i}.root": "Events" for i in _IDS_1}},
+        "SingleMu_1": {
+            "files": {f"root://eospublic.cern.ch{_STORE}{i}.root": "Events" for i in _IDS_1}
+        },
     }
 
 
@@ -201,7 +204,8 @@ def test_deep_metadata_raises_recursion_error_not_a_crash():
 
 
 def test_concurrent_mutation_never_crashes():
-    files = {f"/store/{i:05d}.root": "Events" for i in range(5000)}
+    # Over 20,000 files in all, so that hash_fileset takes its threaded path.
+    files = {f"/store/{i:05d}.root": "Events" for i in range(12_000)}
     fs = {"d": {"files": files, "metadata": {"k": [1, 2, 3]}}, "e": {"files": dict(files)}}
     stop = threading.Event()
 
@@ -220,7 +224,7 @@ def test_concurrent_mutation_never_crashes():
     t.start()
     outcomes = set()
     try:
-        for _ in range(150):
+        for _ in range(60):
             for call in (
                 lambda: chunkwise.hash_fileset(fs),
                 lambda: chunkwise.hash_filesets([fs, fs]),
@@ -238,7 +242,27 @@ def test_concurrent_mutation_never_crashes():
     # After the storm, results are still exact.
     from coffea.dataset_tools import hash_fileset as coffea_hash
 
+    fs["e"]["files"] = dict(files)
     assert chunkwise.hash_fileset(fs) == coffea_hash(fs)
+
+
+def test_large_chunks_match_coffea_on_the_threaded_path():
+    from coffea.dataset_tools import hash_fileset as coffea_hash
+
+    rng = random.Random(7)
+    fs = {}
+    for d in range(6):
+        store = f"root://xrootd.example//store/{d}/"
+        paths = [f"{store}{rng.getrandbits(64):016x}.root" for _ in range(9000)]
+        fs[f"ds{d}"] = {"files": dict.fromkeys(paths, "Events"), "metadata": {"d": d}}
+    fs["ds1"]["files"] = list(fs["ds1"]["files"])
+    fs["ds1"]["treename"] = "Events"
+    fs["ds2"]["files"]["/store/é/\udc80.root"] = None  # a lone surrogate: Python encodes it
+    preprocessed = {"object_path": "Events", "num_entries": 5}
+    fs["ds3"]["files"] = dict.fromkeys(fs["ds3"]["files"], preprocessed)
+    fs["ds4"]["files"] = {p: "EO"[i % 2] for i, p in enumerate(fs["ds4"]["files"])}
+    assert chunkwise.hash_fileset(fs) == coffea_hash(fs)
+    assert chunkwise.hash_filesets([fs, {}]) == [coffea_hash(fs), coffea_hash({})]
 
 
 def test_import_is_cheap_and_does_not_import_coffea():

@@ -1,0 +1,89 @@
+"""Type stubs for chunkwise's compiled core (``chunkwise._core``)."""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Fileset = Mapping[Any, Any]
+
+def split_fileset(
+    fileset: Fileset,
+    strategy: str | None = None,
+    datasets: Iterable[Any] | Callable[[Any], object] | None = None,
+    percentage: int | None = None,
+    treename: str | None = None,
+    *,
+    files_per_chunk: int | None = None,
+) -> list[dict[Any, Any]]:
+    """Split a fileset into independent chunks, exactly as coffea 2026.9.0 does.
+
+    Parameters
+    ----------
+    fileset : dict
+        ``{dataset: {"files": {path: treename} | [path, ...], ...}}`` or
+        ``{dataset: [path, ...]}``.
+    strategy : {"by_dataset", None}
+        ``"by_dataset"`` keeps each dataset in chunks of its own; ``None`` mixes all datasets
+        in every chunk.
+    datasets : list, tuple, str, callable or None
+        Restrict the split to these datasets (in this order), or to the names for which the
+        callable returns a true value.
+    percentage : int or None
+        Each chunk gets this percentage of every dataset's files; must divide 100.
+    treename : str or None
+        Tree name folded into list-form datasets, so that every chunk is self-contained.
+    files_per_chunk : int or None
+        Keyword-only, chunkwise's own: chunks of at most this many files of each dataset.
+        Cannot be combined with ``percentage``.
+
+    Returns
+    -------
+    list of dict
+        The chunks, each a fileset. Files are sorted by path before slicing, so the chunks do
+        not depend on insertion order.
+
+    Examples
+    --------
+    >>> fs = {"ttbar": {"files": {"b.root": "Events", "a.root": "Events"}}}
+    >>> split_fileset(fs, percentage=50)
+    [{'ttbar': {'files': {'a.root': 'Events'}}}, {'ttbar': {'files': {'b.root': 'Events'}}}]
+    """
+
+def hash_fileset(chunk: Fileset) -> str:
+    """Return the stable SHA-256 hex digest of a chunk, byte-identical to coffea's.
+
+    Parameters
+    ----------
+    chunk : dict
+        A self-contained chunk, as :func:`split_fileset` returns.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits. Dataset names, sorted file paths and tree names,
+        ``treename``, ``preload`` and ``metadata`` enter the digest; other keys do not.
+
+    Examples
+    --------
+    >>> hash_fileset({})
+    '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a'
+    """
+
+def hash_filesets(chunks: Iterable[Fileset]) -> list[str]:
+    """Return ``[hash_fileset(c) for c in chunks]``, hashing in parallel without the GIL.
+
+    Parameters
+    ----------
+    chunks : iterable of dict
+        The chunks to hash.
+
+    Returns
+    -------
+    list of str
+        One digest per chunk, in order. The first chunk that cannot be hashed raises the
+        exception :func:`hash_fileset` would raise for it.
+
+    Examples
+    --------
+    >>> hash_filesets([{}, {}]) == [hash_fileset({})] * 2
+    True
+    """
