@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chunkwise._core import hash_fileset, hash_filesets, split_fileset
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chunkwise.run import ChunkRecord, RunReport, run
+    from chunkwise.runner import ChunkRecord, RunReport, run
 
 __all__ = [
     "ChunkRecord",
@@ -35,7 +35,9 @@ _LAZY = {"run", "RunReport", "ChunkRecord"}
 def __getattr__(name: str) -> Any:
     # ``run`` needs coffea, which takes seconds to import: load it only when asked for.
     if name in _LAZY:
-        from chunkwise import run as _run_module
+        import importlib
 
-        return getattr(_run_module, name)
+        value = getattr(importlib.import_module("chunkwise.runner"), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
     raise AttributeError(f"module 'chunkwise' has no attribute {name!r}")

@@ -1,0 +1,865 @@
+"""The ``chunkwise`` command line: split, hash, status, run and demo.
+
+Every subcommand parses its arguments, checks all of its input, and only then calls the Python
+API (``chunkwise.split_fileset``, ``chunkwise.hash_fileset``, ``chunkwise.run``). Bad input ends
+with one line on stderr that names the problem and what to do, exit status 2, and nothing
+written. ``run`` exits 0 when every file made it into the result and 1 when something is missing.
+
+Importing this module is cheap: coffea, dask and matplotlib are imported inside the subcommands
+that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["UsageError", "main"]
+
+EXECUTORS = ("iterative", "futures", "dask")
+
+
+class UsageError(Exception):
+    """Bad input to a subcommand: reported as one line on stderr, with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a single line rather than usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _percentage(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100 or 100 % value:
+        raise argparse.ArgumentTypeError(
+            f"{value} does not divide 100 evenly; use e.g. 10, 20, 25 or 50"
+        )
+    return value
+
+
+def _dataset_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how to split the fileset into chunks")
+    group.add_argument(
+        "--strategy",
+        choices=["by_dataset"],
+        help="by_dataset: never mix datasets in one chunk (default: mix them)",
+    )
+    size = group.add_mutually_exclusive_group()
+    size.add_argument(
+        "--percentage",
+        type=_percentage,
+        metavar="P",
+        help="each chunk gets P%% of every dataset's files (P divides 100)",
+    )
+    size.add_argument(
+        "--files-per-chunk",
+        type=_positive_int,
+        metavar="N",
+        help="each chunk gets at most N files of every dataset",
+    )
+    group.add_argument(
+        "--datasets",
+        type=_dataset_list,
+        metavar="A,B",
+        help="only these datasets (comma-separated names)",
+    )
+    group.add_argument(
+        "--treename",
+        metavar="T",
+        help="tree name for datasets that list paths without one (e.g. Events)",
+    )
+
+
+def _load(path: str) -> dict[str, Any]:
+    from chunkwise.filesets import FilesetError, load_fileset
+
+    try:
+        return load_fileset(path)
+    except FilesetError as err:
+        raise UsageError(str(err)) from None
+
+
+def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> list[dict]:
+    """Split ``fileset`` with the split options in ``args``; bad options raise UsageError."""
+    from chunkwise import split_fileset
+
+    if args.datasets is not None:
+        unknown = [name for name in args.datasets if name not in fileset]
+        if unknown:
+            raise UsageError(
+                f"--datasets: {', '.join(map(repr, unknown))} not in {source}; "
+                f"it has {', '.join(map(repr, sorted(fileset)))}"
+            )
+    if args.treename is None:
+        for dataset, data in fileset.items():
+            if args.datasets is not None and dataset not in args.datasets:
+                continue
+            files = data.get("files") if isinstance(data, dict) else data
+            if isinstance(files, list) and not (isinstance(data, dict) and "treename" in data):
+                raise UsageError(
+                    f"{source}: dataset {dataset!r} lists its files without a tree name; "
+                    "pass --treename (e.g. --treename Events)"
+                )
+    try:
+        chunks = split_fileset(
+            fileset,
+            strategy=args.strategy,
+            datasets=args.datasets,
+            percentage=args.percentage,
+            treename=args.treename,
+            files_per_chunk=args.files_per_chunk,
+        )
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{source}: {_one_line(err)}") from None
+    if not chunks:
+        raise UsageError(f"{source}: no files to split; check --datasets and the fileset")
+    return chunks
+
+
+def _hashes(chunks: list[dict], source: str) -> list[str]:
+    from chunkwise import hash_filesets
+
+    try:
+        return list(hash_filesets(chunks))
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{source}: cannot hash: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _file_counts(chunk: dict[str, Any]) -> dict[str, int]:
+    counts = {}
+    for dataset, data in chunk.items():
+        files = data.get("files", ()) if isinstance(data, dict) else data
+        counts[dataset] = len(files)
+    return counts
+
+
+def _check_writable_dir(path: str, what: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{what}: directory {directory!r} does not exist; create it first")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"{what}: cannot write to {directory!r}; choose another place")
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    fileset = _load(args.fileset)
+    chunks = _split(fileset, args, args.fileset)
+    digests = _hashes(chunks, args.fileset)
+
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {args.out!r} is a file; give a directory")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        raise UsageError(
+            f"--out {args.out!r} is not empty; choose a new directory or add --force to replace it"
+        )
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out: directory {parent!r} does not exist; create it first")
+
+    manifest = {
+        "chunkwise": _version(),
+        "fileset": os.path.abspath(args.fileset),
+        "options": {
+            "strategy": args.strategy,
+            "percentage": args.percentage,
+            "files_per_chunk": args.files_per_chunk,
+            "datasets": args.datasets,
+            "treename": args.treename,
+        },
+        "n_chunks": 0,
+        "chunks": [],
+    }
+    seen: set[str] = set()
+    # Everything goes into a fresh directory next to --out, renamed into place at the end, so
+    # that an error or interruption leaves --out as it was.
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        for chunk, digest in zip(chunks, digests, strict=True):
+            if digest in seen:  # identical chunks share one file
+                continue
+            seen.add(digest)
+            with open(os.path.join(staging, f"{digest}.json"), "w", encoding="utf-8") as f:
+                json.dump(chunk, f, indent=1)
+                f.write("\n")
+            counts = _file_counts(chunk)
+            manifest["chunks"].append(
+                {
+                    "hash": digest,
+                    "file": f"{digest}.json",
+                    "datasets": counts,
+                    "n_files": sum(counts.values()),
+                }
+            )
+        manifest["n_chunks"] = len(manifest["chunks"])
+        with open(os.path.join(staging, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.write("\n")
+        os.chmod(staging, 0o777 & ~_umask())
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    for entry in manifest["chunks"]:
+        print(os.path.join(args.out, entry["file"]))
+    n_files = sum(entry["n_files"] for entry in manifest["chunks"])
+    print(
+        f"wrote {manifest['n_chunks']} chunks ({n_files} files) and manifest.json to {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(new: str, target: str) -> None:
+    """Move directory ``new`` to ``target``, replacing an existing ``target`` directory."""
+    if not os.path.exists(target):
+        os.rename(new, target)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old.", dir=os.path.dirname(target))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _version() -> str:
+    from chunkwise import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------- hash
+
+
+def _is_manifest(path: str) -> bool:
+    if os.path.basename(path) != "manifest.json":
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "chunkwise" in data and "chunks" in data
+
+
+def _cmd_hash(args: argparse.Namespace) -> int:
+    lines = []
+    for path in args.chunks:
+        if _is_manifest(path):
+            continue  # so that `chunkwise hash DIR/*.json` works on a split directory
+        chunk = _load(path)
+        (digest,) = _hashes([chunk], path)
+        lines.append(f"{digest}  {path}")
+    print("\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- processors, Runners
+
+
+def _add_runner_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Runner settings (they are part of the cache tag)")
+    group.add_argument(
+        "--schema",
+        default="NanoAODSchema",
+        metavar="NAME",
+        help="coffea.nanoevents schema, e.g. NanoAODSchema (default), BaseSchema, PHYSLITESchema",
+    )
+    group.add_argument(
+        "--chunksize",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="events per row chunk inside a file (default 100000)",
+    )
+
+
+def _schema(name: str) -> Any:
+    from coffea import nanoevents
+
+    names = sorted(n for n in dir(nanoevents) if n.endswith("Schema") and n != "Schema")
+    wanted = name.lower().removesuffix("schema")
+    for candidate in names:
+        if candidate.lower().removesuffix("schema") == wanted:
+            return getattr(nanoevents, candidate)
+    raise UsageError(f"--schema: unknown schema {name!r}; choose one of {', '.join(names)}")
+
+
+def _load_processor(spec: str) -> Any:
+    """Import ``module:Class`` and return an instance of that coffea processor."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(
+            f"--processor {spec!r}: write it as module:Class, "
+            "e.g. --processor chunkwise.examples:METProcessor"
+        )
+    # The console script does not put the working directory on sys.path; `python -m` does.
+    # Add it, so that a processor module next to the fileset imports the same way in both.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise UsageError(
+                f"--processor {spec!r}: no module named {err.name!r}; check the name, run from "
+                "its directory or add that directory to PYTHONPATH"
+            ) from None
+        raise UsageError(
+            f"--processor {spec!r}: importing {module_name!r} failed: {_one_line(err)}; "
+            "install what it needs"
+        ) from None
+    except Exception as err:
+        raise UsageError(
+            f"--processor {spec!r}: importing {module_name!r} failed: "
+            f"{type(err).__name__}: {_one_line(err)}; fix the module"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(
+                f"--processor {spec!r}: {module_name!r} has no {attr!r}; check the class name"
+            )
+        obj = getattr(obj, part)
+
+    from coffea.processor import ProcessorABC
+
+    if isinstance(obj, type):
+        if not issubclass(obj, ProcessorABC):
+            raise UsageError(
+                f"--processor {spec!r}: {attr} is not a coffea.processor.ProcessorABC subclass"
+            )
+        try:
+            obj = obj()
+        except Exception as err:
+            raise UsageError(
+                f"--processor {spec!r}: {attr}() failed: {type(err).__name__}: "
+                f"{_one_line(err)}; the class must be creatable without arguments"
+            ) from None
+    if not isinstance(obj, ProcessorABC):
+        raise UsageError(
+            f"--processor {spec!r}: {attr} is not a coffea processor class or instance"
+        )
+    return obj
+
+
+def _make_runner(args: argparse.Namespace, executor: Any) -> Any:
+    from coffea import processor
+
+    return processor.Runner(
+        executor=executor,
+        schema=_schema(args.schema),
+        chunksize=args.chunksize,
+        skipbadfiles=True,
+        use_result_type=True,
+    )
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def _resolve_tag(args: argparse.Namespace) -> str:
+    """The cache tag status reads: --tag, else derived from --processor, else the only one."""
+    from chunkwise.cache import ENTRY_SUFFIX, cache_tag
+
+    if args.tag is not None:
+        return args.tag
+    if args.processor is not None:
+        from coffea import processor
+
+        proc = _load_processor(args.processor)
+        return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
+    root = args.cache
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return ""
+    except NotADirectoryError:
+        raise UsageError(f"--cache {root!r} is a file; give the cache directory") from None
+    tags = [n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
+    if any(n.endswith(ENTRY_SUFFIX) for n in names):
+        tags.append("")  # the notebook's flat <cache>/<hash>.coffea layout
+    if len(tags) > 1:
+        shown = ", ".join(repr(t) for t in tags)
+        raise UsageError(
+            f"--cache {root!r} holds several tags ({shown}); pick one with --tag, or give "
+            "--processor (and the Runner settings) to derive it"
+        )
+    return tags[0] if tags else ""
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from chunkwise.cache import ChunkCache
+
+    fileset = _load(args.fileset)
+    from chunkwise.filesets import runner_fileset
+
+    chunks = _split(runner_fileset(fileset), args, args.fileset)
+    digests = _hashes(chunks, args.fileset)
+    if os.path.exists(args.cache) and not os.path.isdir(args.cache):
+        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
+    tag = _resolve_tag(args)
+    try:
+        cache = ChunkCache(args.cache, tag)
+    except ValueError as err:
+        raise UsageError(f"--tag: {err}") from None
+
+    columns = ("chunks", "cached", "salvaged", "missing", "corrupt", "files_done", "files")
+    table: dict[str, dict[str, int]] = {}
+    overall = dict.fromkeys(columns, 0)  # counts each chunk once, however many datasets it has
+    incomplete: list[str] = []
+    seen: set[str] = set()
+    for chunk, digest in zip(chunks, digests, strict=True):
+        if digest in seen:
+            continue
+        seen.add(digest)
+        state = cache.status(digest)
+        done_paths: set[tuple[str, str]] = set()
+        if state == "cached":
+            done_paths = {(d, p) for d, data in chunk.items() for p in _paths(data)}
+        elif state == "salvaged":
+            record = cache.load_salvage(digest)
+            parts = record.parts if record is not None else []
+            done_paths = {
+                (part["dataset"], part["path"])
+                for part in parts
+                if cache.status(part["hash"]) == "cached"
+            }
+        overall["chunks"] += 1
+        overall[state] += 1
+        chunk_done = True
+        for dataset, data in chunk.items():
+            row = table.setdefault(dataset, dict.fromkeys(columns, 0))
+            paths = _paths(data)
+            done = sum((dataset, p) in done_paths for p in paths)
+            row["chunks"] += 1
+            row[state] += 1
+            row["files"] += len(paths)
+            row["files_done"] += done
+            overall["files"] += len(paths)
+            overall["files_done"] += done
+            chunk_done = chunk_done and done == len(paths)
+        if not chunk_done:
+            incomplete.append(digest)
+
+    if args.list_incomplete:
+        for digest in incomplete:
+            print(digest)
+        return 1 if incomplete else 0
+
+    where = os.path.join(args.cache, tag) if tag else args.cache
+    print(f"cache: {where}" + ("" if os.path.isdir(where) else "  (does not exist yet)"))
+    print(_status_table(table, overall))
+    n_chunks = len(seen)
+    if incomplete:
+        print(f"{len(incomplete)} of {n_chunks} chunks are not complete")
+    else:
+        print(f"all {n_chunks} chunks are complete")
+    return 1 if incomplete else 0
+
+
+def _paths(data: Any) -> list[str]:
+    files = data.get("files", ()) if isinstance(data, dict) else data
+    return list(files)
+
+
+def _status_table(table: dict[str, dict[str, int]], overall: dict[str, int]) -> str:
+    header = ("dataset", "chunks", "cached", "salvaged", "missing", "corrupt", "files done")
+    rows = [_status_row(dataset, table[dataset]) for dataset in sorted(table)]
+    if len(table) > 1:
+        rows.append(_status_row("(all)", overall))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for i, r in enumerate([header, *rows]):
+        rest = zip(r[1:], widths[1:], strict=True)
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _status_row(name: str, row: dict[str, int]) -> tuple[str, ...]:
+    fraction = row["files_done"] / row["files"] if row["files"] else 1.0
+    return (
+        name,
+        str(row["chunks"]),
+        str(row["cached"]),
+        str(row["salvaged"]),
+        str(row["missing"]),
+        str(row["corrupt"]),
+        f"{row['files_done']}/{row['files']} ({fraction:.1%})",
+    )
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from chunkwise.filesets import runner_fileset
+
+    fileset = _load(args.fileset)
+    chunks = _split(runner_fileset(fileset), args, args.fileset)
+    _hashes(chunks, args.fileset)  # reject unhashable chunks before any work
+    if args.executor == "iterative" and args.workers is not None:
+        raise UsageError("--workers needs --executor futures or dask")
+    if args.scheduler is not None and args.executor != "dask":
+        raise UsageError("--scheduler needs --executor dask")
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers starts a local cluster; leave it out with --scheduler")
+    if args.cache is not None and os.path.exists(args.cache) and not os.path.isdir(args.cache):
+        raise UsageError(f"--cache {args.cache!r} is a file; give a directory")
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path is not None:
+            if os.path.isdir(path):
+                raise UsageError(f"{option} {path!r} is a directory; give a file name")
+            _check_writable_dir(path, option)
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
+
+    proc = _load_processor(args.processor)
+    from chunkwise.cache import cache_tag
+    from chunkwise.quiet import quiet_coffea
+    from chunkwise.runner import run
+
+    closers: list[Callable[[], Any]] = []
+    try:
+        runner = _make_runner(args, _make_executor(args, closers))
+        tag = args.tag if args.tag is not None else cache_tag(proc, runner)
+        if args.cache is not None:
+            where = os.path.join(args.cache, tag) if tag else args.cache
+            print(f"cache: {where}", file=sys.stderr)
+        try:
+            with quiet_coffea():
+                report = run(
+                    chunks,
+                    proc,
+                    runner,
+                    cache=args.cache,
+                    cache_tag=tag if args.cache is not None else None,
+                    salvage=not args.no_salvage,
+                    progress=not args.no_progress,
+                )
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as err:
+            import traceback
+
+            traceback.print_exc()
+            print(
+                f"chunkwise run: error: the processor raised {type(err).__name__}, which is "
+                "not a bad-file error; chunks finished so far are cached: fix it and rerun",
+                file=sys.stderr,
+            )
+            return 1
+    finally:
+        for close in reversed(closers):
+            close()
+
+    print(report.summary())
+    if report.output is None:
+        print("no chunk succeeded: nothing to save or plot", file=sys.stderr)
+    else:
+        if args.output is not None:
+            _save_output(report.output, args.output)
+            print(f"saved the merged output to {args.output}", file=sys.stderr)
+        if args.plot is not None:
+            from chunkwise.plot import plot_histograms
+
+            drawn = plot_histograms(report.output, args.plot)
+            if drawn:
+                print(f"plotted {', '.join(drawn)} to {args.plot}", file=sys.stderr)
+            else:
+                print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
+    return 0 if report.complete else 1
+
+
+def _make_executor(args: argparse.Namespace, closers: list[Callable[[], Any]]) -> Any:
+    from coffea import processor
+
+    if args.executor == "iterative":
+        return processor.IterativeExecutor(status=False)
+    if args.executor == "futures":
+        return processor.FuturesExecutor(workers=args.workers or os.cpu_count() or 1, status=False)
+    from distributed import Client, LocalCluster
+
+    if args.scheduler is not None:
+        try:
+            client = Client(args.scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise UsageError(
+                f"--scheduler {args.scheduler!r}: cannot connect ({_one_line(err)}); "
+                "check the address and that the scheduler is running"
+            ) from None
+        closers.append(client.close)
+    else:
+        cluster = LocalCluster(
+            n_workers=args.workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            dashboard_address=None,
+        )
+        closers.append(cluster.close)
+        client = Client(cluster)
+        closers.append(client.close)
+    return processor.DaskExecutor(client=client, status=False)
+
+
+def _save_output(output: Any, path: str) -> None:
+    """Save with coffea.util.save to a temporary name, then rename: never a torn file."""
+    from coffea.util import save
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save(output, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from chunkwise.demo import DemoError, run_demo
+
+    try:
+        return run_demo(args.dir)
+    except DemoError as err:
+        raise UsageError(str(err)) from None
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``chunkwise`` argument parser with its five subcommands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parse with ``parse_args``; each subcommand's namespace has a ``func`` to call.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["hash", "chunk.json"])
+    >>> args.chunks
+    ['chunk.json']
+    """
+    parser = _Parser(
+        prog="chunkwise",
+        description=(
+            "Split coffea filesets into chunks named by their hash, run them with a cache that "
+            "survives failures, and see what is done."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"chunkwise {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "split",
+        help="write each chunk of a fileset to DIR/<hash>.json, plus DIR/manifest.json",
+        description=(
+            "Split FILESET into chunks and write each one to DIR/<hash>.json, with "
+            "DIR/manifest.json listing every chunk's hash, datasets and file counts. The chunk "
+            "file paths are printed one per line, ready for a batch system's job list."
+        ),
+    )
+    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
+    _add_split_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty output directory")
+    p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser(
+        "hash",
+        help="print the hash of each chunk file",
+        description="Print 'HASH  PATH' for each chunk file: the key chunkwise caches it under.",
+    )
+    p.add_argument("chunks", nargs="+", metavar="CHUNK", help="a chunk or fileset file")
+    p.set_defaults(func=_cmd_hash)
+
+    p = sub.add_parser(
+        "status",
+        help="show, per dataset, how much of a fileset is in the cache (runs nothing)",
+        description=(
+            "Split FILESET as 'run' would and look each chunk up in the cache: print, per "
+            "dataset, the chunks cached, salvaged (re-run file by file), missing and corrupt, "
+            "and the fraction of files done. Exit status 0 when everything is done, 1 if not."
+        ),
+    )
+    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
+    p.add_argument("--cache", required=True, metavar="DIR", help="the cache directory of 'run'")
+    _add_split_options(p)
+    tag = p.add_argument_group("which cache tag to read (default: the only one in DIR)")
+    tag.add_argument("--tag", metavar="T", help="the tag, as 'run' printed it ('' for flat)")
+    tag.add_argument(
+        "--processor", metavar="MODULE:CLASS", help="derive the tag from this processor"
+    )
+    _add_runner_options(p)
+    p.add_argument(
+        "--list-incomplete",
+        action="store_true",
+        help="print only the hashes of chunks that are not complete, one per line",
+    )
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "run",
+        help="run a processor over a fileset, chunk by chunk, with a cache and salvage",
+        description=(
+            "Split FILESET, run each chunk with chunkwise.run (cache, salvage of failed chunks "
+            "file by file), print the per-dataset summary and save the merged output. Exit "
+            "status 0 when every file is in the result, 1 when something is missing."
+        ),
+    )
+    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
+    p.add_argument(
+        "--processor",
+        required=True,
+        metavar="MODULE:CLASS",
+        help="the coffea processor class, created without arguments",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="iterative",
+        help="how each chunk runs: in this process (default), a process pool, or dask",
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="processes for futures or dask"
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running dask scheduler, e.g. tcp://host:8786"
+    )
+    _add_split_options(p)
+    _add_runner_options(p)
+    p.add_argument("--cache", metavar="DIR", help="cache chunk outputs here (default: no cache)")
+    p.add_argument(
+        "--tag", metavar="T", help="cache tag (default: derived from processor and Runner)"
+    )
+    p.add_argument("--output", metavar="FILE", help="save the merged output (coffea.util.save)")
+    p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
+    p.add_argument("--no-salvage", action="store_true", help="do not re-run failed chunks")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="write a small NanoAOD-like fileset and show run, salvage and cache on it",
+        description=(
+            "Write a small NanoAOD-like fileset of real ROOT files (one path missing, one file "
+            "truncated), run the MET processor over it with percentage=20, a cache and salvage, "
+            "print what happened, draw met.png, then run again to show the cache."
+        ),
+    )
+    p.add_argument(
+        "--dir",
+        default="chunkwise-demo",
+        metavar="DIR",
+        help="where to put the files, cache and met.png (default ./chunkwise-demo)",
+    )
+    p.set_defaults(func=_cmd_demo)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``chunkwise`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 when ``run`` left something out, 2 for bad usage.
+
+    Examples
+    --------
+    >>> main(["hash", "chunks/3f1c.json"])  # doctest: +SKIP
+    3f1c...  chunks/3f1c.json
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        print(
+            "chunkwise: error: choose a command: split, hash, status, run or demo "
+            "(see 'chunkwise --help')",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return func(args)
+    except UsageError as err:
+        print(f"chunkwise {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = "; finished chunks are cached, rerun to resume" if args.command == "run" else ""
+        print(f"chunkwise {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130

@@ -1,0 +1,52 @@
+"""Keep coffea's own per-chunk output out of chunkwise's report.
+
+``chunkwise.run`` draws one progress bar over the chunks. Inside it, coffea would print a
+"Preprocessing" and a "Processing" bar for every chunk (its IterativeExecutor draws them even
+with ``status=False``) and a "Performed attempt n out of 4" warning for every retry of a bad
+file, whose final error chunkwise reports anyway, and it repeats the same warning (a schema's
+"Missing cross-reference", say) once per chunk. :func:`quiet_coffea` silences the bars and the
+retry warnings and shows every other warning once, for the command line and the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+__all__ = ["quiet_coffea"]
+
+
+@contextlib.contextmanager
+def quiet_coffea() -> Iterator[None]:
+    """Silence coffea's progress bars and retry warnings inside the ``with`` block.
+
+    Other warnings (from the processor, say) still show, each distinct message once.
+
+    Examples
+    --------
+    >>> with quiet_coffea():  # doctest: +SKIP
+    ...     report = chunkwise.run(fileset, processor_instance)
+    """
+    from coffea.util import coffea_console
+
+    quiet = coffea_console.quiet
+    coffea_console.quiet = True
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"Performed attempt \d+ out of", UserWarning)
+            show = warnings.showwarning
+            seen: set[tuple[type, str]] = set()
+
+            # Python's own once-per-location filter forgets what it showed whenever a library
+            # enters warnings.catch_warnings(), which coffea does for every chunk.
+            def show_once(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
+                key = (category, str(message))
+                if key not in seen:
+                    seen.add(key)
+                    show(message, category, *args, **kwargs)
+
+            warnings.showwarning = show_once
+            yield
+    finally:
+        coffea_console.quiet = quiet
