@@ -5,8 +5,6 @@
 //! subtrees. [`digest`] needs no GIL: it sorts the file lists and streams the JSON text through a
 //! small buffer into the hasher, so the whole document never exists in memory.
 
-use std::sync::mpsc::{Receiver, SyncSender};
-
 use sha2::{Digest, Sha256};
 
 use crate::escape::write_json_str;
@@ -76,24 +74,19 @@ impl<'a> ChunkPlan<'a> {
 }
 
 const FLUSH_AT: usize = 1 << 16;
-/// Buffers handed to a hashing thread are larger, so that hand-offs (thread wake-ups) are rare.
-const HAND_OFF_AT: usize = 1 << 20;
 
-/// Where full buffers of canonical JSON go.
-enum Out {
-    /// Hash on this thread.
-    Direct(Sha256),
-    /// Hand each buffer to a hashing thread, which sends emptied buffers back for reuse.
-    Channel {
-        full: SyncSender<Vec<u8>>,
-        empty: Receiver<Vec<u8>>,
-    },
+/// Something canonical JSON text is written into.
+pub trait Sink {
+    /// Append raw JSON text.
+    fn bytes(&mut self, b: &[u8]);
+    /// Append `s` as a JSON string.
+    fn string(&mut self, s: &str);
 }
 
 /// A buffered writer of canonical JSON text that feeds SHA-256 in large blocks.
 pub struct HashSink {
     buf: Vec<u8>,
-    out: Out,
+    hasher: Sha256,
 }
 
 impl Default for HashSink {
@@ -106,48 +99,34 @@ impl HashSink {
     pub fn new() -> Self {
         HashSink {
             buf: Vec::with_capacity(FLUSH_AT + 4096),
-            out: Out::Direct(Sha256::new()),
-        }
-    }
-
-    /// A sink whose buffers are hashed by [`hash_buffers`] running on another thread.
-    pub fn to_channel(full: SyncSender<Vec<u8>>, empty: Receiver<Vec<u8>>) -> Self {
-        HashSink {
-            buf: Vec::with_capacity(HAND_OFF_AT + 4096),
-            out: Out::Channel { full, empty },
-        }
-    }
-
-    fn flush(&mut self) {
-        match &mut self.out {
-            Out::Direct(h) => {
-                h.update(&self.buf);
-                self.buf.clear();
-            }
-            Out::Channel { full, empty } => {
-                let next = empty
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(HAND_OFF_AT + 4096));
-                let done = std::mem::replace(&mut self.buf, next);
-                // If the hashing thread is gone, the caller learns it when joining it.
-                let _ = full.send(done);
-            }
+            hasher: Sha256::new(),
         }
     }
 
     #[inline]
     fn maybe_flush(&mut self) {
-        let limit = match self.out {
-            Out::Direct(_) => FLUSH_AT,
-            Out::Channel { .. } => HAND_OFF_AT,
-        };
-        if self.buf.len() >= limit {
-            self.flush();
+        if self.buf.len() >= FLUSH_AT {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
         }
     }
 
+    /// Hash a large block of text without copying it into the buffer.
+    pub fn block(&mut self, b: &[u8]) {
+        self.hasher.update(&self.buf);
+        self.buf.clear();
+        self.hasher.update(b);
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.buf);
+        self.hasher.finalize().into()
+    }
+}
+
+impl Sink for HashSink {
     #[inline]
-    pub fn bytes(&mut self, b: &[u8]) {
+    fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
         self.maybe_flush();
     }
@@ -157,32 +136,9 @@ impl HashSink {
         write_json_str(&mut self.buf, s);
         self.maybe_flush();
     }
-
-    /// The digest of everything written (a direct sink), or `None` after handing the last
-    /// buffer to the hashing thread (a channel sink), whose [`hash_buffers`] returns it.
-    pub fn finish(mut self) -> Option<[u8; 32]> {
-        if !self.buf.is_empty() || matches!(self.out, Out::Direct(_)) {
-            self.flush();
-        }
-        match self.out {
-            Out::Direct(h) => Some(h.finalize().into()),
-            Out::Channel { .. } => None,
-        }
-    }
 }
 
-/// The hashing thread of a channel sink: hash buffers in order until the sink is dropped.
-pub fn hash_buffers(full: Receiver<Vec<u8>>, empty: SyncSender<Vec<u8>>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for mut buf in full {
-        h.update(&buf);
-        buf.clear();
-        let _ = empty.try_send(buf);
-    }
-    h.finalize().into()
-}
-
-fn write_files(sink: &mut HashSink, files: &FastFiles<'_>) {
+fn write_files<S: Sink>(sink: &mut S, files: &FastFiles<'_>) {
     // Tree names repeat: escape each distinct one once.
     let encoded: Vec<Vec<u8>> = files
         .values
@@ -221,7 +177,7 @@ pub fn sort_plan(plan: &mut ChunkPlan<'_>) {
 }
 
 /// Write the canonical JSON text of a sorted plan into `sink`.
-pub fn write_plan(sink: &mut HashSink, plan: &ChunkPlan<'_>) {
+pub fn write_plan<S: Sink>(sink: &mut S, plan: &ChunkPlan<'_>) {
     for piece in plan.pieces.iter() {
         match piece {
             Piece::Lit(s) => sink.bytes(s.as_bytes()),
@@ -237,7 +193,7 @@ pub fn digest(plan: &mut ChunkPlan<'_>) -> [u8; 32] {
     sort_plan(plan);
     let mut sink = HashSink::new();
     write_plan(&mut sink, plan);
-    sink.finish().expect("a direct sink returns its digest")
+    sink.finish()
 }
 
 /// Lowercase hex, as `hashlib`'s `hexdigest()` writes it.

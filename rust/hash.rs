@@ -16,13 +16,15 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 
 use typed_arena::Arena;
 
 use crate::canonical::{
-    hash_buffers, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, NULL_VALUE,
+    sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
 };
+use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
 
 /// A value of the document that is either a plain `str` (escaped in Rust) or pre-encoded JSON.
@@ -357,10 +359,9 @@ fn n_fast_files(datasets: &[Dataset<'_>]) -> usize {
 /// Below this many files a chunk is hashed on the calling thread alone.
 const PIPELINE_AT: usize = 20_000;
 
-/// Hash one chunk. Large chunks go through a two-stage pipeline: this thread gathers each
-/// dataset's paths (GIL held), then sorts and escapes them into buffers (GIL released), while a
-/// worker thread feeds the buffers to SHA-256. Only one dataset's plan and a few buffers are in
-/// flight at a time.
+/// Hash one chunk. Large chunks go through a two-thread pipeline (see `pipeline.rs`): this
+/// thread gathers each dataset's paths (GIL held) and sorts them (GIL released), while a worker
+/// thread feeds SHA-256. Only a few datasets' plans and buffers are in flight at a time.
 pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let py = chunk.py();
     let datasets = prepare(chunk)?;
@@ -378,25 +379,27 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
             sort_plan(&mut plan);
             write_plan(&mut sink, &plan);
         }
-        return Ok(sink.finish().expect("a direct sink returns its digest"));
+        return Ok(sink.finish());
     }
+    let queued = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(4);
-        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(8);
-        let worker = scope.spawn(move || hash_buffers(full_rx, empty_tx));
-        let mut sink = HashSink::to_channel(full_tx, empty_rx);
+        let (work_tx, work_rx) = mpsc::sync_channel::<Work<'_>>(4);
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let queued = &queued;
+        let worker = scope.spawn(move || hash_work(work_rx, spare_tx, queued));
+        let mut feeder = Feeder::new(work_tx, spare_rx, queued);
         let fed = (|| -> PyResult<()> {
             for (i, ds) in datasets.iter().enumerate() {
                 let mut plan = plan_of(i, ds)?;
                 py.detach(|| {
                     sort_plan(&mut plan);
-                    write_plan(&mut sink, &plan);
+                    feeder.plan(plan);
                 });
             }
             Ok(())
         })();
-        // Finishing hands over the last buffer and closes the channel, so the worker ends.
-        let _ = sink.finish();
+        // Finishing hands over the last text and closes the channel, so the worker ends.
+        feeder.finish();
         let digest = py.detach(|| worker.join());
         fed?;
         digest.map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))

@@ -5,6 +5,7 @@
 mod canonical;
 mod escape;
 mod hash;
+mod pipeline;
 mod prefetch;
 mod pyobj;
 mod sort;

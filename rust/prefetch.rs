@@ -20,5 +20,16 @@ pub fn prefetch(bytes: &[u8]) {
     let _ = bytes;
 }
 
+/// Ask the CPU to start loading the header of a Python object (its refcount, type and, for
+/// `str`, its cached hash).
+#[inline(always)]
+pub fn prefetch_object(obj: &pyo3::Bound<'_, pyo3::PyAny>) {
+    let header = obj.as_ptr().cast::<u8>().cast_const();
+    // SAFETY: `obj` is a live object, and every Python object starts with a header of at least
+    // 16 bytes (refcount and type pointer), so the slice is readable memory; the slice is only
+    // used to issue a prefetch, which reads nothing and never faults.
+    prefetch(unsafe { std::slice::from_raw_parts(header, 16) });
+}
+
 /// How many items ahead to prefetch when walking paths in sorted order.
 pub const AHEAD: usize = 8;

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PyString, PyTuple};
 use rayon::prelude::*;
 
+use crate::prefetch::{prefetch_object, AHEAD};
 use crate::pyobj;
 use crate::sort::sorted_order;
 
@@ -195,27 +196,30 @@ impl Sorted<'_> {
     }
 }
 
-/// Files gathered for sorting: the objects, and whether a fast byte sort applies.
+/// Files gathered for sorting: the objects, and whether a fast byte sort may apply.
 enum Gathered<'py> {
-    Pairs(Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>),
-    Paths(Vec<Bound<'py, PyAny>>),
+    /// An exact dict whose keys are all exact `str`, and the dict.
+    Pairs(
+        Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        Bound<'py, PyAny>,
+    ),
+    /// An exact list or tuple of exact `str`, and the container.
+    Paths(Vec<Bound<'py, PyAny>>, Bound<'py, PyAny>),
     Python(Bound<'py, PyList>, bool),
-}
-
-fn all_utf8_str<'a, 'py: 'a>(mut objs: impl Iterator<Item = &'a Bound<'py, PyAny>>) -> bool {
-    objs.all(|o| o.cast_exact::<PyString>().is_ok_and(|s| s.to_str().is_ok()))
 }
 
 fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     let files = pyobj::get_files(data)?;
     if let Ok(d) = files.cast_exact::<PyDict>() {
-        let pairs: Vec<_> = d
-            .items()
-            .iter()
-            .map(|it| pyobj::unpack2(&it))
-            .collect::<PyResult<_>>()?;
-        if all_utf8_str(pairs.iter().map(|(k, _)| k)) {
-            return Ok(Gathered::Pairs(pairs));
+        let mut pairs = Vec::with_capacity(d.len());
+        let mut plain = true;
+        // No Python code runs in this loop, so the dict cannot change while we walk it.
+        for (k, v) in d.iter() {
+            plain &= k.is_exact_instance_of::<PyString>();
+            pairs.push((k, v));
+        }
+        if plain {
+            return Ok(Gathered::Pairs(pairs, files));
         }
     }
     if files.is_instance_of::<PyDict>() {
@@ -226,8 +230,8 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     }
     if files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>() {
         let paths: Vec<_> = files.try_iter()?.collect::<PyResult<_>>()?;
-        if all_utf8_str(paths.iter()) {
-            return Ok(Gathered::Paths(paths));
+        if paths.iter().all(|p| p.is_exact_instance_of::<PyString>()) {
+            return Ok(Gathered::Paths(paths, files));
         }
     }
     if pyobj::is_list_or_tuple(&files) {
@@ -239,38 +243,49 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     )))
 }
 
-fn key_bytes<'a>(o: &'a Bound<'_, PyAny>) -> &'a [u8] {
-    // Checked by `all_utf8_str` when gathered; the UTF-8 form is cached in the object.
-    o.cast_exact::<PyString>()
-        .ok()
-        .and_then(|s| s.to_str().ok())
-        .unwrap_or("")
-        .as_bytes()
+/// The UTF-8 bytes of every path, or `None` if one has no UTF-8 form (a lone surrogate).
+fn utf8_keys<'a, 'py: 'a>(
+    objs: impl Iterator<Item = &'a Bound<'py, PyAny>>,
+) -> Option<Vec<&'a [u8]>> {
+    objs.map(|o| {
+        o.cast_exact::<PyString>()
+            .ok()
+            .and_then(|s| s.to_str().ok())
+            .map(str::as_bytes)
+    })
+    .collect()
 }
 
 /// Sort every dataset's files, all datasets in parallel with the GIL released.
-fn sort_all<'py>(py: Python<'py>, gathered: Vec<Gathered<'py>>) -> Vec<Sorted<'py>> {
+fn sort_all<'py>(py: Python<'py>, gathered: Vec<Gathered<'py>>) -> PyResult<Vec<Sorted<'py>>> {
     let keys: Vec<Option<Vec<&[u8]>>> = gathered
         .iter()
         .map(|g| match g {
-            Gathered::Pairs(p) => Some(p.iter().map(|(k, _)| key_bytes(k)).collect()),
-            Gathered::Paths(p) => Some(p.iter().map(key_bytes).collect()),
+            Gathered::Pairs(p, _) => utf8_keys(p.iter().map(|(k, _)| k)),
+            Gathered::Paths(p, _) => utf8_keys(p.iter()),
             Gathered::Python(..) => None,
         })
         .collect();
-    let orders: Vec<Vec<u32>> = py.detach(|| {
+    let orders: Vec<Option<Vec<u32>>> = py.detach(|| {
         keys.par_iter()
-            .map(|k| k.as_deref().map(sorted_order).unwrap_or_default())
+            .map(|k| k.as_deref().map(sorted_order))
             .collect()
     });
     drop(keys);
     gathered
         .into_iter()
         .zip(orders)
-        .map(|(g, order)| match g {
-            Gathered::Pairs(p) => Sorted::Pairs(p, order),
-            Gathered::Paths(p) => Sorted::Paths(p, order),
-            Gathered::Python(l, is_dict) => Sorted::Python(l, is_dict),
+        .map(|(g, order)| {
+            Ok(match (g, order) {
+                (Gathered::Pairs(p, _), Some(order)) => Sorted::Pairs(p, order),
+                (Gathered::Paths(p, _), Some(order)) => Sorted::Paths(p, order),
+                // A path with a lone surrogate: Python sorts by code point.
+                (Gathered::Pairs(_, files), None) => {
+                    Sorted::Python(pyobj::sorted(&files.call_method0("items")?)?, true)
+                }
+                (Gathered::Paths(_, files), None) => Sorted::Python(pyobj::sorted(&files)?, false),
+                (Gathered::Python(l, is_dict), _) => Sorted::Python(l, is_dict),
+            })
         })
         .collect()
 }
@@ -288,7 +303,12 @@ fn rebuild<'py>(
     let sliced = match files {
         Sorted::Pairs(pairs, order) => {
             let d = PyDict::new(py);
-            for &i in &order[start..end] {
+            let order = &order[start..end];
+            for (j, &i) in order.iter().enumerate() {
+                // Inserting reads each key's cached hash; the keys are scattered in memory.
+                if let Some(&ahead) = order.get(j + AHEAD) {
+                    prefetch_object(&pairs[ahead as usize].0);
+                }
                 let (k, v) = &pairs[i as usize];
                 d.set_item(k, v)?;
             }
@@ -357,7 +377,7 @@ pub fn split_fileset<'py>(
         .iter()
         .map(|(_, data)| gather(data))
         .collect::<PyResult<Vec<_>>>()?;
-    let sorted = sort_all(py, gathered);
+    let sorted = sort_all(py, gathered)?;
 
     let groups: Vec<Vec<usize>> = if by_dataset {
         (0..normalized.len()).map(|i| vec![i]).collect()
