@@ -72,22 +72,26 @@ def canonical_bytes(fileset: dict) -> bytes:
 
 
 RSS_CHILD = """
-import gc, resource, sys
+import gc, sys
 sys.path.insert(0, {benches!r})
 from bench_core import make_fileset
+import chunkwise, coffea.dataset_tools  # both imported, so that only the call differs
+fn = coffea.dataset_tools.hash_fileset if {which!r} == "coffea" else chunkwise.hash_fileset
 fs = make_fileset({n}, {d})
+fn({{"warm": {{"files": {{"a": "Events"}}, "metadata": {{}}}}}})
 gc.collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-if {which!r} == "coffea":
-    from coffea.dataset_tools import hash_fileset
-else:
-    from chunkwise import hash_fileset
-import chunkwise, coffea.dataset_tools  # both imported, so only the call differs
-gc.collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-hash_fileset(fs)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024)
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+
+# Reset the peak RSS (VmHWM) to the current RSS, then see how far the call raises it.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmHWM:")
+fn(fs)
+print((status("VmHWM:") - before) / 1024)
 """
 
 

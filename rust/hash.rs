@@ -16,13 +16,13 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc;
 
 use typed_arena::Arena;
 
 use crate::canonical::{
-    sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
+    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
 };
 use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
@@ -35,7 +35,7 @@ enum Part<'py> {
     Obj(Bound<'py, PyAny>),
 }
 
-enum Files<'py> {
+enum Files<'a, 'py> {
     /// An exact `dict` whose keys are all `str` and values all `str` or `None`.
     FastDict(Bound<'py, PyDict>),
     /// An exact `list` or `tuple` of `str`.
@@ -43,11 +43,13 @@ enum Files<'py> {
     /// Already sorted by Python (rare keys or values): the canonical list, to be encoded.
     Sorted(Bound<'py, PyList>),
     Raw(Vec<u8>),
+    /// Gathered already, during the check (when hashing many small chunks).
+    Gathered(FastFiles<'a>),
 }
 
-struct Dataset<'py> {
+struct Dataset<'a, 'py> {
     key: Part<'py>,
-    files: Files<'py>,
+    files: Files<'a, 'py>,
     /// `(",\"metadata\":", value)`, ... in document order.
     extras: Vec<(&'static str, Part<'py>)>,
 }
@@ -63,7 +65,11 @@ fn is_str(obj: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Step 1: the structure of one dataset.
-fn check_dataset<'py>(name: Bound<'py, PyAny>, data: &Bound<'py, PyAny>) -> PyResult<Dataset<'py>> {
+fn check_dataset<'a, 'py>(
+    name: Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+    gatherer: Option<&Gatherer<'a, 'py>>,
+) -> PyResult<Dataset<'a, 'py>> {
     let py = data.py();
     if !data.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err(format!(
@@ -81,7 +87,7 @@ fn check_dataset<'py>(name: Bound<'py, PyAny>, data: &Bound<'py, PyAny>) -> PyRe
             pyobj::short_repr(&name)
         )));
     }
-    let files = check_files(&files)?;
+    let files = check_files(&files, gatherer)?;
     let mut extras = Vec::new();
     for (key, lit) in EXTRAS {
         if !data.contains(key)? {
@@ -104,9 +110,18 @@ fn check_dataset<'py>(name: Bound<'py, PyAny>, data: &Bound<'py, PyAny>) -> PyRe
     })
 }
 
-fn check_files<'py>(files: &Bound<'py, PyAny>) -> PyResult<Files<'py>> {
+fn check_files<'a, 'py>(
+    files: &Bound<'py, PyAny>,
+    gatherer: Option<&Gatherer<'a, 'py>>,
+) -> PyResult<Files<'a, 'py>> {
     let py = files.py();
-    if let Ok(d) = files.cast_exact::<PyDict>() {
+    if let (Ok(d), Some(g)) = (files.cast_exact::<PyDict>(), gatherer) {
+        // One pass that checks and gathers (the plain case), instead of a check now and a
+        // gather later: each path's object is visited once while it is still in cache.
+        if let Some(f) = g.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))? {
+            return Ok(Files::Gathered(f));
+        }
+    } else if let Ok(d) = files.cast_exact::<PyDict>() {
         let plain = d
             .iter()
             .all(|(k, v)| is_str(&k) && (v.is_none() || is_str(&v)));
@@ -154,7 +169,7 @@ fn encode_part(part: &mut Part<'_>, as_key: bool) -> PyResult<()> {
     Ok(())
 }
 
-fn encode_dataset(ds: &mut Dataset<'_>) -> PyResult<()> {
+fn encode_dataset(ds: &mut Dataset<'_, '_>) -> PyResult<()> {
     encode_part(&mut ds.key, true)?;
     if let Files::Sorted(list) = &ds.files {
         ds.files = Files::Raw(pyobj::encode_json(list.as_any())?);
@@ -166,12 +181,15 @@ fn encode_dataset(ds: &mut Dataset<'_>) -> PyResult<()> {
 }
 
 /// Steps 1 and 2 for a whole chunk.
-fn prepare<'py>(chunk: &Bound<'py, PyAny>) -> PyResult<Vec<Dataset<'py>>> {
+fn prepare<'a, 'py>(
+    chunk: &Bound<'py, PyAny>,
+    gatherer: Option<&Gatherer<'a, 'py>>,
+) -> PyResult<Vec<Dataset<'a, 'py>>> {
     let sorted = pyobj::sorted(&chunk.call_method0(pyo3::intern!(chunk.py(), "items"))?)?;
     let mut datasets = Vec::with_capacity(sorted.len());
     for item in sorted.iter() {
         let (name, data) = pyobj::unpack2(&item)?;
-        datasets.push(check_dataset(name, &data)?);
+        datasets.push(check_dataset(name, &data, gatherer)?);
     }
     for ds in datasets.iter_mut() {
         encode_dataset(ds)?;
@@ -183,13 +201,6 @@ fn prepare<'py>(chunk: &Bound<'py, PyAny>) -> PyResult<Vec<Dataset<'py>>> {
 /// so plans can borrow earlier strings while later ones are added; and the bytes outlive any
 /// mutation of the fileset by another thread while the GIL is released.
 pub type KeepAlive<'py> = Arena<Bound<'py, PyString>>;
-
-fn changed() -> PyErr {
-    PyRuntimeError::new_err(
-        "the fileset changed while it was being hashed; do not modify a fileset from another \
-         thread during hash_fileset",
-    )
-}
 
 /// Turns prepared datasets into plan pieces that borrow from a [`KeepAlive`].
 pub struct Gatherer<'a, 'py> {
@@ -235,7 +246,9 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         let mut last: Option<(Bound<'py, PyAny>, u32)> = None;
         for pair in pairs {
             let (path, value) = pair?;
-            let path = path.cast_into_exact::<PyString>().map_err(|_| changed())?;
+            let Ok(path) = path.cast_into_exact::<PyString>() else {
+                return Ok(None);
+            };
             let Some(path) = self.borrow(path) else {
                 return Ok(None);
             };
@@ -243,7 +256,9 @@ impl<'a, 'py> Gatherer<'a, 'py> {
                 Some(v) if !v.is_none() => match &last {
                     Some((obj, idx)) if obj.is(&v) => *idx,
                     _ => {
-                        let v = v.cast_into_exact::<PyString>().map_err(|_| changed())?;
+                        let Ok(v) = v.cast_into_exact::<PyString>() else {
+                            return Ok(None);
+                        };
                         let Some(text) = self.borrow(v.clone()) else {
                             return Ok(None);
                         };
@@ -265,8 +280,9 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         Ok(Some(files))
     }
 
-    fn files(&self, plan: &mut ChunkPlan<'a>, files: &Files<'py>) -> PyResult<()> {
-        let gathered = match files {
+    fn files(&self, plan: &mut ChunkPlan<'a>, files: Files<'a, 'py>) -> PyResult<()> {
+        let gathered = match &files {
+            Files::Gathered(_) | Files::Raw(_) => None,
             // No Python code runs while we walk the dict, so it cannot change under us.
             Files::FastDict(d) => {
                 self.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))?
@@ -275,22 +291,30 @@ impl<'a, 'py> Gatherer<'a, 'py> {
                 let it = seq.try_iter()?;
                 self.fast_files(seq.len().unwrap_or(0), it.map(|p| p.map(|p| (p, None))))?
             }
-            Files::Raw(b) => {
-                plan.raw(b.clone());
+            Files::Sorted(_) => unreachable!("sorted files are encoded before they are gathered"),
+        };
+        let files = match files {
+            Files::Gathered(f) => {
+                plan.files(f);
                 return Ok(());
             }
-            Files::Sorted(_) => unreachable!("sorted files are encoded before they are gathered"),
+            Files::Raw(b) => {
+                plan.raw(b);
+                return Ok(());
+            }
+            other => other,
         };
         match gathered {
             Some(f) => plan.files(f),
             None => {
-                // Rare: a path or tree name with a lone surrogate. Python sorts and encodes it.
+                // Rare: a path or tree name with a lone surrogate, or a fileset that another
+                // thread changed since it was checked. Python sorts and encodes it.
                 let list = match files {
                     Files::FastDict(d) => pyobj::sorted(d.items().as_any())?,
                     Files::FastSeq(seq) => {
                         let py = seq.py();
                         let pairs = PyList::empty(py);
-                        for p in pyobj::sorted(seq)?.iter() {
+                        for p in pyobj::sorted(&seq)?.iter() {
                             pairs.append((p, py.None()))?;
                         }
                         pairs
@@ -304,13 +328,13 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 
     /// Append one dataset's `"name":{"files":...,...}` to `plan`.
-    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: &Dataset<'py>, first: bool) -> PyResult<()> {
+    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: Dataset<'a, 'py>, first: bool) -> PyResult<()> {
         if !first {
             plan.lit(",");
         }
         self.part(plan, &ds.key)?;
         plan.lit(":{\"files\":");
-        self.files(plan, &ds.files)?;
+        self.files(plan, ds.files)?;
         for (lit, part) in &ds.extras {
             plan.lit(lit);
             self.part(plan, part)?;
@@ -320,7 +344,12 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 
     /// The plan of dataset `i` of `n`, with the chunk's opening and closing braces.
-    fn dataset_of_chunk(&self, ds: &Dataset<'py>, i: usize, n: usize) -> PyResult<ChunkPlan<'a>> {
+    fn dataset_of_chunk(
+        &self,
+        ds: Dataset<'a, 'py>,
+        i: usize,
+        n: usize,
+    ) -> PyResult<ChunkPlan<'a>> {
         let mut plan = ChunkPlan::default();
         if i == 0 {
             plan.lit("{");
@@ -334,10 +363,10 @@ impl<'a, 'py> Gatherer<'a, 'py> {
 
     /// The whole plan of one chunk.
     pub fn chunk(&self, chunk: &Bound<'py, PyAny>) -> PyResult<ChunkPlan<'a>> {
-        let datasets = prepare(chunk)?;
+        let datasets = prepare(chunk, Some(self))?;
         let mut plan = ChunkPlan::default();
         plan.lit("{");
-        for (i, ds) in datasets.iter().enumerate() {
+        for (i, ds) in datasets.into_iter().enumerate() {
             self.dataset(&mut plan, ds, i == 0)?;
         }
         plan.lit("}");
@@ -345,7 +374,7 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 }
 
-fn n_fast_files(datasets: &[Dataset<'_>]) -> usize {
+fn n_fast_files(datasets: &[Dataset<'_, '_>]) -> usize {
     datasets
         .iter()
         .map(|ds| match &ds.files {
@@ -364,8 +393,8 @@ const PIPELINE_AT: usize = 20_000;
 /// thread feeds SHA-256. Only a few datasets' plans and buffers are in flight at a time.
 pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let py = chunk.py();
-    let datasets = prepare(chunk)?;
     let keep = KeepAlive::new();
+    let datasets = prepare(chunk, None)?;
     let gatherer = Gatherer::new(&keep);
     let n = datasets.len();
     let plan_of = |i, ds| gatherer.dataset_of_chunk(ds, i, n);
@@ -374,7 +403,7 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         if datasets.is_empty() {
             sink.bytes(b"{}");
         }
-        for (i, ds) in datasets.iter().enumerate() {
+        for (i, ds) in datasets.into_iter().enumerate() {
             let mut plan = plan_of(i, ds)?;
             sort_plan(&mut plan);
             write_plan(&mut sink, &plan);
@@ -389,7 +418,7 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         let worker = scope.spawn(move || hash_work(work_rx, spare_tx, queued));
         let mut feeder = Feeder::new(work_tx, spare_rx, queued);
         let fed = (|| -> PyResult<()> {
-            for (i, ds) in datasets.iter().enumerate() {
+            for (i, ds) in datasets.into_iter().enumerate() {
                 let mut plan = plan_of(i, ds)?;
                 py.detach(|| {
                     sort_plan(&mut plan);
@@ -404,4 +433,91 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         fed?;
         digest.map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))
     })
+}
+
+/// Files gathered (and kept alive) before a batch is finished and its references dropped.
+const BATCH_FILES: usize = 1 << 20;
+
+/// Chunks are handed to the worker in groups of about this many files, so that thread
+/// wake-ups stay rare.
+const GROUP_FILES: usize = 4096;
+
+type Group<'a> = Vec<(usize, ChunkPlan<'a>)>;
+
+fn digest_group(group: Group<'_>) -> Vec<(usize, [u8; 32])> {
+    group
+        .into_iter()
+        .map(|(i, mut plan)| (i, digest(&mut plan)))
+        .collect()
+}
+
+/// Hash many chunks. This thread gathers the chunks' plans (GIL held) and hands groups of them
+/// to a worker thread that sorts, escapes and hashes them; when the worker has enough queued,
+/// this thread hashes the group itself with the GIL released, so that both cores stay busy.
+pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
+    let py = chunks.py();
+    let mut out: Vec<[u8; 32]> = Vec::new();
+    let mut chunks = chunks.try_iter()?.peekable();
+    while chunks.peek().is_some() {
+        let keep = KeepAlive::new();
+        let gatherer = Gatherer::new(&keep);
+        let queued = AtomicUsize::new(0);
+        let base = out.len();
+        let batch = std::thread::scope(|scope| -> PyResult<Vec<(usize, [u8; 32])>> {
+            let (work_tx, work_rx) = mpsc::sync_channel(8);
+            let queued = &queued;
+            let worker = scope.spawn(move || {
+                let mut done = Vec::new();
+                for group in work_rx {
+                    let group: Group<'_> = group;
+                    done.extend(digest_group(group));
+                    queued.fetch_sub(1, AtomicOrdering::AcqRel);
+                }
+                done
+            });
+            let mut done = Vec::new();
+            let mut hand_over = |group| {
+                if queued.load(AtomicOrdering::Acquire) >= 2 {
+                    done.extend(py.detach(move || digest_group(group)));
+                } else {
+                    queued.fetch_add(1, AtomicOrdering::AcqRel);
+                    // A closed channel means the worker died; joining it reports that.
+                    let _ = work_tx.send(group);
+                }
+            };
+            let fed = (|| -> PyResult<()> {
+                let (mut i, mut files) = (base, 0);
+                let (mut group, mut group_files) = (Group::new(), 0);
+                while files < BATCH_FILES {
+                    let Some(chunk) = chunks.next() else { break };
+                    let plan = gatherer.chunk(&chunk?)?;
+                    let n = plan.n_entries() + 1;
+                    files += n;
+                    group_files += n;
+                    group.push((i, plan));
+                    i += 1;
+                    if group_files >= GROUP_FILES {
+                        hand_over(std::mem::take(&mut group));
+                        group_files = 0;
+                    }
+                }
+                if !group.is_empty() {
+                    hand_over(group);
+                }
+                Ok(())
+            })();
+            drop(work_tx);
+            let theirs = py
+                .detach(|| worker.join())
+                .map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))?;
+            fed?;
+            done.extend(theirs);
+            Ok(done)
+        })?;
+        out.resize(base + batch.len(), [0; 32]);
+        for (i, d) in batch {
+            out[i] = d;
+        }
+    }
+    Ok(out)
 }

@@ -43,7 +43,15 @@ pub fn sorted_order(keys: &[&[u8]]) -> Vec<u32> {
         "more than 2^32 files in one dataset"
     );
     let n = keys.len();
-    if keys.windows(2).all(|w| w[0] <= w[1]) {
+    // Chunks that split_fileset made are sorted already: check that first, prefetching ahead
+    // because each path lives in its own Python object somewhere on the heap.
+    let sorted = (1..n).all(|i| {
+        if let Some(ahead) = keys.get(i + AHEAD) {
+            prefetch(ahead);
+        }
+        keys[i - 1] <= keys[i]
+    });
+    if sorted {
         return (0..n as u32).collect();
     }
     let first = keys[0];
