@@ -24,7 +24,6 @@ from typing import Any
 warnings.filterwarnings("ignore")
 
 import chunkwise  # noqa: E402
-import chunkwise.run  # noqa: E402
 from chunkwise.cache import ChunkCache, cache_tag  # noqa: E402
 from chunkwise.examples import METProcessor, write_nanoaod_like  # noqa: E402
 
@@ -91,11 +90,11 @@ def bench_overhead(n_chunks: int, n_events: int, repeats: int, workdir: Path) ->
         timings["bare"].append(time.perf_counter() - start)
 
         start = time.perf_counter()
-        chunkwise.runner.run(chunks, METProcessor(), runner, progress=False)
+        chunkwise.run(chunks, METProcessor(), runner, progress=False)
         timings["nocache"].append(time.perf_counter() - start)
 
         start = time.perf_counter()
-        report = chunkwise.runner.run(
+        report = chunkwise.run(
             chunks, METProcessor(), runner, cache=workdir / f"cache{i}", progress=False
         )
         timings["cache"].append(time.perf_counter() - start)
@@ -140,7 +139,7 @@ def bench_cached(n_chunks: int, repeats: int, workdir: Path) -> list[tuple]:
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            report = chunkwise.runner.run(
+            report = chunkwise.run(
                 fileset,
                 METProcessor(),
                 runner,
