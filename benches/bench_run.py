@@ -12,12 +12,10 @@ Run: ``python benches/bench_run.py [--chunks 20] [--events 200000] [--cached 100
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ warnings.filterwarnings("ignore")
 import chunkwise  # noqa: E402
 from chunkwise.cache import ChunkCache, cache_tag  # noqa: E402
 from chunkwise.examples import METProcessor, write_nanoaod_like  # noqa: E402
+from chunkwise.quiet import mute_coffea_bars  # noqa: E402
 
 
 def make_runner() -> Any:
@@ -40,26 +39,12 @@ def make_runner() -> Any:
     )
 
 
-@contextlib.contextmanager
-def quiet_coffea() -> Iterator[None]:
-    # coffea's IterativeExecutor draws bars even with status=False; chunkwise mutes them, so the
-    # baseline must too, or it would pay for drawing them.
-    from coffea.util import coffea_console
-
-    before = coffea_console.quiet
-    coffea_console.quiet = True
-    try:
-        yield
-    finally:
-        coffea_console.quiet = before
-
-
 def bare_loop(chunks: list[dict[str, Any]], runner: Any) -> Any:
     """The notebook's loop without the cache: run each chunk, merge the Ok outputs."""
     from coffea.processor import accumulate
 
     total = None
-    with quiet_coffea():
+    with mute_coffea_bars():
         for chunk in chunks:
             result = runner(chunk, processor_instance=METProcessor())
             if result.is_ok():
@@ -119,7 +104,7 @@ def bench_cached(n_chunks: int, repeats: int, workdir: Path) -> list[tuple]:
     # the real output of METProcessor on one file, as a processed chunk would.
     path = write_nanoaod_like(workdir / "one.root", 2000, seed=1)
     runner = make_runner()
-    with quiet_coffea():
+    with mute_coffea_bars():
         output = runner(
             {"A": {"files": {str(path): "Events"}}}, processor_instance=METProcessor()
         ).unwrap()

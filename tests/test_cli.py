@@ -307,7 +307,13 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     assert explicit.stdout == after.stdout
 
     # A torn entry (say, from a full disk) shows up as corrupt, and its files as not done.
-    entry = next((cache / tag).glob("*.coffea"))
+    # Tear a whole chunk's entry, not one of a salvaged chunk's per-file entries.
+    parts = {
+        part["hash"]
+        for record in (cache / tag).glob("*.salvage.json")
+        for part in json.loads(record.read_text())["parts"]
+    }
+    entry = min(e for e in (cache / tag).glob("*.coffea") if e.stem not in parts)
     entry.write_bytes(entry.read_bytes()[:100])
     torn = cli("status", source, *split, "--cache", cache, "--tag", tag)
     assert torn.returncode == 1
@@ -487,10 +493,16 @@ def test_split_and_status_read_a_preprocessed_fileset(tmp_path: Path):
     for path in split.stdout.split():
         assert coffea_hash(json.loads(Path(path).read_text())) == Path(path).stem
 
-    # run and status hand coffea's Runner {path: treename}; both see the same chunks.
+    # run hands coffea's Runner {path: treename}, but keys the cache by the chunk as it is, so
+    # status, run and split agree on every chunk's hash.
     assert runner_fileset(preprocessed)["DY"]["files"] == dict.fromkeys(
         preprocessed["DY"]["files"], "Events"
     )
     status = cli("status", source, "--files-per-chunk", "2", "--cache", tmp_path / "cache")
     assert status.returncode == 1
     assert "0/4 (0.0%)" in status.stdout
+    listed = cli(
+        "status", source, "--files-per-chunk", "2", "--cache", tmp_path / "cache",
+        "--list-incomplete",
+    )
+    assert sorted(listed.stdout.split()) == sorted(Path(p).stem for p in split.stdout.split())

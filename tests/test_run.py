@@ -694,3 +694,32 @@ def test_demo_fileset_is_deterministic(tmp_path: Path) -> None:
             uproot.open(a)["Events"]["MET_pt"].array(library="np"),
             uproot.open(b)["Events"]["MET_pt"].array(library="np"),
         )
+
+
+def test_preprocessed_fileset_runs_and_is_keyed_by_its_own_hash(scenario, oracle, tmp_path):
+    """coffea's preprocessed form {path: {"object_path": ...}} runs; the cache keys are the
+    chunks' own hashes, the same that `chunkwise split` names its files with."""
+    preprocessed = {
+        dataset: {
+            "files": {
+                path: {"object_path": "Events", "steps": None, "num_entries": None, "uuid": "u"}
+                for path in data["files"]
+            }
+        }
+        for dataset, data in scenario["fileset"].items()
+    }
+    report = chunkwise.run(
+        preprocessed,
+        METProcessor(),
+        make_runner(processor.IterativeExecutor(status=False)),
+        files_per_chunk=2,
+        cache=tmp_path / "cache",
+        progress=False,
+    )
+    assert_same_output(report.output, oracle)
+    assert_scenario_report(report, scenario)
+    chunks = chunkwise.split_fileset(preprocessed, files_per_chunk=2)
+    assert [c.hash for c in report.chunks] == chunkwise.hash_filesets(chunks)
+    cached = {p.stem for p in (tmp_path / "cache").rglob("*.coffea")}
+    whole = {c.hash for c in report.chunks if c.status == "processed"}
+    assert whole and whole <= cached

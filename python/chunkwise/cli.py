@@ -444,9 +444,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from chunkwise.cache import ChunkCache
 
     fileset = _load(args.fileset)
-    from chunkwise.filesets import runner_fileset
-
-    chunks = _split(runner_fileset(fileset), args, args.fileset)
+    chunks = _split(fileset, args, args.fileset)
     digests = _hashes(chunks, args.fileset)
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
@@ -548,10 +546,8 @@ def _status_row(name: str, row: dict[str, int]) -> tuple[str, ...]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from chunkwise.filesets import runner_fileset
-
     fileset = _load(args.fileset)
-    chunks = _split(runner_fileset(fileset), args, args.fileset)
+    chunks = _split(fileset, args, args.fileset)
     _hashes(chunks, args.fileset)  # reject unhashable chunks before any work
     if args.executor == "iterative" and args.workers is not None:
         raise UsageError("--workers needs --executor futures or dask")

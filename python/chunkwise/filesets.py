@@ -243,8 +243,9 @@ def runner_fileset(fileset: Mapping[str, Any]) -> dict[str, Any]:
 
     coffea's preprocessing writes each file as ``{path: {"object_path": tree, "steps": ...}}``.
     The Runner reads whole files and wants ``{path: tree}``, so such entries are reduced to their
-    tree name. Every other dataset is returned as it is. ``chunkwise run`` and
-    ``chunkwise status`` both use this, so their chunk hashes agree.
+    tree name. Every other dataset is returned as it is. ``chunkwise.run`` hands each chunk to
+    the Runner in this form, but keys the cache by the chunk as it is, so that ``chunkwise
+    split``, ``run`` and ``status`` agree on every chunk's hash.
 
     Parameters
     ----------

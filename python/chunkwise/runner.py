@@ -9,10 +9,9 @@ each dataset's files, and how many events, made it into the merged output.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,8 @@ from typing import Any, Literal
 from chunkwise import _core
 from chunkwise.cache import ChunkCache, SalvageRecord
 from chunkwise.cache import cache_tag as _derive_cache_tag
+from chunkwise.filesets import runner_fileset
+from chunkwise.quiet import mute_coffea_bars
 
 __all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
 
@@ -194,10 +195,17 @@ def _files_of(chunk: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
         else:
             files, default = spec, None
         if isinstance(files, Mapping):
-            out[dataset] = {str(p): (t if t is not None else default) for p, t in files.items()}
+            out[dataset] = {str(p): _treename(t, default) for p, t in files.items()}
         else:
             out[dataset] = {str(p): default for p in files}
     return out
+
+
+def _treename(value: Any, default: str | None) -> str | None:
+    """The tree of one ``files`` entry: a name, ``None``, or coffea's preprocessed form."""
+    if isinstance(value, Mapping):  # {"object_path": tree, "steps": ..., ...}
+        value = value.get("object_path")
+    return value if value is not None else default
 
 
 def _n_files(chunk: Mapping[str, Any]) -> int:
@@ -264,28 +272,6 @@ class _Outcome:
     events: dict[str, int] = field(default_factory=dict)
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
     exception: BaseException | None = None
-
-
-@contextlib.contextmanager
-def _quiet_coffea_bars() -> Iterator[None]:
-    """Silence coffea's own progress bars for the duration of a run.
-
-    coffea 2026.9's IterativeExecutor draws its bars even with ``status=False`` (it passes
-    ``disable`` to rich's ``add_task``, which ignores it), and every Runner call draws a
-    "Preprocessing" and a "Processing" bar: a wall of them, one pair per chunk. They all go
-    through ``coffea.util.coffea_console``, which rich can mute.
-    """
-    try:
-        from coffea.util import coffea_console
-    except ImportError:  # pragma: no cover - older or newer coffea without it
-        yield
-        return
-    before = coffea_console.quiet
-    coffea_console.quiet = True
-    try:
-        yield
-    finally:
-        coffea_console.quiet = before
 
 
 class _EntryWriter:
@@ -416,7 +402,8 @@ class _Loop:
         """
         files = _files_of(chunk)
         try:
-            result = self.runner.run(chunk, self.processor)
+            # The cache key is the chunk's own hash; the Runner reads {path: tree}.
+            result = self.runner.run(runner_fileset(chunk), self.processor)
         except ValueError as exc:
             if not any(m in str(exc) for m in _NO_CHUNKS_MESSAGES):
                 raise
@@ -707,7 +694,7 @@ def run(
     total = None
     try:
         try:
-            with _quiet_coffea_bars(), _Progress(len(chunks), progress) as bar:
+            with mute_coffea_bars(), _Progress(len(chunks), progress) as bar:
                 for chunk, chunk_hash in zip(chunks, hashes, strict=True):
                     record, output = loop.run_chunk(chunk, chunk_hash)
                     report.chunks.append(record)
