@@ -285,3 +285,87 @@ def test_files_per_chunk_partitions_each_dataset(fileset, size, by_dataset):
         n_bins = 100 // p
         if all(len(d["files"]) == size * n_bins for d in fileset.values()) and fileset:
             assert chunks == coffea_tools.split_fileset(fileset, strategy=strategy, percentage=p)
+
+
+# --- unusual containers, checked case by case ----------------------------------------------
+
+
+class _ItemsOverride(dict):
+    def items(self):
+        return [("z", {"files": {"b": "E"}})]
+
+
+class _Str(str):
+    pass
+
+
+def _mapping_cases():
+    from collections import UserDict
+    from types import MappingProxyType
+
+    two = {"files": {"x": "E", "y": "E"}}
+    return [
+        ([], {}),
+        (None, {}),
+        ("abc", {}),
+        ([("a", 1)], {}),
+        ([], {"datasets": ["a"]}),
+        (["a"], {"datasets": ["a"]}),
+        ({"a": 1}, {"datasets": 5}),
+        (_ItemsOverride(a=two), {"percentage": 50}),
+        (UserDict({"a": two}), {"percentage": 50}),
+        (MappingProxyType({"a": two}), {"percentage": 50}),
+        ({"a": {"files": {_Str("b"): "E", _Str("a"): "E"}}}, {"percentage": 50}),
+        ({"a": {"files": {"b": "E", 1: "E"}}}, {"percentage": 50}),
+        ({"a": two, "b": {"files": None}}, {"percentage": 50}),
+        ({"a": {"files": ["b", None]}, "b": {"files": None}}, {"percentage": 50, "treename": "T"}),
+        ({"a": two}, {"strategy": ["by_dataset"]}),
+        ({"a": two}, {"percentage": 2**64}),
+        ({"a": two}, {"datasets": lambda k: 1 / 0}),
+        ({"a": two}, {"datasets": lambda k: [1]}),
+        ({"a": ("x", "y")}, {"treename": 5, "percentage": 50}),
+    ]
+
+
+@pytest.mark.parametrize(("fileset", "kwargs"), _mapping_cases())
+def test_split_unusual_containers_match_coffea(fileset, kwargs):
+    ours = outcome(chunkwise.split_fileset, fileset, **kwargs)
+    theirs = outcome(coffea_tools.split_fileset, fileset, **kwargs)
+    assert_same_outcome(ours, theirs)
+
+
+def _chunk_cases():
+    from collections import UserDict
+
+    files = {"files": {"x": "E"}}
+    unencodable = {"files": {"x": "E"}, "metadata": {"k": {1, 2}}}
+    return [
+        [],
+        None,
+        "abc",
+        {"a": None},
+        {"a": {"files": None}},
+        _ItemsOverride(a={"files": {}}),
+        UserDict({"a": files}),
+        # Which error comes first: structure (any dataset) before encoding (in document order).
+        {"a": unencodable, "b": 5},
+        {"a": unencodable, "b": {"files": ["x"]}},
+        {("t",): {"files": {}}},
+        {1: {"files": {}}, 2: {"files": {}}},
+        {1.5: {"files": {}}, None: {"files": {}}},
+        {True: {"files": {}}},
+        {"a": {"files": {"x": "E"}, "preload": {1, "a"}}},
+        {"a": {"files": {"x": "E"}, "metadata": float("nan")}},
+        {"a": OrderedDict(files={"x": "E"}, treename="T")},
+        {"a": defaultdict(int, files={"y": "E", "x": None})},
+        {"a": {"files": {_Str("x"): _Str("E")}}},
+        {_Str("a"): {"files": {}}},
+        {"a": {"files": {"x": {"object_path": "E", "steps": [[0, 1]]}, "y": set()}}},
+    ]
+
+
+@pytest.mark.parametrize("chunk", _chunk_cases())
+def test_hash_unusual_containers_match_coffea(chunk):
+    assert_same_outcome(
+        outcome(chunkwise.hash_fileset, chunk), outcome(coffea_tools.hash_fileset, chunk)
+    )
