@@ -8,7 +8,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple};
 use rayon::prelude::*;
 
 use crate::prefetch::{prefetch_object, AHEAD};
@@ -137,17 +137,14 @@ fn normalize<'py>(
             pyobj::short_repr(name)
         ))
     };
-    let mut out = Vec::new();
+    let out = PyDict::new(py);
     for (name, data) in pyobj::items(fileset)? {
         let value = if pyobj::is_list_or_tuple(&data) {
             let Some(t) = treename else {
                 return Err(need_treename(&name));
             };
             let d = PyDict::new(py);
-            d.set_item(
-                "files",
-                pyo3::types::PySequenceMethods::to_list(data.cast::<pyo3::types::PySequence>()?)?,
-            )?;
+            d.set_item("files", data.cast::<PySequence>()?.to_list()?)?;
             d.set_item("treename", t)?;
             d.into_any()
         } else if data.is_instance_of::<PyDict>() {
@@ -171,9 +168,14 @@ fn normalize<'py>(
                 pyobj::type_name(&data)
             )));
         };
-        out.push((name, value));
+        out.set_item(name, value)?;
     }
-    Ok(out)
+    // Read back from the dict, so that a mapping whose items() repeats a name counts it once,
+    // at its first position with its last value, as a dict display does.
+    out.items()
+        .iter()
+        .map(|item| pyobj::unpack2(&item))
+        .collect()
 }
 
 /// A dataset's files in sorted order, in the container shape they came in.

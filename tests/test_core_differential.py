@@ -299,6 +299,11 @@ class _Str(str):
     pass
 
 
+class _RepeatsAName(dict):
+    def items(self):
+        return [("a", {"files": {"x": "E"}}), ("b", {"files": {"y": "E"}}), ("a", {"files": {}})]
+
+
 def _mapping_cases():
     from collections import UserDict
     from types import MappingProxyType
@@ -313,6 +318,9 @@ def _mapping_cases():
         (["a"], {"datasets": ["a"]}),
         ({"a": 1}, {"datasets": 5}),
         (_ItemsOverride(a=two), {"percentage": 50}),
+        (_RepeatsAName(), {}),
+        (_RepeatsAName(), {"percentage": 50}),
+        (_RepeatsAName(), {"strategy": "by_dataset", "percentage": 50}),
         (UserDict({"a": two}), {"percentage": 50}),
         (MappingProxyType({"a": two}), {"percentage": 50}),
         ({"a": {"files": {_Str("b"): "E", _Str("a"): "E"}}}, {"percentage": 50}),
