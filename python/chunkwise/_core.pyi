@@ -3,10 +3,12 @@
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-Fileset = Mapping[Any, Any]
+__all__ = ["hash_fileset", "hash_filesets", "split_fileset"]
+
+_Fileset = Mapping[Any, Any]
 
 def split_fileset(
-    fileset: Fileset,
+    fileset: _Fileset,
     strategy: str | None = None,
     datasets: Iterable[Any] | Callable[[Any], object] | None = None,
     percentage: int | None = None,
@@ -48,7 +50,7 @@ def split_fileset(
     [{'ttbar': {'files': {'a.root': 'Events'}}}, {'ttbar': {'files': {'b.root': 'Events'}}}]
     """
 
-def hash_fileset(chunk: Fileset) -> str:
+def hash_fileset(chunk: _Fileset) -> str:
     """Return the stable SHA-256 hex digest of a chunk, byte-identical to coffea's.
 
     Parameters
@@ -68,7 +70,7 @@ def hash_fileset(chunk: Fileset) -> str:
     '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a'
     """
 
-def hash_filesets(chunks: Iterable[Fileset]) -> list[str]:
+def hash_filesets(chunks: Iterable[_Fileset]) -> list[str]:
     """Return ``[hash_fileset(c) for c in chunks]``, hashing in parallel without the GIL.
 
     Parameters
