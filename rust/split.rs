@@ -82,11 +82,15 @@ fn parse_binning(
                     pyobj::type_name(n)
                 )));
             }
-            match n.extract::<u64>() {
-                Ok(v) if v >= 1 => Ok(Some(Binning::FilesPerChunk(
-                    usize::try_from(v).unwrap_or(usize::MAX),
-                ))),
-                _ => Err(PyValueError::new_err(format!(
+            // Any size beyond the machine's is as good as "all files in one chunk".
+            let size = match n.extract::<u64>() {
+                Ok(v) => usize::try_from(v).unwrap_or(usize::MAX),
+                Err(_) if n.gt(0)? => usize::MAX,
+                Err(_) => 0,
+            };
+            match size {
+                1.. => Ok(Some(Binning::FilesPerChunk(size))),
+                0 => Err(PyValueError::new_err(format!(
                     "files_per_chunk={} is not allowed: it must be at least 1",
                     pyobj::short_repr(n)
                 ))),

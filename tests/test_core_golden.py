@@ -154,6 +154,10 @@ def test_files_per_chunk_any_size():
         (["big"], 1),
         (["small"], 2),
     ]
+    # A size larger than any dataset (even larger than a machine word) gives one chunk.
+    assert chunkwise.split_fileset(fs, files_per_chunk=2**70) == chunkwise.split_fileset(
+        fs, percentage=100
+    )
     only_small = chunkwise.split_fileset(fs, datasets=["small"], files_per_chunk=1)
     assert [list(c["small"]["files"]) for c in only_small] == [["s0.root"], ["s1.root"]]
     # 20,000 chunks of 50 files: a size no percentage can give.
@@ -169,6 +173,7 @@ def test_files_per_chunk_any_size():
     [
         ({"files_per_chunk": 0}, ValueError),
         ({"files_per_chunk": -3}, ValueError),
+        ({"files_per_chunk": -(2**70)}, ValueError),
         ({"files_per_chunk": 2.0}, TypeError),
         ({"files_per_chunk": True}, TypeError),
         ({"files_per_chunk": 5, "percentage": 20}, ValueError),
