@@ -451,9 +451,9 @@ class _Loop:
         if bad:
             n_bad = sum(len(v) for v in bad.values())
             names = "; ".join(f"{p}: {t}" for v in bad.values() for p, t in v.items())
-            exc = ChunkFailure(f"{n_bad} file(s) missing from the output: {names}")
-            exc.__cause__ = first_error or failure
-            return _Outcome(False, exception=exc, bad_files=bad)
+            missing = ChunkFailure(f"{n_bad} file(s) missing from the output: {names}")
+            missing.__cause__ = first_error or failure
+            return _Outcome(False, exception=missing, bad_files=bad)
         return _Outcome(True, output=output, events=events)
 
     def lookup(self, chunk: dict[str, Any], chunk_hash: str) -> tuple[ChunkRecord | None, Any]:
