@@ -374,37 +374,63 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 }
 
-fn n_fast_files(datasets: &[Dataset<'_, '_>]) -> usize {
-    datasets
+/// Below this many files a chunk is hashed on the calling thread alone.
+const PIPELINE_AT: usize = 20_000;
+
+/// How many files a chunk holds in plain containers, counted without running Python code.
+fn n_plain_files(items: &Bound<'_, PyList>) -> usize {
+    let files_of = |data: &Bound<'_, PyAny>| -> Option<usize> {
+        let files = data.cast_exact::<PyDict>().ok()?.get_item("files").ok()??;
+        if let Ok(d) = files.cast_exact::<PyDict>() {
+            return Some(d.len());
+        }
+        files.cast_exact::<PyList>().ok().map(|l| l.len())
+    };
+    items
         .iter()
-        .map(|ds| match &ds.files {
-            Files::FastDict(d) => d.len(),
-            Files::FastSeq(s) => s.len().unwrap_or(0),
-            _ => 0,
+        .filter_map(|item| {
+            let t = item.cast_exact::<PyTuple>().ok()?;
+            files_of(&t.get_item(1).ok()?)
         })
         .sum()
 }
 
-/// Below this many files a chunk is hashed on the calling thread alone.
-const PIPELINE_AT: usize = 20_000;
-
-/// Hash one chunk. Large chunks go through a two-thread pipeline (see `pipeline.rs`): this
-/// thread gathers each dataset's paths (GIL held) and sorts them (GIL released), while a worker
-/// thread feeds SHA-256. Only a few datasets' plans and buffers are in flight at a time.
+/// Hash one chunk.
+///
+/// The fast way checks, encodes and streams each dataset in turn, visiting each path once. An
+/// error found that way may not be the one coffea raises first (coffea checks every dataset's
+/// structure before it encodes anything), so on any error the chunk is checked again the strict
+/// way, in coffea's order, and that error is raised. Hashing has no side effects, so the
+/// second look costs time only on the error path.
 pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
+    hash_streaming(chunk).map_err(|fast| match prepare(chunk, None) {
+        Err(strict) => strict,
+        Ok(_) => fast,
+    })
+}
+
+/// Large chunks go through a two-thread pipeline (see `pipeline.rs`): this thread gathers each
+/// dataset's paths (GIL held) and sorts them (GIL released), while a worker thread feeds
+/// SHA-256. Only a few datasets' plans and buffers are in flight at a time.
+fn hash_streaming(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let py = chunk.py();
+    let items = pyobj::sorted(&chunk.call_method0(pyo3::intern!(py, "items"))?)?;
     let keep = KeepAlive::new();
-    let datasets = prepare(chunk, None)?;
     let gatherer = Gatherer::new(&keep);
-    let n = datasets.len();
-    let plan_of = |i, ds| gatherer.dataset_of_chunk(ds, i, n);
-    if n_fast_files(&datasets) < PIPELINE_AT {
+    let n = items.len();
+    let plan_of = |i: usize| -> PyResult<ChunkPlan<'_>> {
+        let (name, data) = pyobj::unpack2(&items.get_item(i)?)?;
+        let mut ds = check_dataset(name, &data, Some(&gatherer))?;
+        encode_dataset(&mut ds)?;
+        gatherer.dataset_of_chunk(ds, i, n)
+    };
+    if n_plain_files(&items) < PIPELINE_AT {
         let mut sink = HashSink::new();
-        if datasets.is_empty() {
+        if n == 0 {
             sink.bytes(b"{}");
         }
-        for (i, ds) in datasets.into_iter().enumerate() {
-            let mut plan = plan_of(i, ds)?;
+        for i in 0..n {
+            let mut plan = plan_of(i)?;
             sort_plan(&mut plan);
             write_plan(&mut sink, &plan);
         }
@@ -418,8 +444,8 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         let worker = scope.spawn(move || hash_work(work_rx, spare_tx, queued));
         let mut feeder = Feeder::new(work_tx, spare_rx, queued);
         let fed = (|| -> PyResult<()> {
-            for (i, ds) in datasets.into_iter().enumerate() {
-                let mut plan = plan_of(i, ds)?;
+            for i in 0..n {
+                let mut plan = plan_of(i)?;
                 py.detach(|| {
                     sort_plan(&mut plan);
                     feeder.plan(plan);
