@@ -270,6 +270,28 @@ def test_large_chunks_match_coffea_on_the_threaded_path():
     assert chunkwise.hash_filesets([fs, {}]) == [coffea_hash(fs), coffea_hash({})]
 
 
+def test_large_chunk_errors_come_in_coffeas_order():
+    """coffea checks every dataset's structure before it encodes anything: a later dataset's
+    structural error wins over an earlier dataset's unencodable metadata."""
+    from coffea.dataset_tools import hash_fileset as coffea_hash
+
+    files = {f"/store/{i:06d}.root": "Events" for i in range(30_000)}
+    chunk = {
+        "a": {"files": files, "metadata": {"runs": {1, 2}}},  # a set: json cannot encode it
+        "b": {"files": ["x.root"]},  # list files without a treename: a ValueError
+    }
+    with pytest.raises(ValueError) as ours:
+        chunkwise.hash_fileset(chunk)
+    with pytest.raises(ValueError):
+        coffea_hash(chunk)
+    assert "treename" in str(ours.value)
+    chunk["b"]["treename"] = "Events"
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        chunkwise.hash_fileset(chunk)
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        chunkwise.hash_filesets([{}, chunk])
+
+
 def test_import_is_cheap_and_does_not_import_coffea():
     code = (
         "import sys, chunkwise; "
