@@ -75,12 +75,35 @@ impl<'a> ChunkPlan<'a> {
 
 const FLUSH_AT: usize = 1 << 16;
 
-/// Something canonical JSON text is written into.
+/// Something canonical JSON text is written into, through a buffer that is drained when full.
 pub trait Sink {
+    /// Buffered bytes at which [`Sink::drain`] is called.
+    const LIMIT: usize;
+    /// The buffer text is appended to.
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    /// Take the buffered text away (hash it, or hand it to another thread).
+    fn drain(&mut self);
+
     /// Append raw JSON text.
-    fn bytes(&mut self, b: &[u8]);
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) {
+        self.buffer().extend_from_slice(b);
+        self.drain_if_full();
+    }
+
     /// Append `s` as a JSON string.
-    fn string(&mut self, s: &str);
+    #[inline]
+    fn string(&mut self, s: &str) {
+        write_json_str(self.buffer(), s);
+        self.drain_if_full();
+    }
+
+    #[inline]
+    fn drain_if_full(&mut self) {
+        if self.buffer().len() >= Self::LIMIT {
+            self.drain();
+        }
+    }
 }
 
 /// A buffered writer of canonical JSON text that feeds SHA-256 in large blocks.
@@ -103,14 +126,6 @@ impl HashSink {
         }
     }
 
-    #[inline]
-    fn maybe_flush(&mut self) {
-        if self.buf.len() >= FLUSH_AT {
-            self.hasher.update(&self.buf);
-            self.buf.clear();
-        }
-    }
-
     /// Hash a large block of text without copying it into the buffer.
     pub fn block(&mut self, b: &[u8]) {
         self.hasher.update(&self.buf);
@@ -125,16 +140,16 @@ impl HashSink {
 }
 
 impl Sink for HashSink {
-    #[inline]
-    fn bytes(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
-        self.maybe_flush();
-    }
+    const LIMIT: usize = FLUSH_AT;
 
     #[inline]
-    fn string(&mut self, s: &str) {
-        write_json_str(&mut self.buf, s);
-        self.maybe_flush();
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn drain(&mut self) {
+        self.hasher.update(&self.buf);
+        self.buf.clear();
     }
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use crate::canonical::{write_plan, ChunkPlan, HashSink, Sink};
-use crate::escape::write_json_str;
 
 /// Text handed to the hashing thread in buffers of about this size.
 const HAND_OFF_AT: usize = 1 << 20;
@@ -63,13 +62,6 @@ impl<'a, 'q> Feeder<'a, 'q> {
         self.send(Work::Text(full));
     }
 
-    #[inline]
-    fn maybe_flush(&mut self) {
-        if self.buf.len() >= HAND_OFF_AT {
-            self.flush();
-        }
-    }
-
     /// Write a sorted plan: escape it here, or hand it over if the hashing thread is idle.
     pub fn plan(&mut self, plan: ChunkPlan<'a>) {
         if self.queued.load(Ordering::Acquire) == 0 {
@@ -87,16 +79,15 @@ impl<'a, 'q> Feeder<'a, 'q> {
 }
 
 impl Sink for Feeder<'_, '_> {
-    #[inline]
-    fn bytes(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
-        self.maybe_flush();
-    }
+    const LIMIT: usize = HAND_OFF_AT;
 
     #[inline]
-    fn string(&mut self, s: &str) {
-        write_json_str(&mut self.buf, s);
-        self.maybe_flush();
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn drain(&mut self) {
+        self.flush();
     }
 }
 
