@@ -22,7 +22,8 @@ from typing import Any
 warnings.filterwarnings("ignore")
 
 import chunkwise  # noqa: E402
-from chunkwise.cache import ChunkCache, cache_tag  # noqa: E402
+from chunkwise.cache import ChunkCache  # noqa: E402
+from chunkwise.tag import cache_tag  # noqa: E402
 from chunkwise.examples import METProcessor, write_nanoaod_like  # noqa: E402
 from chunkwise.quiet import mute_coffea_bars  # noqa: E402
 

@@ -473,7 +473,7 @@ def test_split_and_status_read_a_preprocessed_fileset(tmp_path: Path):
     """coffea's preprocessing writes {path: {"object_path": ..., "steps": ...}} in .json.gz."""
     from coffea.dataset_tools import hash_fileset as coffea_hash
 
-    from chunkwise.filesets import runner_fileset
+    from chunkwise.chunks import runner_fileset
 
     preprocessed = {
         "DY": {

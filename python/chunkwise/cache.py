@@ -4,8 +4,8 @@ Layout
 ------
 ``<root>/<tag>/<hash>.coffea``
     One chunk's output. ``<hash>`` is ``chunkwise.hash_fileset(chunk)``; ``<tag>`` names the
-    processor code and Runner settings that made it (see ``cache_tag``). An empty tag gives the
-    flat ``<root>/<hash>.coffea`` layout of coffea's split_fileset notebook.
+    processor code and Runner settings that made it (see ``chunkwise.tag.cache_tag``). An
+    empty tag gives the flat ``<root>/<hash>.coffea`` layout of coffea's split_fileset notebook.
 ``<root>/<tag>/<hash>.salvage.json``
     Written when a chunk failed and was re-run file by file: it names the per-file chunks (and
     their hashes) and the files that failed, so that a rerun goes straight to the files.
@@ -30,8 +30,6 @@ Directories that this module creates are user-only (mode 0o700); entries are 0o6
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import io
 import json
 import os
@@ -51,7 +49,6 @@ __all__ = [
     "ChunkCache",
     "CorruptCacheEntryWarning",
     "SalvageRecord",
-    "cache_tag",
 ]
 
 #: Version of the entry layout; part of every tag, so a format change never reads old entries.
@@ -169,14 +166,16 @@ class ChunkCache:
     root : str or os.PathLike
         The cache directory.
     tag : str, optional
-        Sub-directory for one processor/Runner configuration, usually ``cache_tag(processor,
-        runner)``. ``""`` (the default) stores entries directly in ``root``, the layout of the
-        split_fileset notebook, so its existing ``<hash>.coffea`` files are read as hits.
+        Sub-directory for one processor/Runner configuration, usually
+        ``chunkwise.tag.cache_tag(processor, runner)``. ``""`` (the default) stores entries
+        directly in ``root``, the layout of the split_fileset notebook, so its existing
+        ``<hash>.coffea`` files are read as hits.
 
     Examples
     --------
     >>> import chunkwise
-    >>> from chunkwise.cache import ChunkCache, cache_tag
+    >>> from chunkwise.cache import ChunkCache
+    >>> from chunkwise.tag import cache_tag
     >>> cache = ChunkCache("chunk_cache", cache_tag(processor, runner))  # doctest: +SKIP
     >>> key = chunkwise.hash_fileset(chunk)  # doctest: +SKIP
     >>> cache.status(key)  # doctest: +SKIP
@@ -370,14 +369,22 @@ class ChunkCache:
         the bytes later, e.g. on another thread, with ``write``.
         """
         import cloudpickle
+
+        pickled = cloudpickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.encode_pickled(chunk_hash, pickled, info)
+
+    def encode_pickled(
+        self, chunk_hash: str, pickled_output: bytes, info: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """Like ``encode``, for an output that is already pickled (``cloudpickle.dumps``)."""
         import lz4.frame
 
         meta = dict(info or {})
         meta.update(format=CACHE_FORMAT, hash=chunk_hash, tag=self.tag)
-        buffer = io.BytesIO()
-        cloudpickle.dump(output, buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.dump(meta, buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        return lz4.frame.compress(buffer.getbuffer(), content_checksum=True, store_size=True)
+        trailer = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+        return lz4.frame.compress(
+            b"".join((pickled_output, trailer)), content_checksum=True, store_size=True
+        )
 
     def write(self, chunk_hash: str, data: bytes) -> Path:
         """Atomically write ``encode``'s bytes as the entry of ``chunk_hash``; returns its path."""
@@ -418,123 +425,3 @@ class ChunkCache:
                 path.unlink()
             except FileNotFoundError:
                 pass
-
-
-# -- tags ---------------------------------------------------------------------------------------
-# Runner fields that change what a processor returns for the same files. chunksize and
-# align_clusters change the row chunks, which processors that count chunks (like the notebook's
-# cutflow) see; maxchunks truncates; schema and format change the events themselves.
-_OUTPUT_RUNNER_FIELDS = ("schema", "format", "maxchunks", "chunksize", "align_clusters")
-
-_JSONABLE = (str, int, float, bool, type(None))
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A JSON-able, deterministic stand-in for a processor attribute."""
-    if isinstance(value, _JSONABLE):
-        return value
-    if depth < 4 and isinstance(value, (list, tuple)):
-        return [_plain(v, depth + 1) for v in value]
-    if depth < 4 and isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-        return {k: _plain(value[k], depth + 1) for k in sorted(value)}
-    if isinstance(value, type):
-        return f"<class {value.__module__}.{value.__qualname__}>"
-    # Anything else (histograms, accumulators, sets whose order varies between processes) is
-    # represented by its type only, so that the tag stays stable from one session to the next.
-    return f"<{type(value).__module__}.{type(value).__qualname__}>"
-
-
-def _code_fingerprint(code: Any) -> list[Any]:
-    """A deterministic description of a code object, for classes whose source is unavailable."""
-    consts: list[Any] = []
-    for const in code.co_consts:
-        if hasattr(const, "co_code"):
-            consts.append(_code_fingerprint(const))
-        elif isinstance(const, frozenset):
-            consts.append(sorted(repr(c) for c in const))  # set order varies between processes
-        else:
-            consts.append(repr(const))
-    return [code.co_code.hex(), consts, list(code.co_names)]
-
-
-def _class_code(klass: type) -> list[Any]:
-    functions: list[Any] = []
-    for name, member in sorted(vars(klass).items()):
-        for attr in ("__func__", "fget", "fset", "fdel"):  # static/class methods, properties
-            member = getattr(member, attr, member)
-        code = getattr(member, "__code__", None)
-        if code is not None:
-            functions.append([name, _code_fingerprint(code)])
-    return functions
-
-
-def _class_sources(cls: type) -> list[list[Any]]:
-    sources: list[list[Any]] = []
-    for klass in cls.__mro__:
-        module = klass.__module__ or ""
-        if klass is object or module in ("builtins", "abc") or module.startswith("coffea."):
-            continue
-        try:
-            source: Any = inspect.getsource(klass)
-        except (OSError, TypeError):
-            # Defined in a notebook, a REPL or a module that is not in sys.modules: fall back
-            # on the methods' bytecode, which changes when the code does (and with Python's
-            # version, which only costs a recomputation).
-            source = _class_code(klass)
-        sources.append([f"{module}.{klass.__qualname__}", source])
-    return sources
-
-
-def cache_tag(processor: Any, runner: Any = None) -> str:
-    """The cache sub-directory name for a processor and Runner configuration.
-
-    The tag changes when any of these change:
-
-    - the source code of the processor's class and of its base classes outside coffea (for a
-      class whose source Python cannot find, e.g. one defined in a notebook, its methods'
-      bytecode and constants instead);
-    - the processor's plain attributes (str, numbers, bools, None and lists/dicts of them,
-      e.g. a year or a cut value); other attributes contribute only their type;
-    - the Runner settings that change the output: ``schema``, ``format``, ``maxchunks``,
-      ``chunksize`` and ``align_clusters``;
-    - chunkwise's entry format.
-
-    It does not change with the executor, ``skipbadfiles``, ``savemetrics`` or the coffea
-    version. Code that the processor calls outside its class (helper modules, correction files)
-    is not seen: pass an explicit ``cache_tag`` to ``chunkwise.run`` when those change.
-
-    Parameters
-    ----------
-    processor : coffea.processor.ProcessorABC or callable
-        The processor instance.
-    runner : coffea.processor.Runner, optional
-        The Runner; ``None`` means ``chunkwise.runner.default_runner()``, as in ``chunkwise.run``.
-
-    Returns
-    -------
-    str
-        ``"<ProcessorClass>-<16 hex digits>"``, a valid directory name.
-
-    Examples
-    --------
-    >>> from chunkwise.cache import cache_tag
-    >>> cache_tag(METProcessor(), runner)  # doctest: +SKIP
-    'METProcessor-3f1c0a9b7d2e4f60'
-    """
-    if runner is None:
-        from chunkwise.runner import default_runner
-
-        runner = default_runner()
-    cls = type(processor)
-    state = getattr(processor, "__dict__", {})
-    settings = {name: _plain(getattr(runner, name, None)) for name in _OUTPUT_RUNNER_FIELDS}
-    description = {
-        "format": CACHE_FORMAT,
-        "processor": f"{cls.__module__}.{cls.__qualname__}",
-        "sources": _class_sources(cls),
-        "state": {k: _plain(v) for k, v in sorted(state.items()) if isinstance(k, str)},
-        "runner": settings,
-    }
-    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode("utf-8")).hexdigest()
-    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in cls.__name__) or "processor"
-    return f"{name}-{digest[:16]}"

@@ -412,7 +412,8 @@ def _make_runner(args: argparse.Namespace, executor: Any) -> Any:
 
 def _resolve_tag(args: argparse.Namespace) -> str:
     """The cache tag status reads: --tag, else derived from --processor, else the only one."""
-    from chunkwise.cache import ENTRY_SUFFIX, cache_tag
+    from chunkwise.cache import ENTRY_SUFFIX
+    from chunkwise.tag import cache_tag
 
     if args.tag is not None:
         return args.tag
@@ -566,9 +567,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
 
     proc = _load_processor(args.processor)
-    from chunkwise.cache import cache_tag
-    from chunkwise.quiet import quiet_coffea
     from chunkwise.runner import run
+    from chunkwise.tag import cache_tag
 
     closers: list[Callable[[], Any]] = []
     try:
@@ -578,16 +578,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             where = os.path.join(args.cache, tag) if tag else args.cache
             print(f"cache: {where}", file=sys.stderr)
         try:
-            with quiet_coffea():
-                report = run(
-                    chunks,
-                    proc,
-                    runner,
-                    cache=args.cache,
-                    cache_tag=tag if args.cache is not None else None,
-                    salvage=not args.no_salvage,
-                    progress=not args.no_progress,
-                )
+            report = run(
+                chunks,
+                proc,
+                runner,
+                cache=args.cache,
+                cache_tag=tag if args.cache is not None else None,
+                salvage=not args.no_salvage,
+                progress=not args.no_progress,
+            )
         except (KeyboardInterrupt, UsageError):
             raise
         except Exception as err:

@@ -22,8 +22,6 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from chunkwise.quiet import quiet_coffea
-
 __all__ = ["DemoError", "run_demo"]
 
 _MARKER = ".chunkwise-demo"
@@ -124,7 +122,7 @@ def run_demo(
 
     matplotlib.use("Agg")
 
-    with quiet_coffea(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # The synthetic files hold only MET and Muon, so NanoAODSchema warns about every other
         # collection's cross-references; that is expected here and would bury the report.
         warnings.filterwarnings("ignore", "Missing cross-reference", RuntimeWarning)

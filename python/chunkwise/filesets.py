@@ -22,7 +22,6 @@ __all__ = [
     "SUFFIXES",
     "check_fileset",
     "load_fileset",
-    "runner_fileset",
 ]
 
 #: File name endings that :func:`load_fileset` understands.
@@ -236,41 +235,3 @@ def load_fileset(path: str | os.PathLike[str]) -> dict[str, Any]:
     text = _read_text(path, gzipped)
     data = _parse_json(path, text) if kind == "json" else _parse_yaml(path, text)
     return check_fileset(data, path)
-
-
-def runner_fileset(fileset: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``fileset`` in the form coffea's ``Runner`` reads.
-
-    coffea's preprocessing writes each file as ``{path: {"object_path": tree, "steps": ...}}``.
-    The Runner reads whole files and wants ``{path: tree}``, so such entries are reduced to their
-    tree name. Every other dataset is returned as it is. ``chunkwise.run`` hands each chunk to
-    the Runner in this form, but keys the cache by the chunk as it is, so that ``chunkwise
-    split``, ``run`` and ``status`` agree on every chunk's hash.
-
-    Parameters
-    ----------
-    fileset : Mapping
-        A fileset that passed :func:`check_fileset`.
-
-    Returns
-    -------
-    dict
-        A new fileset, sharing unchanged datasets with ``fileset``.
-
-    Examples
-    --------
-    >>> runner_fileset({"d": {"files": {"a.root": {"object_path": "Events", "steps": [[0, 5]]}}}})
-    {'d': {'files': {'a.root': 'Events'}}}
-    """
-    out: dict[str, Any] = {}
-    for dataset, data in fileset.items():
-        files = data.get("files") if isinstance(data, Mapping) else None
-        if isinstance(files, Mapping) and any(isinstance(v, Mapping) for v in files.values()):
-            reduced = {
-                path: spec["object_path"] if isinstance(spec, Mapping) else spec
-                for path, spec in files.items()
-            }
-            out[dataset] = {**data, "files": reduced}
-        else:
-            out[dataset] = data
-    return out

@@ -1,32 +1,48 @@
 """``chunkwise.run``: process a fileset chunk by chunk with a coffea Runner, losing no work.
 
-Each chunk of ``chunkwise.split_fileset`` is run on its own, its output is cached under
-``chunkwise.hash_fileset(chunk)`` (see ``chunkwise.cache``), a chunk that fails is re-run file by
-file so that only the files that really fail are lost, and the ``RunReport`` says what fraction of
-each dataset's files, and how many events, made it into the merged output.
+Each chunk of ``chunkwise.split_fileset`` is a unit of caching: its output is saved under
+``chunkwise.hash_fileset(chunk)`` (see ``chunkwise.cache``) the moment its last file is done. The
+unit of work is the file: every file of every open chunk is a task on the Runner's executor (this
+process, one process pool, or one dask client for the whole run), so chunks run concurrently and
+keep every worker busy, whatever their size. A chunk with a bad file is salvaged from its files'
+outputs, each cached under its own single-file hash, so only the files that really fail are lost;
+the ``RunReport`` says what fraction of each dataset's files, and how many events, made it into
+the merged output.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
+import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from chunkwise import _core
-from chunkwise.cache import ChunkCache, SalvageRecord
-from chunkwise.cache import cache_tag as _derive_cache_tag
-from chunkwise.filesets import runner_fileset
-from chunkwise.quiet import mute_coffea_bars
+from chunkwise._coffea import (
+    Outcome,
+    Plan,
+    default_runner,
+    dumps_processor,
+    load_output,
+    merge,
+    pickled_output,
+    plan,
+    process_unit,
+    reissue,
+)
+from chunkwise._coffea import error_text as _error_text
+from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
+from chunkwise.chunks import Chunk, make_chunks
+from chunkwise.tag import cache_tag as _derive_cache_tag
 
 __all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
 
 ChunkStatus = Literal["processed", "cached", "failed", "salvaged"]
 
-_NO_CHUNKS_MESSAGES = ("No chunks survived preprocessing", "No chunks returned results")
+_log = logging.getLogger("chunkwise")
 
 
 class ChunkFailure(Exception):
@@ -164,97 +180,6 @@ class RunReport:
         return self.summary()
 
 
-def default_runner() -> Any:
-    """The Runner that ``run`` uses when none is given.
-
-    Returns
-    -------
-    coffea.processor.Runner
-        ``IterativeExecutor``, ``NanoAODSchema``, ``skipbadfiles=True`` (``OSError`` is a bad
-        file) and ``use_result_type=True``.
-    """
-    from coffea import processor
-    from coffea.nanoevents import NanoAODSchema
-
-    return processor.Runner(
-        executor=processor.IterativeExecutor(status=False),
-        schema=NanoAODSchema,
-        skipbadfiles=True,
-        use_result_type=True,
-    )
-
-
-# -- helpers ------------------------------------------------------------------------------------
-def _files_of(chunk: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
-    """``{dataset: {path: treename}}`` of a self-contained chunk."""
-    out: dict[str, dict[str, str | None]] = {}
-    for dataset, spec in chunk.items():
-        if isinstance(spec, Mapping):
-            files = spec.get("files", {})
-            default = spec.get("treename")
-        else:
-            files, default = spec, None
-        if isinstance(files, Mapping):
-            out[dataset] = {str(p): _treename(t, default) for p, t in files.items()}
-        else:
-            out[dataset] = {str(p): default for p in files}
-    return out
-
-
-def _treename(value: Any, default: str | None) -> str | None:
-    """The tree of one ``files`` entry: a name, ``None``, or coffea's preprocessed form."""
-    if isinstance(value, Mapping):  # {"object_path": tree, "steps": ..., ...}
-        value = value.get("object_path")
-    return value if value is not None else default
-
-
-def _n_files(chunk: Mapping[str, Any]) -> int:
-    return sum(len(files) for files in _files_of(chunk).values())
-
-
-def _error_text(exc: BaseException) -> str:
-    # coffea wraps the cause ("Failed processing file: ..."); the innermost message says most.
-    inner = exc
-    seen = {id(inner)}
-    while inner.__cause__ is not None and id(inner.__cause__) not in seen:
-        inner = inner.__cause__
-        seen.add(id(inner))
-    text = " ".join(f"{type(inner).__name__}: {inner}".split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        chain.append(current)
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _allowed(runner: Any) -> tuple[type[BaseException], ...]:
-    skip = runner.skipbadfiles
-    if skip is True:
-        return (OSError,)
-    return tuple(skip) if skip else ()
-
-
-def _is_allowed(runner: Any, exc: BaseException) -> bool:
-    allowed = _allowed(runner)
-    return bool(allowed) and any(isinstance(c, allowed) for c in _exception_chain(exc))
-
-
-def _merge(total: Any, output: Any) -> Any:
-    from coffea.processor import accumulate
-
-    if output is None:
-        return total
-    if total is None:
-        return output  # a fresh object (computed or unpickled): safe to add into in place
-    return accumulate([output], total)
-
-
 def _add_counts(into: dict[str, int], counts: Mapping[str, int]) -> None:
     for key, value in counts.items():
         into[key] = into.get(key, 0) + int(value)
@@ -265,21 +190,12 @@ def _add_bad(into: dict[str, dict[str, str]], bad: Mapping[str, Mapping[str, str
         into.setdefault(dataset, {}).update(files)
 
 
-@dataclass
-class _Outcome:
-    ok: bool
-    output: Any = None
-    events: dict[str, int] = field(default_factory=dict)
-    bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
-    exception: BaseException | None = None
-
-
 class _EntryWriter:
     """Writes cache entries on one background thread.
 
     A save is dominated by ``fsync``, which would otherwise add about a millisecond to every
     chunk; on this thread it overlaps the next chunk's computation. The output is pickled on
-    the caller's thread (it is merged in place afterwards), and ``flush`` waits for every write,
+    the caller's thread (it is merged in place afterwards), and ``close`` waits for every write,
     so that when ``run`` returns or raises, everything finished is on disk. A SIGKILL can lose
     a write in flight, which only means recomputing that chunk: the rename is still atomic.
     """
@@ -289,15 +205,22 @@ class _EntryWriter:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[Any]] = []
 
-    def save(self, chunk_hash: str, output: Any, info: Mapping[str, Any]) -> None:
-        if self.cache is None:
-            return
-        data = self.cache.encode(chunk_hash, output, info)
+    def put(self, chunk_hash: str, data: bytes) -> None:
+        """Write ``ChunkCache.encode``'s bytes as the entry of ``chunk_hash``."""
+        assert self.cache is not None
+        self._submit(self.cache.write, chunk_hash, data)
+
+    def put_salvage(self, record: SalvageRecord) -> None:
+        """Write a salvage record, after the entries put before it (one thread, in order)."""
+        assert self.cache is not None
+        self._submit(self.cache.save_salvage, record)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="chunkwise-cache"
             )
-        self._pending.append(self._pool.submit(self.cache.write, chunk_hash, data))
+        self._pending.append(self._pool.submit(fn, *args))
         self._reap(wait=False)
 
     def _reap(self, wait: bool) -> None:
@@ -363,216 +286,276 @@ class _Progress:
             self._progress.update(self._task, advance=1, counts=self._text())
 
 
-# -- the run loop -------------------------------------------------------------------------------
-class _Loop:
+# -- the engine -----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Open:
+    """A chunk whose units are out: what came back so far."""
+
+    index: int
+    chunk: Chunk
+    start: float
+    resumed: SalvageRecord | None  # the record of an earlier run's salvage, if resuming it
+    waiting: int = 0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    cached: dict[str, tuple[ChunkRecord, Any]] = field(default_factory=dict)
+
+
+class _Engine:
+    """Runs chunks' units concurrently on one backend, finishing each chunk as its last unit
+    returns: cache it, merge it, record it."""
+
     def __init__(
-        self, runner: Any, processor_instance: Any, cache: ChunkCache | None, salvage: bool
+        self,
+        plan: Plan,
+        processor_instance: Any,
+        cache: ChunkCache | None,
+        salvage: bool,
+        in_flight: int | None,
+        quiet: bool,
+        bar: _Progress,
     ) -> None:
-        self.runner = runner
-        self.processor = processor_instance
+        self.plan = plan
+        self.blob = dumps_processor(processor_instance)
         self.cache = cache
         self.salvage = salvage
-        self.foreign_entries = 0
+        self.in_flight = in_flight
+        self.quiet = quiet
+        self.bar = bar
         self.writer = _EntryWriter(cache)
+        self.records: dict[int, ChunkRecord] = {}
+        self.total: Any = None
+        self.foreign_entries = 0
+        self.shown: set[tuple[Any, str]] = set()
 
-    def _probe(self, path: str, treename: str | None) -> tuple[int | None, BaseException | None]:
-        """Open a file that coffea left out and count its entries, to tell an empty file (fine)
-        from a bad one (and get the error coffea swallowed)."""
-        if self.runner.format != "root":
-            return None, None
-        import uproot
-
-        try:
-            with uproot.open(path, timeout=self.runner.xrootdtimeout) as f:
-                return int(f[treename or "Events"].num_entries), None
-        except Exception as exc:
-            return None, exc
-
-    def compute(self, chunk: dict[str, Any]) -> _Outcome:
-        """Run one chunk and decide whether all of its files are in the output.
-
-        How dropped files are found: ``Runner.run`` (unlike ``Runner.__call__``) returns coffea's
-        wrapped output, whose ``"processed"`` entry is the set of WorkItems (file, entry range)
-        that were actually processed. Any file of the chunk without a WorkItem was either empty
-        (coffea makes no WorkItem for 0 entries) or dropped: a recoverable executor swallows
-        preprocessing errors, and a chunk whose files all fail raises ``ValueError("No chunks
-        survived preprocessing")``. Only those few files are opened again to tell the two
-        apart. This relies on nothing but the Runner's public ``run`` method, works the same for
-        every executor, and does not depend on ``savemetrics`` or the metadata cache.
-        """
-        files = _files_of(chunk)
-        try:
-            # The cache key is the chunk's own hash; the Runner reads {path: tree}.
-            result = self.runner.run(runner_fileset(chunk), self.processor)
-        except ValueError as exc:
-            if not any(m in str(exc) for m in _NO_CHUNKS_MESSAGES):
+    # -- scheduling ---------------------------------------------------------------------------
+    def run(self, chunks: Sequence[Chunk]) -> None:
+        with self.plan.backend() as backend:
+            blob = backend.share(self.blob)
+            backend.check(blob)
+            queue_target = 2 * backend.workers + 2
+            max_open = self.in_flight or max(2, 2 * backend.workers)
+            futures: dict[Any, tuple[_Open, Chunk]] = {}
+            n_open, next_index = 0, 0
+            try:
+                while next_index < len(chunks) or futures:
+                    while (
+                        next_index < len(chunks)
+                        and n_open < max_open
+                        and len(futures) < queue_target
+                    ):
+                        opened = self._open(next_index, chunks[next_index])
+                        next_index += 1
+                        if opened is None:
+                            continue  # done from the cache
+                        state, todo = opened
+                        n_open += 1
+                        for part in todo:
+                            ((path, treename),) = next(iter(part.files.values())).items()
+                            future = backend.submit(
+                                process_unit,
+                                blob,
+                                self.plan.settings,
+                                part.runner_fileset,
+                                path,
+                                treename,
+                            )
+                            futures[future] = (state, part)
+                    if not futures:
+                        continue
+                    for future in backend.wait_any(futures):
+                        state, part = futures.pop(future)
+                        self._arrived(state, part, future.result())
+                        if state.waiting == 0:
+                            n_open -= 1
+                            self._finish(state)
+            except BaseException:
+                backend.cancel(futures)
                 raise
-            output, processed, failure = None, set(), exc
+
+    def _open(self, index: int, chunk: Chunk) -> tuple[_Open, list[Chunk]] | None:
+        start = time.perf_counter()
+        hit = self._lookup(chunk)
+        if hit is not None:
+            record, output = hit
+            record.seconds = time.perf_counter() - start
+            self._add(index, record, output)
+            return None
+        resumed = self._salvage_record(chunk)
+        state = _Open(index, chunk, start, resumed)
+        todo = []
+        for part in chunk.parts:
+            cached = self._lookup(part) if resumed is not None else None
+            if cached is not None:
+                state.cached[part.hash] = cached
+            else:
+                todo.append(part)
+        state.waiting = len(todo)
+        if not todo:
+            self._finish(state)
+            return None
+        return state, todo
+
+    def _arrived(self, state: _Open, part: Chunk, outcome: Outcome) -> None:
+        state.waiting -= 1
+        state.outcomes[part.hash] = outcome
+        reissue(outcome.warnings, self.shown, self.quiet)
+        if outcome.kind == "ok":
+            return
+        ((dataset, paths),) = part.files.items()
+        (path,) = paths
+        if outcome.kind == "bad":
+            if not self.quiet:
+                _log.warning(
+                    "bad file %s (%s): %s\n%s", path, dataset, outcome.error, outcome.traceback
+                )
+            return
+        exc = outcome.exception
+        assert exc is not None
+        if exc.__traceback__ is None:  # it crossed a process boundary
+            exc.add_note(
+                f"chunkwise: raised while processing {path} of dataset {dataset!r}; "
+                f"where it ran:\n{outcome.traceback.rstrip()}"
+            )
+        raise exc
+
+    # -- finishing a chunk --------------------------------------------------------------------
+    def _finish(self, state: _Open) -> None:
+        chunk = state.chunk
+        bad = {h: o for h, o in state.outcomes.items() if o.kind != "ok"}
+        seconds = time.perf_counter() - state.start
+        if state.resumed is None and not bad:
+            self._finish_whole(state, seconds)
+        elif state.resumed is None and (not self.salvage or chunk.n_files < 2):
+            self._finish_failed(state, bad, seconds)
         else:
-            if result.is_err():
-                return _Outcome(False, exception=result.exception)
-            wrapped = result.unwrap()
-            exception = wrapped.get("exception", 0)
-            if exception != 0:
-                # a recoverable executor captured an allowed error: the output is partial
-                return _Outcome(False, exception=exception)
-            output, processed, failure = wrapped["out"], wrapped.get("processed", set()), None
+            self._finish_salvaged(state, bad, seconds)
 
-        events: dict[str, int] = {d: 0 for d in files}
-        covered: set[tuple[str, str]] = set()
-        for item in processed:
-            events[item.dataset] = events.get(item.dataset, 0) + len(item)
-            covered.add((item.dataset, item.filename))
+    def _finish_whole(self, state: _Open, seconds: float) -> None:
+        chunk = state.chunk
+        events = dict.fromkeys(chunk.files, 0)
+        output = None
+        for part in chunk.parts:
+            outcome = state.outcomes[part.hash]
+            (dataset,) = part.files
+            events[dataset] += outcome.events
+            output = merge(output, load_output(outcome.payload))
+        if len(chunk.parts) == 1:  # one file: write its pickle as it came, no second pickling
+            self._save(chunk.hash, state.outcomes[chunk.hash].payload, output, events)
+        else:
+            self._save(chunk.hash, None, output, events)
+        record = ChunkRecord(chunk.hash, chunk.fileset, "processed", events=events)
+        record.seconds = seconds
+        self._add(state.index, record, output)
 
-        bad: dict[str, dict[str, str]] = {}
-        first_error: BaseException | None = None
-        for dataset, paths in files.items():
-            for path, treename in paths.items():
-                if (dataset, path) in covered:
-                    continue
-                n_entries, error = self._probe(path, treename)
-                if error is not None and not _is_allowed(self.runner, error):
-                    raise error  # outside skipbadfiles: a bug, not a bad file
-                if n_entries == 0:
-                    continue  # an empty file is complete
-                if n_entries is not None and self.runner.maxchunks is not None:
-                    continue  # left out by maxchunks, on purpose
-                if error is not None:
-                    text = _error_text(error)
-                    first_error = first_error or error
-                elif n_entries is None:
-                    text = "not processed by coffea (dropped in preprocessing)"
+    def _finish_failed(self, state: _Open, bad: Mapping[str, Outcome], seconds: float) -> None:
+        chunk = state.chunk
+        lost = "lost with its chunk: salvage is off"
+        bad_files: dict[str, dict[str, str]] = {}
+        for part in chunk.parts:
+            ((dataset, paths),) = part.files.items()
+            (path,) = paths
+            outcome = bad.get(part.hash)
+            bad_files.setdefault(dataset, {})[path] = outcome.error if outcome else lost
+        first = next(iter(bad.values()))
+        record = ChunkRecord(
+            chunk.hash, chunk.fileset, "failed", first.exception, bad_files=bad_files
+        )
+        record.seconds = seconds
+        self._add(state.index, record, None)
+
+    def _finish_salvaged(self, state: _Open, bad: Mapping[str, Outcome], seconds: float) -> None:
+        chunk = state.chunk
+        if state.resumed is not None:
+            error: BaseException = ChunkFailure(f"failed in an earlier run: {state.resumed.error}")
+        else:
+            names = "; ".join(f"{o.error}" for o in bad.values())
+            error = ChunkFailure(f"{len(bad)} file(s) failed: {names}")
+            error.__cause__ = next(iter(bad.values())).exception
+        record = ChunkRecord(chunk.hash, chunk.fileset, "salvaged", error)
+        salvage = SalvageRecord(chunk.hash, _error_text(error), [])
+        total = None
+        for part in chunk.parts:
+            ((dataset, paths),) = part.files.items()
+            (path,) = paths
+            salvage.parts.append({"dataset": dataset, "path": path, "hash": part.hash})
+            if part.hash in state.cached:
+                part_record, output = state.cached[part.hash]
+            else:
+                outcome = state.outcomes[part.hash]
+                if outcome.kind == "ok":
+                    events = {dataset: outcome.events}
+                    output = load_output(outcome.payload)
+                    self._save(part.hash, outcome.payload, output, events)
+                    part_record = ChunkRecord(part.hash, part.fileset, "processed", events=events)
                 else:
-                    text = (
-                        f"coffea dropped it without an error, but it opens now with "
-                        f"{n_entries} entries (a transient failure?): rerun to retry"
+                    part_bad = {dataset: {path: outcome.error}}
+                    part_record = ChunkRecord(
+                        part.hash, part.fileset, "failed", outcome.exception, bad_files=part_bad
                     )
-                bad.setdefault(dataset, {})[path] = text
-        if bad:
-            n_bad = sum(len(v) for v in bad.values())
-            names = "; ".join(f"{p}: {t}" for v in bad.values() for p, t in v.items())
-            missing = ChunkFailure(f"{n_bad} file(s) missing from the output: {names}")
-            missing.__cause__ = first_error or failure
-            return _Outcome(False, exception=missing, bad_files=bad)
-        return _Outcome(True, output=output, events=events)
+                    output = None
+                part_record.seconds = outcome.seconds
+            record.parts.append(part_record)
+            _add_counts(record.events, part_record.events)
+            _add_bad(record.bad_files, part_record.bad_files)
+            total = merge(total, output)
+        salvage.bad_files = record.bad_files
+        if state.resumed is not None:
+            salvage.error = state.resumed.error
+        if self.cache is not None and (
+            state.resumed is None or state.resumed.bad_files != salvage.bad_files
+        ):
+            self.writer.put_salvage(salvage)
+        record.seconds = seconds
+        self._add(state.index, record, total)
 
-    def lookup(self, chunk: dict[str, Any], chunk_hash: str) -> tuple[ChunkRecord | None, Any]:
+    def _save(
+        self, chunk_hash: str, payload: bytes | None, output: Any, events: dict[str, int]
+    ) -> None:
+        """Queue a cache entry: from the unit's payload if given, else by pickling ``output``."""
+        if self.cache is None:
+            return
+        info = {"events": events}
+        if payload is not None:
+            data = self.cache.encode_pickled(chunk_hash, pickled_output(payload), info)
+        else:  # pickled here, before the output is merged into (and changed with) the total
+            data = self.cache.encode(chunk_hash, output, info)
+        self.writer.put(chunk_hash, data)
+
+    def _add(self, index: int, record: ChunkRecord, output: Any) -> None:
+        self.records[index] = record
+        self.total = merge(self.total, output)
+        self.bar.advance(record)
+
+    # -- the cache ----------------------------------------------------------------------------
+    def _lookup(self, chunk: Chunk) -> tuple[ChunkRecord, Any] | None:
         """A ``cached`` record and the output if the cache has a verified entry."""
         if self.cache is None:
-            return None, None
-        start = time.perf_counter()
-        entry = self.cache.load(chunk_hash)
+            return None
+        entry = self.cache.load(chunk.hash)
         if not entry.hit:
-            return None, None
+            return None
         if "events" not in entry.info:
             self.foreign_entries += 1
-        record = ChunkRecord(chunk_hash, chunk, "cached", events=dict(entry.info.get("events", {})))
-        record.seconds = time.perf_counter() - start
-        return record, entry.output
+        events = dict(entry.info.get("events", {}))
+        return ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events), entry.output
 
-    def run_unit(
-        self, chunk: dict[str, Any], chunk_hash: str, *, lookup: bool = True
-    ) -> tuple[ChunkRecord, Any]:
-        """Cache lookup, else compute and cache: one chunk, no salvage."""
-        if lookup:
-            cached, output = self.lookup(chunk, chunk_hash)
-            if cached is not None:
-                return cached, output
-        start = time.perf_counter()
-        outcome = self.compute(chunk)
-        if outcome.ok:
-            self.writer.save(chunk_hash, outcome.output, {"events": outcome.events})
-            record = ChunkRecord(chunk_hash, chunk, "processed", events=outcome.events)
-            record.seconds = time.perf_counter() - start
-            return record, outcome.output
-        assert outcome.exception is not None
-        bad = outcome.bad_files
-        if not bad:  # the whole unit failed: every file of it is missing
-            text = _error_text(outcome.exception)
-            bad = {d: dict.fromkeys(paths, text) for d, paths in _files_of(chunk).items()}
-        record = ChunkRecord(chunk_hash, chunk, "failed", outcome.exception, bad_files=bad)
-        record.seconds = time.perf_counter() - start
-        return record, None
-
-    def salvage_parts(
-        self,
-        chunk: dict[str, Any],
-        chunk_hash: str,
-        error: BaseException,
-        record: SalvageRecord | None = None,
-    ) -> tuple[ChunkRecord, Any]:
-        """Re-run a failed chunk file by file; each file is its own hashed, cached chunk."""
-        start = time.perf_counter()
-        part_chunks = _core.split_fileset(chunk, strategy="by_dataset", files_per_chunk=1)
-        by_hash = dict(zip(_core.hash_filesets(part_chunks), part_chunks, strict=True))
-        if record is None or any(p["hash"] not in by_hash for p in record.parts):
-            parts = []
-            for part_hash, part in by_hash.items():
-                ((dataset, paths),) = _files_of(part).items()
-                (path,) = paths
-                parts.append({"dataset": dataset, "path": path, "hash": part_hash})
-            record = SalvageRecord(chunk_hash, _error_text(error), parts)
-            if self.cache is not None:
-                # Before running the parts, so that a rerun after a crash goes to the files.
-                self.cache.save_salvage(record)
-        chunk_record = ChunkRecord(chunk_hash, chunk, "salvaged", error)
-        bad_before = record.bad_files
-        record.bad_files = {}
-        total = None
-        for part in record.parts:
-            part_record, output = self.run_unit(by_hash[part["hash"]], part["hash"])
-            chunk_record.parts.append(part_record)
-            _add_counts(chunk_record.events, part_record.events)
-            _add_bad(chunk_record.bad_files, part_record.bad_files)
-            _add_bad(record.bad_files, part_record.bad_files)
-            total = _merge(total, output)
-        if self.cache is not None and record.bad_files != bad_before:
-            self.cache.save_salvage(record)
-        chunk_record.seconds = time.perf_counter() - start
-        return chunk_record, total
-
-    def run_chunk(self, chunk: dict[str, Any], chunk_hash: str) -> tuple[ChunkRecord, Any]:
-        cached, output = self.lookup(chunk, chunk_hash)
-        if cached is not None:
-            return cached, output
-        if self.salvage and self.cache is not None:
-            previous = self.cache.load_salvage(chunk_hash)
-            if previous is not None:  # failed in an earlier run: go straight to its files
-                error = ChunkFailure(f"failed in an earlier run: {previous.error}")
-                return self.salvage_parts(chunk, chunk_hash, error, previous)
-        record, output = self.run_unit(chunk, chunk_hash, lookup=False)
-        if record.status != "failed" or not self.salvage or _n_files(chunk) < 2:
-            return record, output
-        assert record.exception is not None
-        salvaged, output = self.salvage_parts(chunk, chunk_hash, record.exception)
-        salvaged.seconds += record.seconds
-        return salvaged, output
-
-
-def _prepare_runner(runner: Any, notes: list[str]) -> Any:
-    """A copy of ``runner`` that returns Ok/Err, skips bad files and shows no per-chunk bars."""
-    if runner is None:
-        return default_runner()
-    if getattr(runner, "use_dataframes", False):
-        raise ValueError(
-            "chunkwise.run needs accumulator outputs, but this Runner's DaskExecutor has "
-            "use_dataframes=True: use use_dataframes=False"
-        )
-    changes: dict[str, Any] = {}
-    if not runner.use_result_type:
-        changes["use_result_type"] = True
-    if not runner.skipbadfiles:
-        changes["skipbadfiles"] = True
-    if changes:
-        settings = ", ".join(f"{k}={v!r}" for k, v in changes.items())
-        notes.append(f"ran a copy of the Runner with {settings}; the Runner passed in is unchanged")
-    # chunkwise shows one bar over the chunks; the executors' own bars would repeat per chunk.
-    executor = runner.executor.copy(status=False)
-    if runner.pre_executor is runner.executor:
-        pre_executor = executor
-    else:
-        pre_executor = runner.pre_executor.copy(status=False)
-    return dataclasses.replace(runner, executor=executor, pre_executor=pre_executor, **changes)
+    def _salvage_record(self, chunk: Chunk) -> SalvageRecord | None:
+        """An earlier run's salvage record for ``chunk``, if it covers each part exactly once."""
+        if not self.salvage or self.cache is None or chunk.n_files < 2:
+            return None
+        record = self.cache.load_salvage(chunk.hash)
+        if record is None:
+            return None
+        expected = sorted(p.hash for p in chunk.parts)
+        if sorted(p["hash"] for p in record.parts) != expected:
+            warnings.warn(
+                f"chunkwise: ignoring the salvage record of chunk {chunk.hash[:12]}: it does "
+                "not name each of the chunk's files exactly once; the chunk is run again",
+                CorruptCacheEntryWarning,
+                stacklevel=2,
+            )
+            return None
+        return record
 
 
 def run(
@@ -589,14 +572,18 @@ def run(
     cache_tag: str | None = None,
     salvage: bool = True,
     progress: bool = True,
+    in_flight: int | None = None,
+    quiet: bool = True,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
-    Each chunk is run with the Runner; its output is saved under ``hash_fileset(chunk)`` in the
-    cache and merged with ``coffea.processor.accumulate``. A chunk that fails (an error inside
-    the Runner's ``skipbadfiles`` set, ``"No chunks survived preprocessing"``, or an ``Ok``
-    that silently left files out) is re-run file by file when ``salvage`` is on. A rerun with
-    the same cache loads what succeeded and retries only what failed.
+    Every file of a chunk is a task on the Runner's executor, run there by an in-process coffea
+    Runner with the same settings; as many chunks are open at once as keep every worker busy.
+    The moment a chunk's last file is done, its output is saved under ``hash_fileset(chunk)``
+    in the cache and merged with ``coffea.processor.accumulate``. A chunk with a bad file (an
+    error inside the Runner's ``skipbadfiles`` set) is salvaged: each of its good files is
+    cached as its own single-file chunk and merged, so only the bad files are lost. A rerun
+    with the same cache loads what succeeded and retries only what failed.
 
     Parameters
     ----------
@@ -606,24 +593,41 @@ def run(
         and ``treename`` must be left unset). Chunks must be self-contained (carry their
         treename), as ``hash_fileset`` requires.
     processor_instance : coffea.processor.ProcessorABC
-        The processor. It must be picklable for executors that run it elsewhere.
+        The processor. It is pickled with cloudpickle, and its class's module is shipped by
+        value when it is your own code (not an installed package), so workers that cannot
+        import it still run it. Each file gets a fresh copy of it, as each of coffea's work
+        items does; ``postprocess`` is called on each file's output.
     runner : coffea.processor.Runner, optional
-        Any Runner. If ``use_result_type`` or ``skipbadfiles`` is off, a copy with
-        ``use_result_type=True`` and ``skipbadfiles=True`` is used (the report's ``notes`` say
-        so); the Runner passed in is never changed. Its executors' progress bars are turned off
-        in the copy. ``None`` means ``default_runner()``: IterativeExecutor and NanoAODSchema.
+        Any Runner with an ``IterativeExecutor`` (files run in this process, one at a time), a
+        ``FuturesExecutor`` (one process pool of ``workers`` processes serves the whole run, or
+        the ``pool`` instance you gave) or a ``DaskExecutor`` (its client). Its settings
+        (schema, chunksize, skipbadfiles, retries, xrootdtimeout, ...) apply to every file. The
+        Runner passed in is never changed. ``None`` means ``default_runner()``:
+        IterativeExecutor and NanoAODSchema.
     strategy, datasets, percentage, files_per_chunk, treename
         Passed to ``chunkwise.split_fileset`` when ``fileset`` is a dict.
     cache : str or os.PathLike, optional
         Cache directory (created user-only). ``None``: no cache, nothing is written.
     cache_tag : str, optional
         Sub-directory of ``cache``. ``None`` derives it from the processor's class source and
-        the Runner settings that change the output (``chunkwise.cache.cache_tag``); ``""``
+        the Runner settings that change the output (``chunkwise.tag.cache_tag``); ``""``
         uses ``cache`` itself, the flat layout of coffea's split_fileset notebook.
     salvage : bool, optional
-        Re-run a failed chunk file by file (default True).
+        Keep the good files of a chunk that has a bad one, each cached on its own (default
+        True). With ``False`` such a chunk is lost whole.
     progress : bool, optional
         Show one progress bar over the chunks (default True).
+    in_flight : int, optional
+        The most chunks open at once. An open chunk holds its finished files' outputs (LZ4-
+        compressed) until its last file is done, so this bounds memory. The default, twice
+        the number of workers (at least 2), keeps every worker busy; files are queued at
+        most two per worker beyond that.
+    quiet : bool, optional
+        ``True`` (default): coffea's progress bars are off in every process, coffea's
+        "Performed attempt" retry warnings are dropped (the report has each bad file's final
+        error), and each distinct other warning raised while processing is shown once, in
+        this process, under your warning filters. ``False``: every warning is shown, and each
+        bad file's traceback is logged on the ``"chunkwise"`` logger.
 
     Returns
     -------
@@ -635,7 +639,16 @@ def run(
     ------
     Exception
         Any exception outside the Runner's ``skipbadfiles`` set (a bug in the processor, say),
-        after every chunk finished so far has been saved: fix it and rerun to resume.
+        with coffea's rule (the exception or its ``__cause__`` chain), from any executor, after
+        every chunk finished so far has been saved: fix it and rerun to resume.
+    chunkwise._coffea.ProcessorUnavailableError
+        Before any work, if the executor's workers cannot load the processor.
+
+    Notes
+    -----
+    The merged output equals that of one Runner call over the good files, up to the order in
+    which floating-point sums were added (chunks merge in the order they finish). Counts match
+    exactly.
 
     Examples
     --------
@@ -648,69 +661,47 @@ def run(
     {'DYJets': 0.8333333333333334, 'TTbar': 0.8}
     >>> hist = report.output["MET"]  # doctest: +SKIP
     """
-    split_args = {
-        "strategy": strategy,
-        "datasets": datasets,
-        "percentage": percentage,
-        "files_per_chunk": files_per_chunk,
-        "treename": treename,
-    }
-    if isinstance(fileset, Mapping):
-        chunks = _core.split_fileset(
-            dict(fileset),
-            strategy,
-            datasets,
-            percentage,
-            treename,
-            files_per_chunk=files_per_chunk,
-        )
-    elif isinstance(fileset, Sequence) and not isinstance(fileset, (str, bytes)):
-        given = [name for name, value in split_args.items() if value is not None]
-        if given:
-            raise ValueError(
-                f"fileset is already a list of chunks, so {', '.join(given)} cannot apply: "
-                "pass the unsplit fileset dict, or split it yourself and leave them unset"
-            )
-        chunks = [dict(c) for c in fileset]
-    else:
-        raise TypeError(
-            f"fileset must be a fileset dict or a list of chunks, got {type(fileset).__name__}"
-        )
-
-    report = RunReport()
-    runner = _prepare_runner(runner, report.notes)
+    if in_flight is not None and (not isinstance(in_flight, int) or in_flight < 1):
+        raise ValueError(f"in_flight must be a whole number of at least 1, got {in_flight!r}")
+    chunks = make_chunks(
+        fileset,
+        strategy=strategy,
+        datasets=datasets,
+        percentage=percentage,
+        files_per_chunk=files_per_chunk,
+        treename=treename,
+    )
+    execution = plan(runner)
+    report = RunReport(notes=list(execution.notes))
     chunk_cache: ChunkCache | None = None
     if cache is not None:
-        tag = _derive_cache_tag(processor_instance, runner) if cache_tag is None else cache_tag
+        tag = (
+            _derive_cache_tag(processor_instance, execution.runner)
+            if cache_tag is None
+            else cache_tag
+        )
         chunk_cache = ChunkCache(cache, tag)
         report.cache = chunk_cache
-
-    hashes = _core.hash_filesets(chunks)
     for chunk in chunks:
-        for dataset, paths in _files_of(chunk).items():
-            report.files_total[dataset] = report.files_total.get(dataset, 0) + len(paths)
+        _add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
 
-    loop = _Loop(runner, processor_instance, chunk_cache, salvage)
-    total = None
-    try:
+    with _Progress(len(chunks), progress) as bar:
+        engine = _Engine(execution, processor_instance, chunk_cache, salvage, in_flight, quiet, bar)
         try:
-            with mute_coffea_bars(), _Progress(len(chunks), progress) as bar:
-                for chunk, chunk_hash in zip(chunks, hashes, strict=True):
-                    record, output = loop.run_chunk(chunk, chunk_hash)
-                    report.chunks.append(record)
-                    total = _merge(total, output)
-                    bar.advance(record)
-        finally:
-            loop.writer.close()  # everything finished is on disk before returning or raising
-    except Exception as exc:
-        if chunk_cache is not None and hasattr(exc, "add_note"):
-            exc.add_note(
-                f"chunkwise: {len(report.chunks)} of {len(chunks)} chunks finished and are saved "
-                f"in {chunk_cache.directory}; fix the error and rerun to resume"
-            )
-        raise
+            try:
+                engine.run(chunks)
+            finally:
+                engine.writer.close()  # everything finished is on disk before returning or raising
+        except Exception as exc:
+            if chunk_cache is not None:
+                exc.add_note(
+                    f"chunkwise: {len(engine.records)} of {len(chunks)} chunks finished and are "
+                    f"saved in {chunk_cache.directory}; fix the error and rerun to resume"
+                )
+            raise
 
-    report.output = total
+    report.output = engine.total
+    report.chunks = [engine.records[i] for i in sorted(engine.records)]
     for record in report.chunks:
         for unit in record.parts or [record]:
             if unit.status == "processed":
@@ -726,9 +717,9 @@ def run(
         report.events.setdefault(dataset, 0)
         n_bad = len(report.bad_files.get(dataset, {}))
         report.completeness[dataset] = (n_files - n_bad) / n_files if n_files else 1.0
-    if loop.foreign_entries:
+    if engine.foreign_entries:
         report.notes.append(
-            f"{loop.foreign_entries} cache entries were not written by chunkwise (plain "
+            f"{engine.foreign_entries} cache entries were not written by chunkwise (plain "
             "coffea.util.save?): their events are not counted"
         )
     return report

@@ -1,0 +1,743 @@
+"""Everything chunkwise knows about coffea's Runner and executors, in one place.
+
+chunkwise runs a fileset as *units*: single-file chunks (``split_fileset(chunk,
+strategy="by_dataset", files_per_chunk=1)``), each processed by :func:`process_unit` with an
+in-process coffea ``Runner`` (an ``IterativeExecutor`` with the caller's Runner settings) on
+whatever runs the caller's executor: this process, the ``FuturesExecutor``'s process pool, or the
+``DaskExecutor``'s cluster. One pool or client serves the whole run (:class:`Backend`).
+
+This module is the only one that reads coffea's internals:
+
+- making and preparing Runners (:func:`default_runner`, :func:`plan`);
+- running one unit and returning an :class:`Outcome` (:func:`process_unit`), reading coffea's
+  wrapped output (``"out"``, ``"processed"``, ``"exception"``) with hard look-ups and
+  classifying errors with coffea's own rule: an error is a bad file when it, or an exception
+  on its ``__cause__`` chain, is an instance of the Runner's ``skipbadfiles`` types;
+- quieting coffea's progress bars and capturing warnings (:func:`capture`);
+- merging outputs (:func:`merge`).
+
+``tests/test_coffea_contract.py`` pins these to coffea 2026.9: an upgrade that renames a key or
+changes a message fails there, loudly, instead of changing chunkwise's behaviour silently.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import importlib.metadata
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "NO_CHUNKS_SURVIVED",
+    "Backend",
+    "Outcome",
+    "Plan",
+    "ProcessorUnavailableError",
+    "WorkerError",
+    "capture",
+    "default_runner",
+    "dumps_processor",
+    "error_text",
+    "is_allowed",
+    "dumps_output",
+    "load_output",
+    "merge",
+    "plan",
+    "pickled_output",
+    "process_unit",
+]
+
+#: The start of the ValueError coffea's Runner raises when preprocessing left no work item (for
+#: one file: it has no entries).
+NO_CHUNKS_SURVIVED = "No chunks survived preprocessing"
+
+#: The warning coffea's automatic retries emit before every new attempt. The final error is in
+#: the report, so these are noise unless the caller asks for detail.
+RETRY_WARNING = "Performed attempt"
+
+# Runner fields a worker needs to rebuild the Runner. The executors are replaced by an in-process
+# one, and the metadata cache is left to the worker (the default one is a process-wide LRU).
+_NOT_SHIPPED = ("executor", "pre_executor", "metadata_cache")
+
+
+class ProcessorUnavailableError(RuntimeError):
+    """The processor cannot be loaded where the work runs (a module the workers lack)."""
+
+
+class WorkerError(RuntimeError):
+    """An exception from a worker that could not be sent back as itself (it does not pickle)."""
+
+
+# -- Runners -------------------------------------------------------------------------------------
+def default_runner() -> Any:
+    """The Runner that ``chunkwise.run`` uses when none is given.
+
+    Returns
+    -------
+    coffea.processor.Runner
+        ``IterativeExecutor``, ``NanoAODSchema``, ``skipbadfiles=True`` (``OSError`` is a bad
+        file) and ``use_result_type=True``.
+    """
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    return processor.Runner(
+        executor=processor.IterativeExecutor(status=False),
+        schema=NanoAODSchema,
+        skipbadfiles=True,
+        use_result_type=True,
+    )
+
+
+def allowed_exceptions(runner: Any) -> tuple[type[BaseException], ...]:
+    """The exception types that the Runner's ``skipbadfiles`` makes a bad file."""
+    skip = runner.skipbadfiles
+    if skip is True:
+        return (OSError,)
+    return tuple(skip) if skip else ()
+
+
+def is_allowed(allowed: tuple[type[BaseException], ...], exc: BaseException) -> bool:
+    """coffea's rule: ``exc`` or an exception on its ``__cause__`` chain is of an allowed type.
+
+    ``__context__`` (an exception raised while handling another) does not count, as in coffea.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if allowed and isinstance(current, allowed):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """One line for a bad file: the innermost exception on the ``__cause__`` chain.
+
+    coffea wraps the cause ("Failed processing file: ..."); the innermost message says most.
+    """
+    inner, seen = exc, {id(exc)}
+    while inner.__cause__ is not None and id(inner.__cause__) not in seen:
+        inner = inner.__cause__
+        seen.add(id(inner))
+    text = " ".join(f"{type(inner).__name__}: {inner}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run executes: the executor kind, its workers, and what each unit needs.
+
+    Attributes
+    ----------
+    runner : coffea.processor.Runner
+        The caller's Runner (never modified).
+    kind : {"iterative", "futures", "dask"}
+        Where units run.
+    settings : dict
+        The Runner fields a worker rebuilds its in-process Runner from.
+    allowed : tuple of exception types
+        The Runner's ``skipbadfiles`` set: errors of these types (on the ``__cause__`` chain)
+        are bad files; every other error is a bug and propagates.
+    notes : list of str
+        What was adjusted, for the report.
+    """
+
+    runner: Any
+    kind: Literal["iterative", "futures", "dask"]
+    settings: dict[str, Any]
+    allowed: tuple[type[BaseException], ...]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def maxchunks(self) -> int | None:
+        """The Runner's ``maxchunks`` (which chunkwise applies to each file)."""
+        return self.settings.get("maxchunks")
+
+    def backend(self) -> Backend:
+        """Open the pool or client that runs this plan's units (close it when done)."""
+        executor = self.runner.executor
+        if self.kind == "futures":
+            return _PoolBackend(executor)
+        if self.kind == "dask":
+            return _DaskBackend(executor)
+        return _InProcessBackend()
+
+
+def plan(runner: Any) -> Plan:
+    """Check a Runner and decide how ``chunkwise.run`` executes with it.
+
+    Parameters
+    ----------
+    runner : coffea.processor.Runner or None
+        ``None`` means :func:`default_runner`.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ValueError
+        For a Runner whose output is not an accumulator (``use_dataframes=True``) or whose
+        executor chunkwise cannot schedule on.
+    """
+    from coffea import processor
+
+    notes: list[str] = []
+    if runner is None:
+        runner = default_runner()
+    if not isinstance(runner, processor.Runner):
+        raise TypeError(
+            f"runner must be a coffea.processor.Runner, got {type(runner).__name__}; "
+            "pass processor.Runner(executor=...) or leave it out"
+        )
+    executor = runner.executor
+    if getattr(runner, "use_dataframes", False):
+        raise ValueError(
+            "chunkwise.run needs accumulator outputs, but this Runner's DaskExecutor has "
+            "use_dataframes=True: use use_dataframes=False"
+        )
+    kind: Literal["iterative", "futures", "dask"]
+    if isinstance(executor, processor.DaskExecutor):
+        kind = "dask"
+    elif isinstance(executor, processor.FuturesExecutor):
+        kind = "futures"
+    elif isinstance(executor, processor.IterativeExecutor):
+        kind = "iterative"
+    else:
+        raise ValueError(
+            f"chunkwise.run schedules chunks on IterativeExecutor, FuturesExecutor and "
+            f"DaskExecutor; {type(executor).__name__} is not supported: use one of those"
+        )
+    settings = {
+        f.name: getattr(runner, f.name)
+        for f in dataclasses.fields(runner)
+        if f.name not in _NOT_SHIPPED
+    }
+    # The worker's in-process executor retries as often as the caller's executor would.
+    settings["retries"] = int(getattr(executor, "retries", 0) or 0)
+    if not runner.skipbadfiles:
+        settings["skipbadfiles"] = True
+        notes.append(
+            "the Runner has skipbadfiles=False; chunkwise treats OSError as a bad file "
+            "(skipbadfiles=True), so that one broken file does not end the run"
+        )
+    settings["use_result_type"] = True
+    if runner.maxchunks is not None:
+        notes.append(
+            f"maxchunks={runner.maxchunks} applies to each file: chunkwise runs files "
+            "separately, where a plain Runner applies it to each dataset"
+        )
+    allowed = (OSError,) if settings["skipbadfiles"] is True else tuple(settings["skipbadfiles"])
+    return Plan(runner, kind, settings, allowed, notes)
+
+
+def _worker_runner(settings: Mapping[str, Any]) -> Any:
+    from coffea import processor
+
+    options = dict(settings)
+    retries = options.pop("retries")
+    executor = processor.IterativeExecutor(status=False, retries=retries)
+    return processor.Runner(executor=executor, **options)
+
+
+# -- shipping the processor ------------------------------------------------------------------
+_PICKLE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_top_level_names() -> frozenset[str]:
+    return frozenset(importlib.metadata.packages_distributions())
+
+
+def _is_users_own_module(name: str) -> bool:
+    """True for a module of the user's own code: not built in, not stdlib, not installed."""
+    if name in ("__main__", "builtins") or not name:
+        return False  # cloudpickle ships __main__ by value already
+    top = name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return False
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "__file__", None) is None:
+        return False
+    return top not in _installed_top_level_names()
+
+
+def dumps_processor(processor_instance: Any) -> bytes:
+    """Pickle the processor so that workers which cannot import its module still load it.
+
+    The modules of the processor's class and of its base classes that are the user's own code
+    (not installed, not the standard library) are pickled by value with cloudpickle, so an
+    external ``dask worker`` started elsewhere needs only the installed packages.
+    """
+    import cloudpickle
+
+    modules = {
+        sys.modules[klass.__module__]
+        for klass in type(processor_instance).__mro__
+        if _is_users_own_module(klass.__module__)
+    }
+    with _PICKLE_LOCK:  # cloudpickle's by-value registry is global: never leave it changed
+        registered = []
+        try:
+            for module in modules:
+                try:
+                    cloudpickle.register_pickle_by_value(module)
+                except ValueError:  # already registered by the caller
+                    continue
+                registered.append(module)
+            return cloudpickle.dumps(processor_instance, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            for module in registered:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def check_processor(blob: bytes) -> str | None:
+    """Load the processor where units run; return why it failed, or None. Runs on a worker."""
+    import cloudpickle
+
+    try:
+        cloudpickle.loads(blob)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# -- quiet, in every process -----------------------------------------------------------------
+@dataclass(frozen=True)
+class CaughtWarning:
+    """A warning raised while a unit ran, sent back to be shown (or not) in the caller."""
+
+    message: str
+    category: type[Warning]
+    filename: str
+    lineno: int
+
+
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: tuple[bool, Any] | None = None
+_local = threading.local()
+
+
+def _route_warning(message: Any, category: Any, filename: Any, lineno: Any, *args: Any) -> None:
+    sink = getattr(_local, "sink", None)
+    if sink is not None:
+        sink.append(CaughtWarning(str(message), category, str(filename), int(lineno)))
+    elif _quiet_saved is not None:
+        _quiet_saved[1](message, category, filename, lineno, *args)
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[CaughtWarning]]:
+    """Mute coffea's progress bars and collect this thread's warnings inside the block.
+
+    coffea's IterativeExecutor draws "Preprocessing" and "Processing" bars on every call, even
+    with ``status=False`` (its bars go through ``coffea.util.coffea_console``). Inside the block
+    that console is quiet and the warnings raised by this thread are appended to the yielded
+    list instead of printed; other threads' warnings are shown as usual. The process-wide
+    settings are reference-counted, so nested and concurrent blocks (two ``run`` calls in two
+    threads, dask's worker threads) restore exactly what they found when the last one ends.
+    """
+    global _quiet_depth, _quiet_saved
+    from coffea.util import coffea_console
+
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            _quiet_saved = (coffea_console.quiet, warnings.showwarning)
+            coffea_console.quiet = True
+            warnings.showwarning = _route_warning
+        _quiet_depth += 1
+    previous = getattr(_local, "sink", None)
+    sink: list[CaughtWarning] = []
+    _local.sink = sink
+    try:
+        yield sink
+    finally:
+        _local.sink = previous
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                coffea_console.quiet = _quiet_saved[0]
+                if warnings.showwarning is _route_warning:
+                    warnings.showwarning = _quiet_saved[1]
+                _quiet_saved = None
+
+
+def reissue(caught: Iterable[CaughtWarning], seen: set[tuple[Any, str]], quiet: bool) -> None:
+    """Show warnings caught in units in the caller's process, under the caller's filters.
+
+    With ``quiet`` each distinct (category, text) is shown once per run and coffea's retry
+    warnings are dropped; without it every warning is shown.
+    """
+    for w in caught:
+        if quiet:
+            key = (w.category, w.message)
+            if key in seen or w.message.startswith(RETRY_WARNING):
+                continue
+            seen.add(key)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _portable(caught: list[CaughtWarning]) -> list[CaughtWarning]:
+    out = []
+    for w in caught:
+        category = w.category
+        try:
+            pickle.loads(pickle.dumps(category))
+        except Exception:  # a warning class the caller could not unpickle
+            category = UserWarning
+        out.append(dataclasses.replace(w, category=category))
+    return out
+
+
+# -- one unit ----------------------------------------------------------------------------------
+OutcomeKind = Literal["ok", "bad", "bug"]
+
+
+@dataclass
+class Outcome:
+    """What became of one unit (a single-file chunk).
+
+    Attributes
+    ----------
+    kind : {"ok", "bad", "bug"}
+        ``ok``: ``payload`` holds the output; ``bad``: a bad file (an error in the Runner's
+        ``skipbadfiles`` set); ``bug``: any other error, which must propagate.
+    payload : bytes or None
+        The output pickled with cloudpickle (``None`` for a file with no entries).
+    events : int
+        Entries processed.
+    exception : BaseException or None
+        The error (for ``bad`` and ``bug``), or a :class:`WorkerError` standing in for one
+        that does not pickle. Its ``__cause__`` chain is kept across processes (pickling
+        alone drops it).
+    error : str
+        One line for the report.
+    traceback : str
+        The formatted traceback, from wherever the unit ran.
+    seconds : float
+        Time spent on the unit.
+    warnings : list of CaughtWarning
+        Warnings raised while it ran.
+    """
+
+    kind: OutcomeKind
+    payload: bytes | None = None
+    events: int = 0
+    exception: BaseException | None = None
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    warnings: list[CaughtWarning] = field(default_factory=list)
+    causes: list[BaseException] = field(default_factory=list)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        chain = [self.exception, *self.causes]
+        for exc, cause in zip(chain, chain[1:], strict=False):
+            if exc is not None:
+                exc.__cause__ = cause
+
+
+def _portable_exception(exc: BaseException) -> BaseException:
+    """``exc`` itself if it survives pickling, else a :class:`WorkerError` with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return WorkerError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
+    text = "".join(traceback.format_exception(exc))
+    chain, seen = [], {id(exc)}
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        chain.append(_portable_exception(cause))
+        cause = cause.__cause__
+    return Outcome(
+        kind,
+        exception=_portable_exception(exc),
+        error=error_text(exc),
+        traceback=text,
+        causes=chain,
+    )
+
+
+def _probe(runner: Any, path: str, treename: str | None) -> tuple[int | None, BaseException | None]:
+    """Count a file's entries: coffea made no work item from it, so is it empty or bad?"""
+    if runner.format != "root":
+        return None, None
+    import uproot
+
+    try:
+        with uproot.open(path, timeout=runner.xrootdtimeout) as f:
+            return int(f[treename or "Events"].num_entries), None
+    except Exception as exc:
+        return None, exc
+
+
+def _run_unit(
+    settings: Mapping[str, Any],
+    processor_blob: bytes,
+    fileset: Mapping[str, Any],
+    path: str,
+    treename: str | None,
+) -> Outcome:
+    import cloudpickle
+
+    allowed = (OSError,) if settings["skipbadfiles"] is True else tuple(settings["skipbadfiles"])
+    try:
+        # A fresh copy per unit: a processor that keeps state on self must not leak it
+        # from one file into the next.
+        processor_instance = cloudpickle.loads(processor_blob)
+        runner = _worker_runner(settings)
+    except Exception as exc:
+        return _failure("bug", exc)
+    try:
+        result = runner.run(fileset, processor_instance)
+    except ValueError as exc:
+        if not str(exc).startswith(NO_CHUNKS_SURVIVED):
+            return _failure("bug", exc)
+        n_entries, error = _probe(runner, path, treename)
+        if error is not None:
+            return _failure("bad" if is_allowed(allowed, error) else "bug", error)
+        if n_entries == 0:
+            return Outcome("ok", payload=None, events=0)  # an empty file is complete
+        return Outcome(
+            "bad",
+            error=f"coffea made no work item from it ({n_entries} entries); rerun to retry",
+        )
+    except Exception as exc:
+        return _failure("bug", exc)
+    if result.is_err():  # the Runner matched skipbadfiles with coffea's chain rule
+        return _failure("bad", result.exception)
+    wrapped = result.unwrap()
+    exception = wrapped["exception"]
+    if exception != 0:  # a recoverable executor's capture; the in-process one never is
+        return _failure("bad" if is_allowed(allowed, exception) else "bug", exception)
+    events = sum(len(item) for item in wrapped["processed"])
+    return Outcome("ok", payload=dumps_output(wrapped["out"]), events=events)
+
+
+def process_unit(
+    processor_blob: bytes,
+    settings: Mapping[str, Any],
+    fileset: Mapping[str, Any],
+    path: str,
+    treename: str | None,
+) -> Outcome:
+    """Run one single-file chunk with an in-process Runner; never raises. Runs on a worker.
+
+    Parameters
+    ----------
+    processor_blob : bytes
+        :func:`dumps_processor` of the processor.
+    settings : dict
+        :attr:`Plan.settings`.
+    fileset : dict
+        The unit in the form coffea's Runner reads (one dataset, one file).
+    path, treename : str
+        The unit's file and tree, to tell an empty file from a bad one.
+
+    Returns
+    -------
+    Outcome
+    """
+    start = time.perf_counter()
+    with capture() as caught:
+        outcome = _run_unit(settings, processor_blob, fileset, path, treename)
+    outcome.warnings = _portable(caught)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def dumps_output(output: Any) -> bytes:
+    """An output as it travels and waits for its chunk: cloudpickle in an LZ4 frame.
+
+    Histograms are mostly zeros: compressed, the outputs of a chunk's finished files cost little
+    memory while its last files run.
+    """
+    import cloudpickle
+    import lz4.frame
+
+    return lz4.frame.compress(cloudpickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def pickled_output(payload: bytes) -> bytes:
+    """The plain pickle of a :func:`dumps_output` payload, e.g. to write a cache entry."""
+    import lz4.frame
+
+    return lz4.frame.decompress(payload)
+
+
+def load_output(payload: bytes | None) -> Any:
+    """The output of a :func:`dumps_output` payload (``None`` for ``None``)."""
+    return None if payload is None else pickle.loads(pickled_output(payload))
+
+
+def merge(total: Any, output: Any) -> Any:
+    """Add ``output`` into ``total`` with coffea's ``accumulate``; ``total`` may be None.
+
+    ``total`` is changed in place; ``output`` is not (unless it becomes ``total``, when
+    ``total`` is None: pass a fresh object then).
+    """
+    from coffea.processor import accumulate
+
+    if output is None:
+        return total
+    if total is None:
+        return output
+    return accumulate([output], total)
+
+
+# -- where units run -------------------------------------------------------------------------
+class Backend:
+    """One pool or client for a whole run: submit units, wait for any, cancel, close."""
+
+    workers: int = 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def wait_any(self, futures: Iterable[Any]) -> set[Any]:
+        """Block until at least one of ``futures`` is done; return the done ones."""
+        raise NotImplementedError
+
+    def share(self, blob: bytes) -> Any:
+        """Something to pass to ``submit`` in place of ``blob``, sent to workers once."""
+        return blob
+
+    def check(self, blob: Any) -> None:
+        """Raise :class:`ProcessorUnavailableError` if the workers cannot load the processor."""
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        for future in futures:
+            future.cancel()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _InProcessBackend(Backend):
+    workers = 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def wait_any(self, futures: Iterable[Any]) -> set[Any]:
+        return set(futures)  # all done at submit
+
+
+def _unavailable(reason: str, where: str) -> ProcessorUnavailableError:
+    return ProcessorUnavailableError(
+        f"the processor cannot be loaded on the {where} ({reason}); make the modules it "
+        "imports importable there (install them, or with dask use client.upload_file), "
+        "then rerun"
+    )
+
+
+class _PoolBackend(Backend):
+    def __init__(self, executor: Any) -> None:
+        pool = executor.pool
+        self._own = not isinstance(pool, concurrent.futures.Executor)
+        self.pool = pool(max_workers=executor.workers) if self._own else pool
+        self.workers = max(1, int(getattr(self.pool, "_max_workers", executor.workers) or 1))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+    def wait_any(self, futures: Iterable[Any]) -> set[Any]:
+        done, _ = concurrent.futures.wait(
+            list(futures), return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        return done
+
+    def check(self, blob: Any) -> None:
+        reason = self.pool.submit(check_processor, blob).result()
+        if reason is not None:
+            raise _unavailable(reason, "process pool's workers")
+
+    def close(self) -> None:
+        if self._own:
+            self.pool.shutdown(wait=True)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _DaskBackend(Backend):
+    def __init__(self, executor: Any) -> None:
+        import distributed
+
+        self._distributed = distributed
+        self._own = executor.client is None
+        self.client = distributed.Client(threads_per_worker=1) if self._own else executor.client
+        self.priority = executor.priority
+        info = self.client.scheduler_info()
+        threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+        self.workers = max(1, threads)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False, priority=self.priority)
+
+    def wait_any(self, futures: Iterable[Any]) -> set[Any]:
+        done, _ = self._distributed.wait(list(futures), return_when="FIRST_COMPLETED")
+        return set(done)
+
+    def share(self, blob: bytes) -> Any:
+        # The bytes go to the scheduler once and reach each worker once, as coffea's own
+        # heavy_input does (client.scatter is not robust on adaptive clusters).
+        return self.client.submit(_identity, blob, pure=False)
+
+    def check(self, blob: Any) -> None:
+        try:
+            reason = self.client.submit(check_processor, blob, pure=False).result()
+        except Exception as exc:  # e.g. chunkwise itself is missing on the workers
+            raise _unavailable(f"{type(exc).__name__}: {exc}", "dask workers") from None
+        if reason is not None:
+            raise _unavailable(reason, "dask workers")
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        futures = list(futures)
+        if futures:
+            self.client.cancel(futures)
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+
+def cpu_count() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

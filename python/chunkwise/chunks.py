@@ -1,0 +1,183 @@
+"""Chunks as values: a chunk's fileset, its hash and its files, worked out once.
+
+``run``, ``status`` and the command line all need, for every chunk, its cache key
+(``hash_fileset``), the files it holds per dataset and, for salvage, its single-file parts.
+:func:`make_chunks` computes these once, with the Rust core, and nothing else walks a chunk's
+``files`` again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chunkwise import _core
+
+__all__ = ["Chunk", "make_chunks", "runner_fileset"]
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """One chunk of a fileset.
+
+    Attributes
+    ----------
+    hash : str
+        ``chunkwise.hash_fileset(fileset)``: the cache key, equal to coffea's.
+    fileset : dict
+        The chunk itself, self-contained (it carries its tree names).
+    files : dict
+        ``{dataset: {path: treename}}``.
+    """
+
+    hash: str
+    fileset: dict[str, Any]
+    files: dict[str, dict[str, str | None]]
+
+    @property
+    def n_files(self) -> int:
+        """Number of files in the chunk, over all its datasets."""
+        return sum(len(paths) for paths in self.files.values())
+
+    @functools.cached_property
+    def parts(self) -> list[Chunk]:
+        """The chunk's single-file chunks, in sorted order: the units of work and of salvage.
+
+        A chunk of one file is its own only part.
+        """
+        if self.n_files == 1:
+            return [self]
+        return _build(_core.split_fileset(self.fileset, strategy="by_dataset", files_per_chunk=1))
+
+    @functools.cached_property
+    def runner_fileset(self) -> dict[str, Any]:
+        """The chunk in the form coffea's Runner reads (see :func:`runner_fileset`)."""
+        return runner_fileset(self.fileset)
+
+
+def _treename(value: Any, default: str | None) -> str | None:
+    """The tree of one ``files`` entry: a name, ``None``, or coffea's preprocessed form."""
+    if isinstance(value, Mapping):  # {"object_path": tree, "steps": ..., ...}
+        value = value.get("object_path")
+    return value if value is not None else default
+
+
+def _files_of(chunk: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for dataset, spec in chunk.items():
+        if isinstance(spec, Mapping):
+            files = spec.get("files", {})
+            default = spec.get("treename")
+        else:
+            files, default = spec, None
+        if isinstance(files, Mapping):
+            out[dataset] = {str(p): _treename(t, default) for p, t in files.items()}
+        else:
+            out[dataset] = {str(p): default for p in files}
+    return out
+
+
+def _build(filesets: list[dict[str, Any]]) -> list[Chunk]:
+    hashes = _core.hash_filesets(filesets)
+    return [Chunk(h, fs, _files_of(fs)) for h, fs in zip(hashes, filesets, strict=True)]
+
+
+def make_chunks(
+    fileset: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    strategy: str | None = None,
+    datasets: Iterable[str] | Callable[..., Any] | tuple[Any, ...] | None = None,
+    percentage: int | None = None,
+    files_per_chunk: int | None = None,
+    treename: str | None = None,
+) -> list[Chunk]:
+    """Split a fileset (or take a list of chunks as they are) and hash every chunk.
+
+    Parameters
+    ----------
+    fileset : dict or list of dict
+        A coffea fileset, split with ``chunkwise.split_fileset`` and the other arguments, or a
+        list of chunks already split (then the other arguments must be left unset).
+    strategy, datasets, percentage, files_per_chunk, treename
+        As for ``chunkwise.split_fileset``.
+
+    Returns
+    -------
+    list of Chunk
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``split_fileset`` and ``hash_fileset`` raise them, or for split options given with a
+        list of chunks.
+
+    Examples
+    --------
+    >>> chunks = make_chunks({"d": {"files": {"a.root": "Events"}}}, files_per_chunk=1)
+    >>> chunks[0].files
+    {'d': {'a.root': 'Events'}}
+    """
+    if isinstance(fileset, Mapping):
+        filesets = _core.split_fileset(
+            dict(fileset), strategy, datasets, percentage, treename, files_per_chunk=files_per_chunk
+        )
+    elif isinstance(fileset, Sequence) and not isinstance(fileset, (str, bytes)):
+        split_args = {
+            "strategy": strategy,
+            "datasets": datasets,
+            "percentage": percentage,
+            "files_per_chunk": files_per_chunk,
+            "treename": treename,
+        }
+        given = [name for name, value in split_args.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"fileset is already a list of chunks, so {', '.join(given)} cannot apply: "
+                "pass the unsplit fileset dict, or split it yourself and leave them unset"
+            )
+        filesets = [dict(c) for c in fileset]
+    else:
+        raise TypeError(
+            f"fileset must be a fileset dict or a list of chunks, got {type(fileset).__name__}"
+        )
+    return _build(filesets)
+
+
+def runner_fileset(fileset: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``fileset`` in the form coffea's ``Runner`` reads.
+
+    coffea's preprocessing writes each file as ``{path: {"object_path": tree, "steps": ...}}``.
+    The Runner reads whole files and wants ``{path: tree}``, so such entries are reduced to their
+    tree name. Every other dataset is returned as it is. ``chunkwise.run`` hands each chunk to
+    the Runner in this form, but keys the cache by the chunk as it is, so that ``chunkwise
+    split``, ``run`` and ``status`` agree on every chunk's hash.
+
+    Parameters
+    ----------
+    fileset : Mapping
+        A fileset.
+
+    Returns
+    -------
+    dict
+        A new fileset, sharing unchanged datasets with ``fileset``.
+
+    Examples
+    --------
+    >>> runner_fileset({"d": {"files": {"a.root": {"object_path": "Events", "steps": [[0, 5]]}}}})
+    {'d': {'files': {'a.root': 'Events'}}}
+    """
+    out: dict[str, Any] = {}
+    for dataset, data in fileset.items():
+        files = data.get("files") if isinstance(data, Mapping) else None
+        if isinstance(files, Mapping) and any(isinstance(v, Mapping) for v in files.values()):
+            reduced = {
+                path: spec["object_path"] if isinstance(spec, Mapping) else spec
+                for path, spec in files.items()
+            }
+            out[dataset] = {**data, "files": reduced}
+        else:
+            out[dataset] = data
+    return out
