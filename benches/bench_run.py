@@ -22,10 +22,10 @@ from typing import Any
 warnings.filterwarnings("ignore")
 
 import chunkwise  # noqa: E402
+from chunkwise._coffea import capture  # noqa: E402
 from chunkwise.cache import ChunkCache  # noqa: E402
-from chunkwise.tag import cache_tag  # noqa: E402
 from chunkwise.examples import METProcessor, write_nanoaod_like  # noqa: E402
-from chunkwise.quiet import mute_coffea_bars  # noqa: E402
+from chunkwise.tag import cache_tag  # noqa: E402
 
 
 def make_runner() -> Any:
@@ -45,7 +45,7 @@ def bare_loop(chunks: list[dict[str, Any]], runner: Any) -> Any:
     from coffea.processor import accumulate
 
     total = None
-    with mute_coffea_bars():
+    with capture():
         for chunk in chunks:
             result = runner(chunk, processor_instance=METProcessor())
             if result.is_ok():
@@ -105,7 +105,7 @@ def bench_cached(n_chunks: int, repeats: int, workdir: Path) -> list[tuple]:
     # the real output of METProcessor on one file, as a processed chunk would.
     path = write_nanoaod_like(workdir / "one.root", 2000, seed=1)
     runner = make_runner()
-    with mute_coffea_bars():
+    with capture():
         output = runner(
             {"A": {"files": {str(path): "Events"}}}, processor_instance=METProcessor()
         ).unwrap()

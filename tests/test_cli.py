@@ -306,6 +306,14 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     explicit = cli("status", source, *split, "--cache", cache, "--tag", tag)
     assert explicit.stdout == after.stdout
 
+    # The Python API returns what the command prints.
+    import chunkwise
+
+    api = chunkwise.status(fileset, cache, tag=tag, percentage=20)
+    assert api.summary() + "\n" == after.stdout
+    assert (api.datasets["DYJets"].files_done, api.datasets["DYJets"].files) == (5, 6)
+    assert not api.complete and sorted(api.incomplete) == sorted(incomplete)
+
     # A torn entry (say, from a full disk) shows up as corrupt, and its files as not done.
     # Tear a whole chunk's entry, not one of a salvaged chunk's per-file entries.
     parts = {

@@ -31,9 +31,9 @@ from coffea.util import load, save
 import chunkwise
 import chunkwise.runner
 from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning
-from chunkwise.tag import cache_tag
 from chunkwise.examples import METProcessor, make_demo_fileset, write_nanoaod_like
 from chunkwise.runner import ChunkFailure, RunReport
+from chunkwise.tag import cache_tag
 
 TESTS = Path(__file__).resolve().parent
 SAMPLES = TESTS.parent.parent / "shared" / "samples"

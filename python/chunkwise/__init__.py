@@ -4,7 +4,7 @@
 ``coffea.dataset_tools.split_fileset`` and ``hash_fileset``: the same results, digests and
 exceptions, computed in Rust. ``run`` processes the chunks with a coffea Runner, caches each
 chunk's output under its hash, salvages failed chunks file by file and reports what fraction of
-each dataset made it into the result.
+each dataset made it into the result; ``status`` says how much of a fileset is in the cache.
 
 Importing chunkwise does not import coffea; ``run`` and ``RunReport`` load it on first use.
 """
@@ -16,20 +16,29 @@ from typing import TYPE_CHECKING, Any
 from chunkwise._core import hash_fileset, hash_filesets, split_fileset
 
 if TYPE_CHECKING:  # pragma: no cover
+    from chunkwise.cache_status import StatusReport, status
     from chunkwise.runner import ChunkRecord, RunReport, run
 
 __all__ = [
     "ChunkRecord",
     "RunReport",
+    "StatusReport",
     "hash_fileset",
     "hash_filesets",
     "run",
     "split_fileset",
+    "status",
 ]
 
 __version__ = "0.1.0"
 
-_LAZY = {"run", "RunReport", "ChunkRecord"}
+_LAZY = {
+    "run": "chunkwise.runner",
+    "RunReport": "chunkwise.runner",
+    "ChunkRecord": "chunkwise.runner",
+    "status": "chunkwise.cache_status",
+    "StatusReport": "chunkwise.cache_status",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +46,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module("chunkwise.runner"), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later look-ups skip this hook
         return value
     raise AttributeError(f"module 'chunkwise' has no attribute {name!r}")

@@ -412,7 +412,7 @@ def _make_runner(args: argparse.Namespace, executor: Any) -> Any:
 
 def _resolve_tag(args: argparse.Namespace) -> str:
     """The cache tag status reads: --tag, else derived from --processor, else the only one."""
-    from chunkwise.cache import ENTRY_SUFFIX
+    from chunkwise.cache_status import find_tag
     from chunkwise.tag import cache_tag
 
     if args.tag is not None:
@@ -422,125 +422,35 @@ def _resolve_tag(args: argparse.Namespace) -> str:
 
         proc = _load_processor(args.processor)
         return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
-    root = args.cache
     try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return ""
+        return find_tag(args.cache)
     except NotADirectoryError:
-        raise UsageError(f"--cache {root!r} is a file; give the cache directory") from None
-    tags = [n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
-    if any(n.endswith(ENTRY_SUFFIX) for n in names):
-        tags.append("")  # the notebook's flat <cache>/<hash>.coffea layout
-    if len(tags) > 1:
-        shown = ", ".join(repr(t) for t in tags)
+        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory") from None
+    except ValueError as err:
         raise UsageError(
-            f"--cache {root!r} holds several tags ({shown}); pick one with --tag, or give "
-            "--processor (and the Runner settings) to derive it"
-        )
-    return tags[0] if tags else ""
+            f"--cache: {err} with --tag, or give --processor (and the Runner settings) to derive it"
+        ) from None
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from chunkwise.cache import ChunkCache
+    from chunkwise.cache_status import status
 
     fileset = _load(args.fileset)
     chunks = _split(fileset, args, args.fileset)
-    digests = _hashes(chunks, args.fileset)
+    _hashes(chunks, args.fileset)
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
     tag = _resolve_tag(args)
     try:
-        cache = ChunkCache(args.cache, tag)
+        report = status(chunks, args.cache, tag=tag)
     except ValueError as err:
         raise UsageError(f"--tag: {err}") from None
-
-    columns = ("chunks", "cached", "salvaged", "missing", "corrupt", "files_done", "files")
-    table: dict[str, dict[str, int]] = {}
-    overall = dict.fromkeys(columns, 0)  # counts each chunk once, however many datasets it has
-    incomplete: list[str] = []
-    seen: set[str] = set()
-    for chunk, digest in zip(chunks, digests, strict=True):
-        if digest in seen:
-            continue
-        seen.add(digest)
-        state = cache.status(digest)
-        done_paths: set[tuple[str, str]] = set()
-        if state == "cached":
-            done_paths = {(d, p) for d, data in chunk.items() for p in _paths(data)}
-        elif state == "salvaged":
-            record = cache.load_salvage(digest)
-            parts = record.parts if record is not None else []
-            done_paths = {
-                (part["dataset"], part["path"])
-                for part in parts
-                if cache.status(part["hash"]) == "cached"
-            }
-        overall["chunks"] += 1
-        overall[state] += 1
-        chunk_done = True
-        for dataset, data in chunk.items():
-            row = table.setdefault(dataset, dict.fromkeys(columns, 0))
-            paths = _paths(data)
-            done = sum((dataset, p) in done_paths for p in paths)
-            row["chunks"] += 1
-            row[state] += 1
-            row["files"] += len(paths)
-            row["files_done"] += done
-            overall["files"] += len(paths)
-            overall["files_done"] += done
-            chunk_done = chunk_done and done == len(paths)
-        if not chunk_done:
-            incomplete.append(digest)
-
     if args.list_incomplete:
-        for digest in incomplete:
+        for digest in report.incomplete:
             print(digest)
-        return 1 if incomplete else 0
-
-    where = os.path.join(args.cache, tag) if tag else args.cache
-    print(f"cache: {where}" + ("" if os.path.isdir(where) else "  (does not exist yet)"))
-    print(_status_table(table, overall))
-    n_chunks = len(seen)
-    if incomplete:
-        print(f"{len(incomplete)} of {n_chunks} chunks are not complete")
     else:
-        print(f"all {n_chunks} chunks are complete")
-    return 1 if incomplete else 0
-
-
-def _paths(data: Any) -> list[str]:
-    files = data.get("files", ()) if isinstance(data, dict) else data
-    return list(files)
-
-
-def _status_table(table: dict[str, dict[str, int]], overall: dict[str, int]) -> str:
-    header = ("dataset", "chunks", "cached", "salvaged", "missing", "corrupt", "files done")
-    rows = [_status_row(dataset, table[dataset]) for dataset in sorted(table)]
-    if len(table) > 1:
-        rows.append(_status_row("(all)", overall))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for i, r in enumerate([header, *rows]):
-        rest = zip(r[1:], widths[1:], strict=True)
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _status_row(name: str, row: dict[str, int]) -> tuple[str, ...]:
-    fraction = row["files_done"] / row["files"] if row["files"] else 1.0
-    return (
-        name,
-        str(row["chunks"]),
-        str(row["cached"]),
-        str(row["salvaged"]),
-        str(row["missing"]),
-        str(row["corrupt"]),
-        f"{row['files_done']}/{row['files']} ({fraction:.1%})",
-    )
+        print(report.summary())
+    return 0 if report.complete else 1
 
 
 # ----------------------------------------------------------------------------- run

@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from chunkwise.table import format_table
+
 __all__ = ["DemoError", "run_demo"]
 
 _MARKER = ".chunkwise-demo"
@@ -73,13 +75,7 @@ def _chunk_table(report: Any, bad_files: dict[str, dict[str, str]]) -> str:
         rows.append(
             (str(i), record.hash[:12], counts, record.status, f"{record.seconds:.2f}", note)
         )
-    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows[0], rows[1:], align="l" * len(rows[0]))
 
 
 def run_demo(

@@ -36,6 +36,7 @@ from chunkwise._coffea import (
 from chunkwise._coffea import error_text as _error_text
 from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
+from chunkwise.table import format_table
 from chunkwise.tag import cache_tag as _derive_cache_tag
 
 __all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
@@ -141,7 +142,8 @@ class RunReport:
         str
             The table, followed by chunk counts and any notes.
         """
-        rows = [("dataset", "files ok", "bad", "total", "events", "fraction")]
+        header = ("dataset", "files ok", "bad", "total", "events", "fraction")
+        rows = []
         for dataset in sorted(self.files_total):
             total = self.files_total[dataset]
             bad = len(self.bad_files.get(dataset, {}))
@@ -155,15 +157,7 @@ class RunReport:
                     f"{self.completeness.get(dataset, 0.0):.1%}",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-        def fmt(row: Sequence[str]) -> str:
-            cells = [row[0].ljust(widths[0])]
-            cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-            return "  ".join(cells).rstrip()
-
-        lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)]
-        lines += [fmt(row) for row in rows[1:]]
+        lines = [format_table(header, rows)]
         lines.append("")
         lines.append(
             f"chunks: {len(self.chunks)} ({self.n_processed} processed, {self.n_cached} cached, "
