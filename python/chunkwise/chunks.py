@@ -99,7 +99,8 @@ def make_chunks(
     ----------
     fileset : dict or list of dict
         A coffea fileset, split with ``chunkwise.split_fileset`` and the other arguments, or a
-        list of chunks already split (then the other arguments must be left unset).
+        list of chunks already split (then the other arguments must be left unset). A list of
+        :class:`Chunk` values is returned as it is.
     strategy, datasets, percentage, files_per_chunk, treename
         As for ``chunkwise.split_fileset``.
 
@@ -137,6 +138,8 @@ def make_chunks(
                 f"fileset is already a list of chunks, so {', '.join(given)} cannot apply: "
                 "pass the unsplit fileset dict, or split it yourself and leave them unset"
             )
+        if all(isinstance(c, Chunk) for c in fileset):
+            return list(fileset)  # type: ignore[arg-type]
         filesets = [dict(c) for c in fileset]
     else:
         raise TypeError(

@@ -18,7 +18,10 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chunkwise.chunks import Chunk
 
 __all__ = ["UsageError", "main"]
 
@@ -110,7 +113,7 @@ def _load(path: str) -> dict[str, Any]:
         raise UsageError(str(err)) from None
 
 
-def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> list[dict]:
+def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> list[Chunk]:
     """Split ``fileset`` with the split options in ``args``; bad options raise UsageError."""
     from chunkwise import split_fileset
 
@@ -144,14 +147,15 @@ def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> li
         raise UsageError(f"{source}: {_one_line(err)}") from None
     if not chunks:
         raise UsageError(f"{source}: no files to split; check --datasets and the fileset")
-    return chunks
+    return _chunks(chunks, source)
 
 
-def _hashes(chunks: list[dict], source: str) -> list[str]:
-    from chunkwise import hash_filesets
+def _chunks(filesets: list[dict[str, Any]], source: str) -> list[Chunk]:
+    """Hash every chunk once; a chunk that cannot be hashed raises UsageError."""
+    from chunkwise.chunks import make_chunks
 
     try:
-        return list(hash_filesets(chunks))
+        return make_chunks(filesets)
     except (ValueError, TypeError) as err:
         raise UsageError(f"{source}: cannot hash: {_one_line(err)}") from None
 
@@ -159,14 +163,6 @@ def _hashes(chunks: list[dict], source: str) -> list[str]:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def _file_counts(chunk: dict[str, Any]) -> dict[str, int]:
-    counts = {}
-    for dataset, data in chunk.items():
-        files = data.get("files", ()) if isinstance(data, dict) else data
-        counts[dataset] = len(files)
-    return counts
 
 
 def _check_writable_dir(path: str, what: str) -> None:
@@ -183,7 +179,6 @@ def _check_writable_dir(path: str, what: str) -> None:
 def _cmd_split(args: argparse.Namespace) -> int:
     fileset = _load(args.fileset)
     chunks = _split(fileset, args, args.fileset)
-    digests = _hashes(chunks, args.fileset)
 
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
@@ -214,18 +209,18 @@ def _cmd_split(args: argparse.Namespace) -> int:
     # that an error or interruption leaves --out as it was.
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
-        for chunk, digest in zip(chunks, digests, strict=True):
-            if digest in seen:  # identical chunks share one file
+        for chunk in chunks:
+            if chunk.hash in seen:  # identical chunks share one file
                 continue
-            seen.add(digest)
-            with open(os.path.join(staging, f"{digest}.json"), "w", encoding="utf-8") as f:
-                json.dump(chunk, f, indent=1)
+            seen.add(chunk.hash)
+            with open(os.path.join(staging, f"{chunk.hash}.json"), "w", encoding="utf-8") as f:
+                json.dump(chunk.fileset, f, indent=1)
                 f.write("\n")
-            counts = _file_counts(chunk)
+            counts = {dataset: len(paths) for dataset, paths in chunk.files.items()}
             manifest["chunks"].append(
                 {
-                    "hash": digest,
-                    "file": f"{digest}.json",
+                    "hash": chunk.hash,
+                    "file": f"{chunk.hash}.json",
                     "datasets": counts,
                     "n_files": sum(counts.values()),
                 }
@@ -297,9 +292,8 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     for path in args.chunks:
         if _is_manifest(path):
             continue  # so that `chunkwise hash DIR/*.json` works on a split directory
-        chunk = _load(path)
-        (digest,) = _hashes([chunk], path)
-        lines.append(f"{digest}  {path}")
+        (chunk,) = _chunks([_load(path)], path)
+        lines.append(f"{chunk.hash}  {path}")
     print("\n".join(lines))
     return 0
 
@@ -437,7 +431,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     fileset = _load(args.fileset)
     chunks = _split(fileset, args, args.fileset)
-    _hashes(chunks, args.fileset)
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
     tag = _resolve_tag(args)
@@ -459,7 +452,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     fileset = _load(args.fileset)
     chunks = _split(fileset, args, args.fileset)
-    _hashes(chunks, args.fileset)  # reject unhashable chunks before any work
     if args.executor == "iterative" and args.workers is not None:
         raise UsageError("--workers needs --executor futures or dask")
     if args.scheduler is not None and args.executor != "dask":
