@@ -178,8 +178,13 @@ def test_quiet_in_every_process(kind: str, files: dict[str, Any]) -> None:
         for path in files["bad"]:
             assert sum(path in line for line in bad_lines) == 1, summary
         assert "INCOMPLETE" in summary
-    # nothing about the bad files (a log line, a warning) was printed by any process
+    # nothing about the bad files (a log line, a warning) was printed by any process; only
+    # distributed's own log lines (its cluster starting and stopping) may be there
     noise = outside + "\n" + result.stderr
+    foreign = [
+        line for line in noise.splitlines() if line.strip() and " - distributed." not in line
+    ]
+    assert foreign == [], noise[-4000:]
     for path in files["bad"]:
         assert path not in noise, noise[-4000:]
     for text in ("FileNotFoundError", "OSError", "bad file"):
@@ -245,11 +250,24 @@ class _ZeroDivisionProcessor(METProcessor):
 
 
 class _SlowMET(METProcessor):
-    """METProcessor that takes a while, so that two runs in two threads overlap."""
+    """METProcessor that takes a while, so that two runs in two threads overlap, and notes
+    when each ``process`` call ran (in ``log_dir``) so the test can check that they did."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = str(log_dir)
 
     def process(self, events: Any) -> Any:
+        start = time.monotonic()
         time.sleep(0.1)
-        return super().process(events)
+        out = super().process(events)
+        dataset = events.metadata["dataset"]
+        with open(Path(self.log_dir) / dataset, "a") as log:
+            log.write(f"{start} {time.monotonic()}\n")
+        return out
+
+
+def _intervals(path: Path) -> list[tuple[float, float]]:
+    return [tuple(map(float, line.split())) for line in path.read_text().splitlines()]
 
 
 def _sentinel_showwarning(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - never called
@@ -289,6 +307,8 @@ def test_two_runs_in_two_threads(tmp_path: Path) -> None:
         "X": _write_files(tmp_path / "x", n_good=3, seed=100),
         "Y": _write_files(tmp_path / "y", n_good=2, seed=200),
     }
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
     before = _global_state()
     barrier = threading.Barrier(2)
     results: dict[str, Any] = {}
@@ -303,7 +323,7 @@ def test_two_runs_in_two_threads(tmp_path: Path) -> None:
             fileset = _fileset(dataset, sets[dataset]["good"] + sets[dataset]["bad"])
             barrier.wait(timeout=30)
             results[dataset] = chunkwise.run(
-                fileset, _SlowMET(), runner, files_per_chunk=1, progress=False
+                fileset, _SlowMET(log_dir), runner, files_per_chunk=1, progress=False
             )
         except BaseException as exc:  # reported by the main thread
             results[dataset] = exc
@@ -321,6 +341,10 @@ def test_two_runs_in_two_threads(tmp_path: Path) -> None:
         assert set(report.bad_files[dataset]) == set(info["bad"])
         assert set(report.output["MET"].axes["dataset"]) == {dataset}
         assert report.output["cutflow"]["all events"] == len(info["good"]) * N_EVENTS
+    # the two runs really were processing at the same time
+    x, y = _intervals(log_dir / "X"), _intervals(log_dir / "Y")
+    assert len(x) == 3 and len(y) == 2
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in x for b0, b1 in y)
     after = _global_state()
     assert after[0] is before[0] and after[1] is before[1]
 
@@ -493,7 +517,7 @@ def scale(values):
 @pytest.fixture()
 def analysis_module(
     remote: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Any]:
+) -> Iterator[Callable[..., Any]]:
     """Write and import a processor module (and optionally a helper it imports)."""
     created: list[str] = []
     monkeypatch.syspath_prepend(str(remote["modules"]))
@@ -596,3 +620,26 @@ def test_a_helper_module_missing_on_the_worker_fails_before_any_work(
     # nothing was processed: no cache entry of any kind
     written = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
     assert written == []
+
+
+def test_a_hook_left_behind_by_another_threads_catch_warnings_removes_itself() -> None:
+    """catch_warnings is not thread-safe: a block entered while capture() is active and left
+    after it ends puts chunkwise's hook back. The hook then shows the warning and steps aside."""
+    from chunkwise import _coffea
+
+    shown: list[str] = []
+
+    def mine(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        shown.append(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = mine
+        other_thread = warnings.catch_warnings()
+        with _coffea.capture():
+            other_thread.__enter__()
+        other_thread.__exit__(None, None, None)
+        assert warnings.showwarning is _coffea._route_warning  # left behind
+        warnings.warn("still shown", UserWarning, stacklevel=1)
+        assert shown == ["still shown"]
+        assert warnings.showwarning is mine

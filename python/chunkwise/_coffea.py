@@ -45,6 +45,7 @@ __all__ = [
     "Plan",
     "ProcessorUnavailableError",
     "WorkerError",
+    "add_note",
     "capture",
     "default_runner",
     "dumps_processor",
@@ -330,6 +331,7 @@ class CaughtWarning:
 _QUIET_LOCK = threading.Lock()
 _quiet_depth = 0
 _quiet_saved: tuple[bool, Any] | None = None
+_last_showwarning: Any = warnings.showwarning  # what the last outermost block found
 _local = threading.local()
 
 
@@ -337,8 +339,14 @@ def _route_warning(message: Any, category: Any, filename: Any, lineno: Any, *arg
     sink = getattr(_local, "sink", None)
     if sink is not None:
         sink.append(CaughtWarning(str(message), category, str(filename), int(lineno)))
-    elif _quiet_saved is not None:
-        _quiet_saved[1](message, category, filename, lineno, *args)
+        return
+    saved = _quiet_saved
+    if saved is None and warnings.showwarning is _route_warning:
+        # Another thread's warnings.catch_warnings() put this hook back after the last block
+        # ended (catch_warnings is not thread-safe): take it out again, and show the warning.
+        warnings.showwarning = _last_showwarning
+    show = saved[1] if saved is not None else _last_showwarning
+    show(message, category, filename, lineno, *args)
 
 
 @contextlib.contextmanager
@@ -352,12 +360,14 @@ def capture() -> Iterator[list[CaughtWarning]]:
     settings are reference-counted, so nested and concurrent blocks (two ``run`` calls in two
     threads, dask's worker threads) restore exactly what they found when the last one ends.
     """
-    global _quiet_depth, _quiet_saved
+    global _quiet_depth, _quiet_saved, _last_showwarning
     from coffea.util import coffea_console
 
     with _QUIET_LOCK:
         if _quiet_depth == 0:
-            _quiet_saved = (coffea_console.quiet, warnings.showwarning)
+            if warnings.showwarning is not _route_warning:
+                _last_showwarning = warnings.showwarning
+            _quiet_saved = (coffea_console.quiet, _last_showwarning)
             coffea_console.quiet = True
             warnings.showwarning = _route_warning
         _quiet_depth += 1
@@ -584,6 +594,14 @@ def pickled_output(payload: bytes) -> bytes:
     import lz4.frame
 
     return lz4.frame.decompress(payload)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (which has no ``add_note``)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def load_output(payload: bytes | None) -> Any:

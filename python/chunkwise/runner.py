@@ -24,6 +24,7 @@ from typing import Any, Literal
 from chunkwise._coffea import (
     Outcome,
     Plan,
+    add_note,
     default_runner,
     dumps_processor,
     load_output,
@@ -406,9 +407,10 @@ class _Engine:
         exc = outcome.exception
         assert exc is not None
         if exc.__traceback__ is None:  # it crossed a process boundary
-            exc.add_note(
+            add_note(
+                exc,
                 f"chunkwise: raised while processing {path} of dataset {dataset!r}; "
-                f"where it ran:\n{outcome.traceback.rstrip()}"
+                f"where it ran:\n{outcome.traceback.rstrip()}",
             )
         raise exc
 
@@ -688,9 +690,10 @@ def run(
                 engine.writer.close()  # everything finished is on disk before returning or raising
         except Exception as exc:
             if chunk_cache is not None:
-                exc.add_note(
+                add_note(
+                    exc,
                     f"chunkwise: {len(engine.records)} of {len(chunks)} chunks finished and are "
-                    f"saved in {chunk_cache.directory}; fix the error and rerun to resume"
+                    f"saved in {chunk_cache.directory}; fix the error and rerun to resume",
                 )
             raise
 
