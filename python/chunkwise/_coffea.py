@@ -246,12 +246,28 @@ def plan(runner: Any) -> Plan:
     return Plan(runner, kind, settings, allowed, notes)
 
 
+@functools.lru_cache(maxsize=1)
+def _unit_executor_class() -> type:
+    from coffea.processor import IterativeExecutor, accumulate
+
+    class UnitExecutor(IterativeExecutor):  # type: ignore[misc]
+        """coffea's IterativeExecutor without its progress bars.
+
+        A unit is one file, so the bars would be drawn (and rendered by rich, about 10 ms a
+        call, even on a quiet console) twice per file for nothing.
+        """
+
+        def __call__(self, items: Any, function: Any, accumulator: Any) -> Any:
+            return accumulate(map(function, items), accumulator), 0
+
+    return UnitExecutor
+
+
 def _worker_runner(settings: Mapping[str, Any]) -> Any:
     from coffea import processor
 
     options = dict(settings)
-    retries = options.pop("retries")
-    executor = processor.IterativeExecutor(status=False, retries=retries)
+    executor = _unit_executor_class()(status=False, retries=options.pop("retries"))
     return processor.Runner(executor=executor, **options)
 
 
@@ -630,6 +646,15 @@ class Backend:
 
     workers: int = 1
 
+    def queue_target(self) -> int:
+        """How many units to keep submitted: enough that no worker waits for the next one
+        while this process learns that the last one finished (a round trip on dask)."""
+        return 4 * self.workers + 4
+
+    def default_in_flight(self) -> int:
+        """The default bound on open chunks (see ``chunkwise.run``'s ``in_flight``)."""
+        return 4 * self.workers
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
@@ -659,7 +684,15 @@ class Backend:
 
 
 class _InProcessBackend(Backend):
+    """Units run when submitted, so one chunk at a time: each is cached before the next."""
+
     workers = 1
+
+    def queue_target(self) -> int:
+        return 1
+
+    def default_in_flight(self) -> int:
+        return 1
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()

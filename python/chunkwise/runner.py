@@ -327,8 +327,8 @@ class _Engine:
         with self.plan.backend() as backend:
             blob = backend.share(self.blob)
             backend.check(blob)
-            queue_target = 2 * backend.workers + 2
-            max_open = self.in_flight or max(2, 2 * backend.workers)
+            queue_target = backend.queue_target()
+            max_open = self.in_flight or backend.default_in_flight()
             futures: dict[Any, tuple[_Open, Chunk]] = {}
             n_open, next_index = 0, 0
             try:
@@ -615,9 +615,9 @@ def run(
         Show one progress bar over the chunks (default True).
     in_flight : int, optional
         The most chunks open at once. An open chunk holds its finished files' outputs (LZ4-
-        compressed) until its last file is done, so this bounds memory. The default, twice
-        the number of workers (at least 2), keeps every worker busy; files are queued at
-        most two per worker beyond that.
+        compressed) until its last file is done, so this bounds memory. The default, four
+        times the number of workers, keeps every worker busy; at most four files per worker
+        (plus four) are submitted at a time. With an IterativeExecutor it is 1.
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
