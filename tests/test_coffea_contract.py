@@ -121,11 +121,18 @@ def test_retry_warning_text(tmp_path: Path) -> None:
         runner.run({"d": {"files": {str(tmp_path / "missing.root"): "Events"}}}, METProcessor())
 
 
-def test_progress_bars_go_through_coffea_console() -> None:
-    from coffea.util import coffea_console, rich_bar
-
-    assert rich_bar().live.console is coffea_console
-    assert isinstance(coffea_console.quiet, bool)
+def test_units_run_without_progress_bars(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """coffea's IterativeExecutor draws bars even with status=False; the units' executor, a
+    subclass that keeps coffea's call protocol ``(items, function, accumulator) -> (out, 0)``,
+    draws none, and the Runner accepts it."""
+    path = write_nanoaod_like(tmp_path / "a.root", 20, seed=1)
+    fileset = {"d": {"files": {str(path): "Events"}}}
+    settings = _coffea.plan(_runner()).settings
+    result = _coffea._worker_runner(settings).run(fileset, METProcessor())
+    assert result.unwrap()["out"]["cutflow"]["all events"] == 20
+    assert capsys.readouterr() == ("", "")
+    _runner().run(fileset, METProcessor())  # the control: coffea's own executor draws
+    assert "Processing" in capsys.readouterr().out
 
 
 def test_runner_fields_that_workers_rebuild_from() -> None:

@@ -13,7 +13,7 @@ This module is the only one that reads coffea's internals:
   wrapped output (``"out"``, ``"processed"``, ``"exception"``) with hard look-ups and
   classifying errors with coffea's own rule: an error is a bad file when it, or an exception
   on its ``__cause__`` chain, is an instance of the Runner's ``skipbadfiles`` types;
-- quieting coffea's progress bars and capturing warnings (:func:`capture`);
+- running units without coffea's progress bars, and capturing warnings (:func:`capture`);
 - merging outputs (:func:`merge`).
 
 ``tests/test_coffea_contract.py`` pins these to coffea 2026.9: an upgrade that renames a key or
@@ -346,7 +346,7 @@ class CaughtWarning:
 
 _QUIET_LOCK = threading.Lock()
 _quiet_depth = 0
-_quiet_saved: tuple[bool, Any] | None = None
+_quiet_saved: Any = None  # the showwarning the outermost active block replaced
 _last_showwarning: Any = warnings.showwarning  # what the last outermost block found
 _local = threading.local()
 
@@ -361,30 +361,27 @@ def _route_warning(message: Any, category: Any, filename: Any, lineno: Any, *arg
         # Another thread's warnings.catch_warnings() put this hook back after the last block
         # ended (catch_warnings is not thread-safe): take it out again, and show the warning.
         warnings.showwarning = _last_showwarning
-    show = saved[1] if saved is not None else _last_showwarning
+    show = saved if saved is not None else _last_showwarning
     show(message, category, filename, lineno, *args)
 
 
 @contextlib.contextmanager
 def capture() -> Iterator[list[CaughtWarning]]:
-    """Mute coffea's progress bars and collect this thread's warnings inside the block.
+    """Collect this thread's warnings inside the block instead of printing them.
 
-    coffea's IterativeExecutor draws "Preprocessing" and "Processing" bars on every call, even
-    with ``status=False`` (its bars go through ``coffea.util.coffea_console``). Inside the block
-    that console is quiet and the warnings raised by this thread are appended to the yielded
-    list instead of printed; other threads' warnings are shown as usual. The process-wide
-    settings are reference-counted, so nested and concurrent blocks (two ``run`` calls in two
-    threads, dask's worker threads) restore exactly what they found when the last one ends.
+    The warnings raised by this thread are appended to the yielded list; other threads'
+    warnings are shown as usual. The hook on ``warnings.showwarning`` is reference-counted, so
+    nested and concurrent blocks (two ``run`` calls in two threads, dask's worker threads)
+    restore exactly what they found when the last one ends. (coffea's progress bars need no
+    muting: units run under :func:`_unit_executor_class`'s executor, which draws none.)
     """
     global _quiet_depth, _quiet_saved, _last_showwarning
-    from coffea.util import coffea_console
 
     with _QUIET_LOCK:
         if _quiet_depth == 0:
             if warnings.showwarning is not _route_warning:
                 _last_showwarning = warnings.showwarning
-            _quiet_saved = (coffea_console.quiet, _last_showwarning)
-            coffea_console.quiet = True
+            _quiet_saved = _last_showwarning
             warnings.showwarning = _route_warning
         _quiet_depth += 1
     previous = getattr(_local, "sink", None)
@@ -397,9 +394,8 @@ def capture() -> Iterator[list[CaughtWarning]]:
         with _QUIET_LOCK:
             _quiet_depth -= 1
             if _quiet_depth == 0 and _quiet_saved is not None:
-                coffea_console.quiet = _quiet_saved[0]
                 if warnings.showwarning is _route_warning:
-                    warnings.showwarning = _quiet_saved[1]
+                    warnings.showwarning = _quiet_saved
                 _quiet_saved = None
 
 
