@@ -1,4 +1,4 @@
-"""The crash-safe, hash-keyed cache of chunk outputs.
+"""The crash-safe, hash-keyed cache of chunk outputs, and what it trusts.
 
 Layout
 ------
@@ -7,34 +7,53 @@ Layout
     processor code and Runner settings that made it (see ``chunkwise.tag.cache_tag``). An
     empty tag gives the flat ``<root>/<hash>.coffea`` layout of coffea's split_fileset notebook.
 ``<root>/<tag>/<hash>.salvage.json``
-    Written when a chunk failed and was re-run file by file: it names the per-file chunks (and
-    their hashes) and the files that failed, so that a rerun goes straight to the files.
+    Written when a chunk had a bad file: it names the chunk's single-file parts (and their
+    hashes) and the files that failed, so that a rerun goes straight to the files.
+``<root>/<tag>/tag.json``
+    What went into the tag (see ``chunkwise.tag.tag_manifest``).
 
 Entry format
 ------------
-An entry is one LZ4 frame with a content checksum, holding two pickles one after the other: the
-output (written with cloudpickle, as ``coffea.util.save`` does) and then a small ``dict`` of
-chunkwise bookkeeping (format version, hash, tag, events per dataset). ``coffea.util.load(path)``
-reads the first pickle and so returns the output. Entries are pickles: load only caches that you
-or people you trust wrote.
+An entry is one LZ4 frame with a content checksum and its content size in the header, holding
+the output pickled with cloudpickle (as ``coffea.util.save`` writes it, so ``coffea.util.load``
+reads it), a pickled ``dict`` of chunkwise bookkeeping (format, hash, tag, events per dataset),
+and a 64-byte footer: a magic string, the two lengths, and a digest of both pickles: SHA-256,
+or, for a cache shared with a key, HMAC-SHA256 with that key.
 
-Safety
-------
-Writes go to a temporary file in the entry's directory, which is flushed, fsynced and then
-``os.replace``d onto the final name, so a reader sees either the old entry, the new one or none,
-never a torn one, also when two processes write the same entry. Every load checks the LZ4 frame
-(its content checksum catches truncation and flipped bytes) and that the bookkeeping names the
-expected hash; anything else is reported as ``"corrupt"``, which callers treat as a miss.
-Directories that this module creates are user-only (mode 0o700); entries are 0o600.
+What is trusted
+---------------
+Nothing is unpickled before all of this holds:
+
+- the cache root and the tag directory are directories owned by you and writable by no one
+  else (the rule ssh's ``StrictModes`` applies to ``~/.ssh``), or the cache has a key;
+- the entry is a regular file (no symlink, FIFO or device), read up to its size, and its frame
+  declares a content size that LZ4 could have produced from it;
+- the frame's checksum holds, the footer's digest matches (with the key, if any), and the
+  bookkeeping names this chunk's hash.
+
+A file without chunkwise's footer is a miss, except in the flat layout (``tag=""``), which reads
+the entries of coffea's notebook as they are. Writes go to a temporary file in the entry's
+directory, held under an exclusive ``flock`` while written, fsynced and then ``os.replace``d onto
+the final name, so a reader sees the old entry, the new one or none, never a torn one; a
+temporary file that no writer holds is a leftover of a killed run, which
+``remove_stale_temporaries`` deletes. Directories this module creates are mode 0o700, entries
+0o600.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
 import json
 import os
 import pickle
+import stat
+import struct
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,24 +63,69 @@ from typing import Any, Literal
 __all__ = [
     "CACHE_FORMAT",
     "ENTRY_SUFFIX",
+    "MANIFEST_NAME",
     "SALVAGE_SUFFIX",
     "CacheEntry",
+    "CacheError",
     "ChunkCache",
     "CorruptCacheEntryWarning",
     "SalvageRecord",
+    "load_key",
 ]
 
 #: Version of the entry layout; part of every tag, so a format change never reads old entries.
-CACHE_FORMAT = "chunkwise-cache-1"
+CACHE_FORMAT = "chunkwise-cache-2"
 
 ENTRY_SUFFIX = ".coffea"
 SALVAGE_SUFFIX = ".salvage.json"
+MANIFEST_NAME = "tag.json"
+TEMP_SUFFIX = ".tmp"
+
+_MAGIC = b"\x00chunkwise-entry2"  # 17 bytes
+_FOOTER = struct.Struct("<17sQQ32s")  # magic, len(output pickle), len(bookkeeping), digest
+_LZ4_MAX_RATIO = 255  # no LZ4 frame decompresses to more than this many bytes per byte read
+_MAX_SALVAGE_BYTES = 256 * 1024 * 1024
 
 Status = Literal["cached", "missing", "corrupt", "salvaged"]
 
 
+class CacheError(Exception):
+    """A cache that cannot be used: not a directory, not writable, or not trusted.
+
+    The message is one line that says what is wrong and what to do.
+    """
+
+
 class CorruptCacheEntryWarning(UserWarning):
-    """A cache entry could not be verified and will be recomputed."""
+    """A cache entry or record could not be verified and will be recomputed or ignored."""
+
+
+def load_key(path: str | os.PathLike[str]) -> bytes:
+    """Read a shared cache's key from a file (its bytes, stripped of surrounding whitespace).
+
+    Raises
+    ------
+    CacheError
+        If the file cannot be read, is empty, or is readable by others than its owner and
+        group (a key others can read authenticates nothing).
+    """
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            key = f.read(1 << 16).strip()
+    except OSError as err:
+        raise CacheError(f"cache key file {os.fspath(path)!r}: {err.strerror or err}") from None
+    if mode & stat.S_IROTH:
+        raise CacheError(
+            f"cache key file {os.fspath(path)!r} is readable by everyone; "
+            f"chmod o-r {os.fspath(path)} so that only your group can read it"
+        )
+    if len(key) < 16:
+        raise CacheError(
+            f"cache key file {os.fspath(path)!r} holds {len(key)} bytes; use at least 16 "
+            "random bytes, e.g. head -c 32 /dev/urandom | base64 > KEYFILE"
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -132,6 +196,27 @@ class SalvageRecord:
             sort_keys=True,
         )
 
+    def misfit(self, parts: Mapping[str, tuple[str, str]]) -> str | None:
+        """Why this record does not fit its chunk, or None if it does.
+
+        Parameters
+        ----------
+        parts : mapping
+            ``{part hash: (dataset, path)}`` of the chunk's single-file parts.
+
+        A record read back from disk is used only if it names each part exactly once, with
+        its dataset and path, and its bad files are among the chunk's files: a record can
+        make a run slower (a retry), never wrong (files counted twice, or never).
+        """
+        named = [(p.get("hash"), (p.get("dataset"), p.get("path"))) for p in self.parts]
+        if len(named) != len(parts) or dict(named) != dict(parts):
+            return "it does not name each of the chunk's files exactly once"
+        files = set(parts.values())
+        for dataset, bad in self.bad_files.items():
+            if not isinstance(bad, dict) or not all((dataset, p) in files for p in bad):
+                return "its bad files are not files of the chunk"
+        return None
+
     @classmethod
     def from_json(cls, text: str) -> SalvageRecord:
         """Parse ``to_json``'s output; raises ``ValueError`` on anything else."""
@@ -155,11 +240,62 @@ def _is_hash(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+class _Unsafe(Exception):
+    """A file in the cache that must not be read (a symlink, FIFO, device, oversized...)."""
+
+
+def _read_regular(path: Path, limit: int | None = None) -> bytes | None:
+    """The bytes of a regular file, or None if there is none; never follows a symlink, never
+    blocks on a FIFO, never reads more than the file's size (or ``limit``)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _Unsafe("a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unsafe("not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise _Unsafe(f"{st.st_size} bytes, more than a record can be")
+        chunks, left = [], st.st_size
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 24))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _digest(key: bytes | None, *parts: bytes) -> bytes:
+    h = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
 class ChunkCache:
     """Hash-keyed, crash-safe storage of chunk outputs under ``<root>/<tag>/``.
 
-    Creating a ``ChunkCache`` touches nothing on disk: the directory is created (user-only) by
-    the first ``save``. All paths come from ``path`` and ``salvage_path``.
+    Creating a ``ChunkCache`` touches nothing on disk. ``prepare`` (which ``chunkwise.run``
+    calls before any work) creates the directories user-only and checks that they are trusted
+    and writable. All paths come from ``path`` and ``salvage_path``.
 
     Parameters
     ----------
@@ -169,7 +305,16 @@ class ChunkCache:
         Sub-directory for one processor/Runner configuration, usually
         ``chunkwise.tag.cache_tag(processor, runner)``. ``""`` (the default) stores entries
         directly in ``root``, the layout of the split_fileset notebook, so its existing
-        ``<hash>.coffea`` files are read as hits.
+        ``<hash>.coffea`` files (written by ``coffea.util.save``) are read as hits.
+    key : bytes, optional
+        The key of a cache shared by a group (see ``load_key``). Entries are then
+        authenticated with HMAC-SHA256 and checked before anything is unpickled, and the
+        directories may belong to others and be group-writable.
+
+    Raises
+    ------
+    ValueError
+        If ``tag`` is not a plain directory name.
 
     Examples
     --------
@@ -184,13 +329,21 @@ class ChunkCache:
     >>> cache.load(key).output  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike[str], tag: str = "") -> None:
-        if tag and (os.sep in tag or tag in (".", "..") or (os.altsep and os.altsep in tag)):
-            raise ValueError(f"cache tag must be a plain directory name, got {tag!r}")
+    def __init__(
+        self, root: str | os.PathLike[str], tag: str = "", *, key: bytes | None = None
+    ) -> None:
+        if tag and (
+            os.sep in tag or (os.altsep and os.altsep in tag) or tag.startswith(".") or "\0" in tag
+        ):
+            raise ValueError(
+                f"cache tag must be a plain directory name, got {tag!r}; "
+                "use letters, digits, '-' and '_'"
+            )
         self.root = Path(root)
         self.tag = tag
         self.directory = self.root / tag if tag else self.root
-        self._directory_ready = False
+        self.key = key
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"ChunkCache({str(self.root)!r}, tag={self.tag!r})"
@@ -209,21 +362,146 @@ class ChunkCache:
         """Path of the salvage record for ``chunk_hash``: ``<root>/<tag>/<hash>.salvage.json``."""
         return self.path(chunk_hash).with_name(f"{chunk_hash}{SALVAGE_SUFFIX}")
 
+    @property
+    def manifest_path(self) -> Path:
+        """Path of the tag's manifest: ``<root>/<tag>/tag.json``."""
+        return self.directory / MANIFEST_NAME
+
+    # -- trust ----------------------------------------------------------------------------------
+    def _check_directory(self, path: Path, create: bool) -> bool:
+        """Check one directory; return False if it does not exist (and ``create`` is off)."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if not create:
+                return False
+            try:
+                path.mkdir(mode=0o700, parents=True)
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise CacheError(
+                    f"cache {str(path)!r}: cannot create it ({err.strerror or err}); "
+                    "choose a directory you can write to"
+                ) from None
+            st = os.stat(path)
+            if st.st_uid == os.geteuid():
+                # mkdir's mode is filtered by the umask, which can only remove bits.
+                os.chmod(path, 0o700)
+                st = os.stat(path)
+        except NotADirectoryError:
+            raise CacheError(
+                f"cache {str(path)!r}: a part of this path is a file; give a directory"
+            ) from None
+        except OSError as err:
+            raise CacheError(f"cache {str(path)!r}: {err.strerror or err}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise CacheError(f"cache {str(path)!r} is not a directory; give a directory")
+        if self.key is not None:
+            return True  # entries are authenticated: the directory may be shared
+        if st.st_uid != os.geteuid():
+            raise CacheError(
+                f"cache {str(path)!r} is owned by {_owner(st.st_uid)}, not by you: chunkwise "
+                "never loads pickles another user could have written; use a cache directory "
+                "of your own, or share one with a key (cache_key= / --cache-key-file)"
+            )
+        if st.st_mode & 0o022:
+            raise CacheError(
+                f"cache {str(path)!r} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}): chunkwise never loads pickles others could "
+                f"have written; run chmod go-w {str(path)!r}, or share it with a key "
+                "(cache_key= / --cache-key-file)"
+            )
+        return True
+
+    def check(self, *, create: bool = False) -> bool:
+        """Check that the cache's directories may be trusted (and create them if asked).
+
+        Returns
+        -------
+        bool
+            False when the directories do not exist (and ``create`` is off): an empty cache.
+
+        Raises
+        ------
+        CacheError
+            A path that is not a directory, or a directory owned by another user or writable
+            by group or others, without a key.
+        """
+        if self._checked:
+            return True
+        exists = self._check_directory(self.root, create)
+        if exists and self.tag:
+            exists = self._check_directory(self.directory, create)
+        self._checked = exists
+        return exists
+
+    def prepare(self) -> int:
+        """Before any work: create and check the directories, make sure entries can be
+        written, and remove temporary files that killed runs left behind.
+
+        Returns
+        -------
+        int
+            The number of stale temporary files removed.
+
+        Raises
+        ------
+        CacheError
+            With one line: what is wrong with the cache and what to do.
+        """
+        self.check(create=True)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".chunkwise-probe.", dir=self.directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise CacheError(
+                f"cache {str(self.directory)!r} is not writable ({err.strerror or err}); "
+                "choose a directory you can write to"
+            ) from None
+        return self.remove_stale_temporaries()
+
     # -- reading --------------------------------------------------------------------------------
     def _read_verified(self, chunk_hash: str) -> tuple[Literal["hit", "miss", "corrupt"], Any]:
-        """Return ("hit", decompressed bytes), ("miss", None) or ("corrupt", error text)."""
+        """("hit", (output pickle, bookkeeping pickle or None)), ("miss", None) or
+        ("corrupt", why). Nothing is unpickled here."""
         import lz4.frame
 
-        try:
-            blob = self.path(chunk_hash).read_bytes()
-        except FileNotFoundError:
+        if not self.check():
             return "miss", None
         try:
-            # Raises on a truncated frame and, for frames with a content checksum (all that
-            # chunkwise writes), on any changed byte.
-            return "hit", lz4.frame.decompress(blob)
+            blob = _read_regular(self.path(chunk_hash))
+        except _Unsafe as err:
+            return "corrupt", f"not read: {err}"
+        if blob is None:
+            return "miss", None
+        limit = _LZ4_MAX_RATIO * len(blob) + (1 << 16)  # more cannot come out of LZ4
+        try:
+            declared = lz4.frame.get_frame_info(blob)["content_size"]
+            if declared and declared > limit:
+                return "corrupt", "its LZ4 frame declares an impossible content size"
+            decompressor = lz4.frame.LZ4FrameDecompressor()
+            # Raises on a truncated frame and, with the content checksum that every entry
+            # has, on any changed byte.
+            content = decompressor.decompress(blob, max_length=limit)
+            if not decompressor.eof:
+                return "corrupt", "its LZ4 frame is truncated"
         except Exception as exc:  # lz4 raises RuntimeError; be broad, a bad entry is a miss
             return "corrupt", f"LZ4 frame does not verify: {exc}"
+        footer = content[-_FOOTER.size :]
+        if len(content) < _FOOTER.size or not footer.startswith(_MAGIC):
+            if not self.tag:  # the notebook's flat layout: coffea.util.save's entries
+                return "hit", (content, None)
+            return "corrupt", "it has no chunkwise footer (not written by chunkwise)"
+        _, n_output, n_info, digest = _FOOTER.unpack(footer)
+        if n_output + n_info + _FOOTER.size != len(content):
+            return "corrupt", "its footer does not match its length"
+        body = memoryview(content)[: n_output + n_info]
+        if not hmac.compare_digest(digest, _digest(self.key, body)):
+            keyed = "this cache's key" if self.key is not None else "no key"
+            return "corrupt", f"its digest does not match ({keyed}): not written by this cache"
+        return "hit", (content[:n_output], content[n_output : n_output + n_info])
 
     def load(self, chunk_hash: str, *, warn: bool = True) -> CacheEntry:
         """Load and verify the entry for ``chunk_hash``.
@@ -240,24 +518,23 @@ class ChunkCache:
         CacheEntry
             ``status`` is ``"hit"``, ``"miss"`` or ``"corrupt"``. A corrupt entry is left on
             disk; the next ``save`` replaces it.
+
+        Raises
+        ------
+        CacheError
+            If the cache's directories are not trusted (see ``check``).
         """
         status, payload = self._read_verified(chunk_hash)
         if status == "miss":
             return CacheEntry("miss")
         if status == "hit":
+            output_bytes, info_bytes = payload
             try:
-                stream = io.BytesIO(payload)
-                output = pickle.load(stream)
                 info: dict[str, Any] = {}
-                if stream.tell() < len(payload):
-                    info = pickle.load(stream)
-                    if not isinstance(info, dict) or info.get("format") != CACHE_FORMAT:
-                        raise ValueError("trailing data is not chunkwise bookkeeping")
-                    if info.get("hash") != chunk_hash:
-                        raise ValueError(
-                            f"entry was written for chunk {info.get('hash')!r}, not this one"
-                        )
-                return CacheEntry("hit", output, info)
+                if info_bytes is not None:
+                    info = pickle.loads(info_bytes)
+                    _check_info(info, chunk_hash)
+                return CacheEntry("hit", pickle.loads(output_bytes), info)
             except Exception as exc:
                 payload = f"cannot unpickle: {type(exc).__name__}: {exc}"
         if warn:
@@ -280,39 +557,37 @@ class ChunkCache:
         Returns
         -------
         str
-            ``"cached"`` (entry present and its LZ4 checksum verifies), ``"corrupt"`` (present
-            but fails verification), ``"salvaged"`` (no entry, but a salvage record: look at
+            ``"cached"`` (entry present and verified), ``"corrupt"`` (present but fails
+            verification), ``"salvaged"`` (no entry, but a salvage record: look at
             ``load_salvage(chunk_hash).parts`` and their own ``status``) or ``"missing"``.
-
-        Notes
-        -----
-        It checks the LZ4 frame (so truncation and flipped bytes show as ``"corrupt"``) but
-        does not unpickle, so it cannot tell that an intact entry was copied under another
-        chunk's name; ``load`` does.
         """
         state, _ = self._read_verified(chunk_hash)
         if state == "hit":
             return "cached"
         if state == "corrupt":
             return "corrupt"
-        if self.salvage_path(chunk_hash).exists():
+        if self.salvage_path(chunk_hash).is_file():
             return "salvaged"
         return "missing"
 
     def load_salvage(self, chunk_hash: str) -> SalvageRecord | None:
         """Read the salvage record of ``chunk_hash``, or ``None`` if there is none or it is
-        unreadable (an unreadable record is ignored with a warning: the chunk is re-run)."""
+        unreadable (an unreadable record is ignored with a warning: the chunk is re-run).
+
+        The caller still checks that the record fits its chunk (``SalvageRecord.fits``).
+        """
+        if not self.check():
+            return None
         path = self.salvage_path(chunk_hash)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            record = SalvageRecord.from_json(text)
+            blob = _read_regular(path, limit=_MAX_SALVAGE_BYTES)
+            if blob is None:
+                return None
+            record = SalvageRecord.from_json(blob.decode("utf-8"))
             if record.chunk_hash != chunk_hash:
                 raise ValueError(f"record names chunk {record.chunk_hash!r}")
             return record
-        except (ValueError, KeyError, TypeError) as exc:
+        except (_Unsafe, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             warnings.warn(
                 f"chunkwise: ignoring unreadable salvage record {path} ({exc})",
                 CorruptCacheEntryWarning,
@@ -320,46 +595,88 @@ class ChunkCache:
             )
             return None
 
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The tag's manifest (what went into the tag), or None if there is none or it is
+        unreadable."""
+        if not self.tag or not self.check():
+            return None
+        try:
+            blob = _read_regular(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
+            data = json.loads(blob.decode("utf-8")) if blob is not None else None
+        except (_Unsafe, ValueError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def hashes(self) -> Iterator[str]:
         """Yield the hashes that have an entry file (verified or not) in this tag's directory."""
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         for name in sorted(names):
             if name.endswith(ENTRY_SUFFIX) and _is_hash(name[: -len(ENTRY_SUFFIX)]):
                 yield name[: -len(ENTRY_SUFFIX)]
 
-    # -- writing --------------------------------------------------------------------------------
-    def _ensure_directory(self) -> None:
-        if self._directory_ready:
-            return
-        for directory in (self.root, self.directory):
-            try:
-                directory.mkdir(mode=0o700, parents=True)
-            except FileExistsError:
-                continue
-            # mkdir's mode is filtered by the umask, which can only remove bits: set it exactly.
-            os.chmod(directory, 0o700)
-        self._directory_ready = True
-
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        self._ensure_directory()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # -- temporary files ------------------------------------------------------------------------
+    def temporaries(self, min_age: float = 60.0) -> Iterator[Path]:
+        """Yield chunkwise's temporary files in this tag's directory that no writer holds and
+        that are older than ``min_age`` seconds: leftovers of killed runs."""
         try:
+            names = os.listdir(self.directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        now = time.time()
+        for name in names:
+            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                continue
+            if not any(f"{s}." in name for s in (ENTRY_SUFFIX, SALVAGE_SUFFIX, MANIFEST_NAME)):
+                continue
+            path = self.directory / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                if now - st.st_mtime < min_age:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer holds it
+                yield path
+            finally:
+                os.close(fd)
+
+    def remove_stale_temporaries(self, min_age: float = 60.0) -> int:
+        """Delete the temporary files of ``temporaries``; return how many were deleted."""
+        removed = 0
+        for path in list(self.temporaries(min_age)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    # -- writing --------------------------------------------------------------------------------
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        self.check(create=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            # Held until the file is renamed and closed: remove_stale_temporaries never
+            # deletes a file that a live writer holds.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            # No fsync of the directory after the rename: a power cut can then at worst lose the
-            # new name (a cache miss, recomputed), never expose a torn entry; it saves ~30% of
-            # a save's time.
-            os.replace(tmp, path)
+                # No fsync of the directory after the rename: a power cut can then at worst
+                # lose the new name (a cache miss, recomputed), never expose a torn entry.
+                os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
 
     def encode(self, chunk_hash: str, output: Any, info: Mapping[str, Any] | None = None) -> bytes:
@@ -382,8 +699,11 @@ class ChunkCache:
         meta = dict(info or {})
         meta.update(format=CACHE_FORMAT, hash=chunk_hash, tag=self.tag)
         trailer = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+        footer = _FOOTER.pack(
+            _MAGIC, len(pickled_output), len(trailer), _digest(self.key, pickled_output, trailer)
+        )
         return lz4.frame.compress(
-            b"".join((pickled_output, trailer)), content_checksum=True, store_size=True
+            b"".join((pickled_output, trailer, footer)), content_checksum=True, store_size=True
         )
 
     def write(self, chunk_hash: str, data: bytes) -> Path:
@@ -418,10 +738,27 @@ class ChunkCache:
         self._write_atomic(path, record.to_json().encode("utf-8"))
         return path
 
+    def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
+        """Atomically write the tag's manifest."""
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        self._write_atomic(self.manifest_path, text.encode("utf-8"))
+        return self.manifest_path
+
     def remove(self, chunk_hash: str) -> None:
         """Delete the entry and salvage record of ``chunk_hash``, if present."""
         for path in (self.path(chunk_hash), self.salvage_path(chunk_hash)):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
+
+
+def _check_info(info: Any, chunk_hash: str) -> None:
+    """Bookkeeping read back must be exactly what chunkwise writes, or the entry is corrupt."""
+    if not isinstance(info, dict) or info.get("format") != CACHE_FORMAT:
+        raise ValueError("its bookkeeping is not chunkwise's")
+    if info.get("hash") != chunk_hash:
+        raise ValueError(f"entry was written for chunk {info.get('hash')!r}, not this one")
+    events = info.get("events", {})
+    if not isinstance(events, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
+    ):
+        raise ValueError("its event counts are malformed")

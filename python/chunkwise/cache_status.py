@@ -199,12 +199,12 @@ def status(
             done = {(d, p) for d, paths in chunk.files.items() for p in paths}
         elif state == "salvaged":
             record = store.load_salvage(chunk.hash)
-            parts = record.parts if record is not None else []
-            done = {
-                (part["dataset"], part["path"])
-                for part in parts
-                if store.status(part["hash"]) == "cached"
-            }
+            if record is not None and record.misfit(chunk.part_files) is None:
+                done = {
+                    chunk.part_files[part["hash"]]
+                    for part in record.parts
+                    if store.status(part["hash"]) == "cached"
+                }
         _count_chunk(report.overall, state)
         chunk_done = True
         for dataset, paths in chunk.files.items():

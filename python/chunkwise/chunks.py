@@ -52,6 +52,16 @@ class Chunk:
         return _build(_core.split_fileset(self.fileset, strategy="by_dataset", files_per_chunk=1))
 
     @functools.cached_property
+    def part_files(self) -> dict[str, tuple[str, str]]:
+        """``{part hash: (dataset, path)}`` of the chunk's single-file parts."""
+        out = {}
+        for part in self.parts:
+            ((dataset, paths),) = part.files.items()
+            (path,) = paths
+            out[part.hash] = (dataset, path)
+        return out
+
+    @functools.cached_property
     def runner_fileset(self) -> dict[str, Any]:
         """The chunk in the form coffea's Runner reads (see :func:`runner_fileset`)."""
         return runner_fileset(self.fileset)

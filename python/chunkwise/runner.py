@@ -536,17 +536,17 @@ class _Engine:
         return ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events), entry.output
 
     def _salvage_record(self, chunk: Chunk) -> SalvageRecord | None:
-        """An earlier run's salvage record for ``chunk``, if it covers each part exactly once."""
+        """An earlier run's salvage record for ``chunk``, if it fits the chunk exactly."""
         if not self.salvage or self.cache is None or chunk.n_files < 2:
             return None
         record = self.cache.load_salvage(chunk.hash)
         if record is None:
             return None
-        expected = sorted(p.hash for p in chunk.parts)
-        if sorted(p["hash"] for p in record.parts) != expected:
+        why = record.misfit(chunk.part_files)
+        if why is not None:
             warnings.warn(
-                f"chunkwise: ignoring the salvage record of chunk {chunk.hash[:12]}: it does "
-                "not name each of the chunk's files exactly once; the chunk is run again",
+                f"chunkwise: ignoring the salvage record of chunk {chunk.hash[:12]}: {why}; "
+                "the chunk is run again",
                 CorruptCacheEntryWarning,
                 stacklevel=2,
             )
