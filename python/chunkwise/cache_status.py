@@ -135,6 +135,7 @@ def status(
     percentage: int | None = None,
     files_per_chunk: int | None = None,
     treename: str | None = None,
+    cache_key: bytes | None = None,
 ) -> StatusReport:
     """Look each chunk of a fileset up in the cache of ``chunkwise.run``; run nothing.
 
@@ -153,6 +154,8 @@ def status(
         Derive the tag as ``run`` does (``chunkwise.tag.cache_tag``).
     strategy, datasets, percentage, files_per_chunk, treename
         As for ``chunkwise.split_fileset``.
+    cache_key : bytes, optional
+        The key of a shared cache, as given to ``run``.
 
     Returns
     -------
@@ -163,6 +166,8 @@ def status(
     ------
     ValueError
         For bad split options, or a cache with several tags and no way to pick one.
+    chunkwise.cache.CacheError
+        For a cache that is not trusted (see ``chunkwise.run``).
 
     Examples
     --------
@@ -186,7 +191,7 @@ def status(
             tag = cache_tag(processor_instance, runner)
         else:
             tag = find_tag(cache)
-    store = ChunkCache(cache, tag)
+    store = ChunkCache(cache, tag, key=cache_key)
     report = StatusReport(store)
     seen: set[str] = set()
     for chunk in chunks:

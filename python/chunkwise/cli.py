@@ -27,6 +27,13 @@ __all__ = ["UsageError", "main"]
 
 EXECUTORS = ("iterative", "futures", "dask")
 
+#: Exit statuses (see README, "Command line").
+EXIT_OK = 0  # complete: every file is in the result (status: every chunk is done)
+EXIT_INCOMPLETE = 1  # bad files, or chunks not done yet
+EXIT_USAGE = 2  # bad input or configuration: nothing was run or written
+EXIT_CACHE = 3  # run: the result is complete, but the cache could not be written
+EXIT_BUG = 4  # run: the processor raised an error outside skipbadfiles (a bug)
+
 
 class UsageError(Exception):
     """Bad input to a subcommand: reported as one line on stderr, with exit status 2."""
@@ -101,6 +108,15 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
         "--treename",
         metavar="T",
         help="tree name for datasets that list paths without one (e.g. Events)",
+    )
+
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-key-file",
+        metavar="FILE",
+        help="key of a cache shared by a group (default: $CHUNKWISE_CACHE_KEY_FILE); without "
+        "one, the cache must be yours and writable by no one else",
     )
 
 
@@ -434,16 +450,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
     tag = _resolve_tag(args)
+    from chunkwise.cache import CacheError
+
     try:
-        report = status(chunks, args.cache, tag=tag)
+        report = status(chunks, args.cache, tag=tag, cache_key=_cache_key(args))
     except ValueError as err:
         raise UsageError(f"--tag: {err}") from None
+    except CacheError as err:
+        raise UsageError(str(err)) from None
     if args.list_incomplete:
         for digest in report.incomplete:
             print(digest)
     else:
         print(report.summary())
-    return 0 if report.complete else 1
+    return EXIT_OK if report.complete else EXIT_INCOMPLETE
 
 
 # ----------------------------------------------------------------------------- run
@@ -468,29 +488,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
 
+    key = _cache_key(args)
     proc = _load_processor(args.processor)
+    from chunkwise._coffea import ProcessorUnavailableError
+    from chunkwise.cache import CacheError
     from chunkwise.runner import run
     from chunkwise.tag import cache_tag
+
+    tag = args.tag
+    if args.cache is not None:
+        # The tag and the cache are checked before any executor starts or any work is done.
+        if tag is None:
+            from coffea import processor
+
+            tag = cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
+        _prepare_cache(args.cache, tag, key)
+        print(f"cache: {os.path.join(args.cache, tag) if tag else args.cache}", file=sys.stderr)
 
     closers: list[Callable[[], Any]] = []
     try:
         runner = _make_runner(args, _make_executor(args, closers))
-        tag = args.tag if args.tag is not None else cache_tag(proc, runner)
-        if args.cache is not None:
-            where = os.path.join(args.cache, tag) if tag else args.cache
-            print(f"cache: {where}", file=sys.stderr)
         try:
             report = run(
                 chunks,
                 proc,
                 runner,
                 cache=args.cache,
-                cache_tag=tag if args.cache is not None else None,
+                cache_tag=tag,
+                cache_key=key,
                 salvage=not args.no_salvage,
                 progress=not args.no_progress,
             )
         except (KeyboardInterrupt, UsageError):
             raise
+        except (CacheError, ProcessorUnavailableError) as err:
+            raise UsageError(str(err)) from None
         except Exception as err:
             import traceback
 
@@ -500,12 +532,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "not a bad-file error; chunks finished so far are cached: fix it and rerun",
                 file=sys.stderr,
             )
-            return 1
+            return EXIT_BUG
     finally:
         for close in reversed(closers):
             close()
 
     print(report.summary())
+    if report.cache_problem is not None:
+        print(f"chunkwise run: warning: {report.cache_problem}", file=sys.stderr)
     if report.output is None:
         print("no chunk succeeded: nothing to save or plot", file=sys.stderr)
     else:
@@ -520,7 +554,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"plotted {', '.join(drawn)} to {args.plot}", file=sys.stderr)
             else:
                 print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
-    return 0 if report.complete else 1
+    if report.cache_problem is not None:
+        return EXIT_CACHE
+    return EXIT_OK if report.complete else EXIT_INCOMPLETE
+
+
+def _cache_key(args: argparse.Namespace) -> bytes | None:
+    """The shared cache's key, from --cache-key-file or $CHUNKWISE_CACHE_KEY_FILE."""
+    from chunkwise.cache import CacheError, load_key
+
+    path = args.cache_key_file or os.environ.get("CHUNKWISE_CACHE_KEY_FILE") or None
+    if path is None:
+        return None
+    try:
+        return load_key(path)
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+
+
+def _prepare_cache(root: str, tag: str, key: bytes | None) -> None:
+    """Create and check the cache before any work; problems are one line, exit 2."""
+    from chunkwise.cache import CacheError, ChunkCache
+
+    try:
+        ChunkCache(root, tag, key=key).prepare()
+    except ValueError as err:
+        raise UsageError(f"--tag: {err}") from None
+    except CacheError as err:
+        raise UsageError(str(err)) from None
 
 
 def _make_executor(args: argparse.Namespace, closers: list[Callable[[], Any]]) -> Any:
@@ -645,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
     p.add_argument("--cache", required=True, metavar="DIR", help="the cache directory of 'run'")
+    _add_key_option(p)
     _add_split_options(p)
     tag = p.add_argument_group("which cache tag to read (default: the only one in DIR)")
     tag.add_argument("--tag", metavar="T", help="the tag, as 'run' printed it ('' for flat)")
@@ -690,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_options(p)
     _add_runner_options(p)
     p.add_argument("--cache", metavar="DIR", help="cache chunk outputs here (default: no cache)")
+    _add_key_option(p)
     p.add_argument(
         "--tag", metavar="T", help="cache tag (default: derived from processor and Runner)"
     )

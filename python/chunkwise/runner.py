@@ -115,7 +115,10 @@ class RunReport:
     cache : ChunkCache or None
         Where the entries are, if a cache was used.
     notes : list of str
-        Things worth knowing, e.g. that the Runner was copied with ``use_result_type=True``.
+        Things worth knowing, e.g. that ``maxchunks`` applies to each file.
+    cache_problem : str or None
+        Why the cache could not be written during the run (a full disk, say), with how many
+        entries were saved; ``None`` when every write succeeded.
     """
 
     output: Any = None
@@ -129,6 +132,7 @@ class RunReport:
     files_total: dict[str, int] = field(default_factory=dict)
     cache: ChunkCache | None = None
     notes: list[str] = field(default_factory=list)
+    cache_problem: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -186,54 +190,78 @@ def _add_bad(into: dict[str, dict[str, str]], bad: Mapping[str, Mapping[str, str
 
 
 class _EntryWriter:
-    """Writes cache entries on one background thread.
+    """Writes cache entries on one background thread, and keeps count.
 
-    A save is dominated by ``fsync``, which would otherwise add about a millisecond to every
-    chunk; on this thread it overlaps the next chunk's computation. The output is pickled on
-    the caller's thread (it is merged in place afterwards), and ``close`` waits for every write,
-    so that when ``run`` returns or raises, everything finished is on disk. A SIGKILL can lose
-    a write in flight, which only means recomputing that chunk: the rename is still atomic.
+    A save is dominated by ``fsync``; on this thread it overlaps the computation. The output is
+    pickled on the caller's thread (it is merged in place afterwards), and ``close`` waits for
+    every write, so that when ``run`` returns or raises, everything finished is on disk. A
+    SIGKILL can lose a write in flight, which only means recomputing that chunk: the rename is
+    still atomic.
+
+    A write that fails (a full disk, a read-only or vanished directory) is a cache problem, not
+    a processing one: the writer stops writing, remembers the first error and how many entries
+    it saved, and the run goes on computing; ``run`` reports it and returns the result.
     """
 
     def __init__(self, cache: ChunkCache | None) -> None:
         self.cache = cache
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[Any]] = []
+        self.saved = 0  # entries written
+        self.unsaved = 0  # entries not written after a failure
+        self.error: OSError | None = None
 
     def put(self, chunk_hash: str, data: bytes) -> None:
         """Write ``ChunkCache.encode``'s bytes as the entry of ``chunk_hash``."""
         assert self.cache is not None
-        self._submit(self.cache.write, chunk_hash, data)
+        self._submit(True, self.cache.write, chunk_hash, data)
 
     def put_salvage(self, record: SalvageRecord) -> None:
         """Write a salvage record, after the entries put before it (one thread, in order)."""
         assert self.cache is not None
-        self._submit(self.cache.save_salvage, record)
+        self._submit(False, self.cache.save_salvage, record)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _write(self, entry: bool, fn: Callable[..., Any], *args: Any) -> None:
+        if self.error is not None:
+            self.unsaved += entry
+            return
+        try:
+            fn(*args)
+        except OSError as err:
+            self.error = err
+            self.unsaved += entry
+        else:
+            self.saved += entry
+
+    def _submit(self, entry: bool, fn: Callable[..., Any], *args: Any) -> None:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="chunkwise-cache"
             )
-        self._pending.append(self._pool.submit(fn, *args))
-        self._reap(wait=False)
-
-    def _reap(self, wait: bool) -> None:
-        still = []
-        for future in self._pending:
-            if wait or future.done():
-                future.result()  # re-raises a failed write (e.g. disk full)
-            else:
-                still.append(future)
-        self._pending = still
+        self._pending.append(self._pool.submit(self._write, entry, fn, *args))
+        self._pending = [f for f in self._pending if not f.done()]
 
     def close(self) -> None:
         try:
-            self._reap(wait=True)
+            for future in self._pending:
+                future.result()
         finally:
+            self._pending = []
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+
+    def problem(self) -> str | None:
+        """One line on a failed write: what failed and what was saved, or None."""
+        if self.error is None or self.cache is None:
+            return None
+        err = self.error
+        what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        return (
+            f"the cache could not be written ({what}); {self.saved} of "
+            f"{self.saved + self.unsaved} entries were saved in {self.cache.directory}, the "
+            "rest will be computed again by the next run; the result is complete all the same"
+        )
 
 
 class _Progress:
@@ -570,6 +598,7 @@ def run(
     progress: bool = True,
     in_flight: int | None = None,
     quiet: bool = True,
+    cache_key: bytes | None = None,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
@@ -618,6 +647,10 @@ def run(
         compressed) until its last file is done, so this bounds memory. The default, four
         times the number of workers, keeps every worker busy; at most four files per worker
         (plus four) are submitted at a time. With an IterativeExecutor it is 1.
+    cache_key : bytes, optional
+        The key of a cache shared by a group (read it with ``chunkwise.cache.load_key``):
+        entries are authenticated with it before anything is unpickled. Without a key, the
+        cache's directories must be yours and writable by no one else.
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
@@ -639,6 +672,11 @@ def run(
         every chunk finished so far has been saved: fix it and rerun to resume.
     chunkwise._coffea.ProcessorUnavailableError
         Before any work, if the executor's workers cannot load the processor.
+    chunkwise.cache.CacheError
+        Before any work, if the cache cannot be created or written, or is not trusted (owned
+        by another user, or writable by group or others, without a key). A write that fails
+        during the run (a full disk) is not raised: ``report.cache_problem`` says what was
+        saved, and the result is returned.
 
     Notes
     -----
@@ -676,7 +714,13 @@ def run(
             if cache_tag is None
             else cache_tag
         )
-        chunk_cache = ChunkCache(cache, tag)
+        chunk_cache = ChunkCache(cache, tag, key=cache_key)
+        removed = chunk_cache.prepare()  # before any work: CacheError says what is wrong
+        if removed:
+            report.notes.append(
+                f"removed {removed} temporary files that killed runs left in "
+                f"{chunk_cache.directory}"
+            )
         report.cache = chunk_cache
     for chunk in chunks:
         _add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
@@ -692,12 +736,16 @@ def run(
             if chunk_cache is not None:
                 add_note(
                     exc,
-                    f"chunkwise: {len(engine.records)} of {len(chunks)} chunks finished and are "
-                    f"saved in {chunk_cache.directory}; fix the error and rerun to resume",
+                    f"chunkwise: {len(engine.records)} of {len(chunks)} chunks finished; "
+                    f"{engine.writer.saved} cache entries were saved in "
+                    f"{chunk_cache.directory}; fix the error and rerun to resume",
                 )
             raise
 
     report.output = engine.total
+    report.cache_problem = engine.writer.problem()
+    if report.cache_problem is not None:
+        report.notes.append(report.cache_problem)
     report.chunks = [engine.records[i] for i in sorted(engine.records)]
     for record in report.chunks:
         for unit in record.parts or [record]:
