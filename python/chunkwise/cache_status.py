@@ -67,12 +67,15 @@ class StatusReport:
         Every chunk counted once.
     incomplete : list of str
         The hashes of the chunks that are not done, in chunk order.
+    stale_temporaries : int
+        Temporary files that killed runs left in the cache (the next ``run`` removes them).
     """
 
     cache: ChunkCache
     datasets: dict[str, DatasetStatus] = field(default_factory=dict)
     overall: DatasetStatus = field(default_factory=DatasetStatus)
     incomplete: list[str] = field(default_factory=list)
+    stale_temporaries: int = 0
 
     @property
     def complete(self) -> bool:
@@ -97,7 +100,13 @@ class StatusReport:
             if self.incomplete
             else f"all {n} chunks are complete"
         )
-        return "\n".join([f"cache: {where}{exists}", self.table(), last])
+        lines = [f"cache: {where}{exists}", self.table(), last]
+        if self.stale_temporaries:
+            lines.append(
+                f"{self.stale_temporaries} temporary files of killed runs are in the cache; "
+                "the next run removes them"
+            )
+        return "\n".join(lines)
 
 
 def find_tag(root: str | os.PathLike[str]) -> str:
@@ -193,6 +202,7 @@ def status(
             tag = find_tag(cache)
     store = ChunkCache(cache, tag, key=cache_key)
     report = StatusReport(store)
+    report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()
     for chunk in chunks:
         if chunk.hash in seen:

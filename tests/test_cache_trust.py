@@ -1,0 +1,420 @@
+"""A cache you can trust: what chunkwise reads from disk, and what it does when the disk fails.
+
+Each test reproduces a row of the table in issue 8 (what a new user, or an attacker on the same
+machine, could do) and shows the fix. Another user is a real one (``nobody``, through
+``setpriv``), a full or read-only disk is a real tmpfs; those tests skip, saying why, when not
+run as root.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lz4.frame
+import pytest
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+
+import chunkwise
+from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, load_key
+from chunkwise.examples import METProcessor, write_nanoaod_like
+from chunkwise.tag import cache_tag
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Missing cross-reference index"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root: setpriv and mount act as others")
+NOBODY = 65534
+
+
+def runner() -> Any:
+    return processor.Runner(
+        processor.IterativeExecutor(retries=0), schema=NanoAODSchema, skipbadfiles=True
+    )
+
+
+@pytest.fixture(scope="module")
+def fileset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("trust")
+    paths = [str(write_nanoaod_like(directory / f"f{i}.root", 100, seed=i)) for i in range(4)]
+    return {"D": {"files": dict.fromkeys(paths, "Events")}}
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory under /tmp that every user may write to (tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="chunkwise-trust-", dir="/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def as_nobody(script: str, cwd: Path) -> None:
+    """Run a shell script as the user nobody (root's Python is not theirs to run)."""
+    subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+         "sh", "-ec", textwrap.dedent(script)],
+        cwd=cwd, check=True, timeout=60,
+    )  # fmt: skip
+
+
+def evil_entry(marker: Path) -> bytes:
+    """An LZ4-framed pickle that, when unpickled, creates ``marker``: what an attacker plants."""
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (open, (str(marker), "w"))
+
+    return lz4.frame.compress(pickle.dumps(Evil()), content_checksum=True, store_size=True)
+
+
+# -- another user's cache -------------------------------------------------------------------
+@needs_root
+def test_another_users_cache_is_refused_before_any_work(
+    fileset: dict[str, Any], open_dir: Path
+) -> None:
+    chunks = chunkwise.split_fileset(fileset, files_per_chunk=2)
+    tag = cache_tag(METProcessor(), runner())
+    marker = open_dir / "pwned"
+    blob = evil_entry(marker)
+    (open_dir / "blob").write_bytes(blob)
+    names = " ".join(f"{chunkwise.hash_fileset(c)}.coffea" for c in chunks)
+    as_nobody(
+        f"""
+        umask 0
+        mkdir -p cache/{tag}
+        chmod 1777 cache cache/{tag}
+        for name in {names}; do cp blob cache/{tag}/$name; done
+        """,
+        open_dir,
+    )
+    assert (open_dir / "cache").stat().st_uid == NOBODY
+    with pytest.raises(CacheError, match="owned by user 'nobody'.*never loads pickles"):
+        chunkwise.run(fileset, METProcessor(), runner(), files_per_chunk=2,
+                      cache=open_dir / "cache", progress=False)  # fmt: skip
+    assert not marker.exists()
+
+    # the command line: one line, exit 2, nothing run or unpickled
+    source = open_dir / "fileset.json"
+    source.write_text(json.dumps(fileset))
+    result = subprocess.run(
+        [sys.executable, "-m", "chunkwise", "run", str(source), "--files-per-chunk", "2",
+         "--processor", "chunkwise.examples:METProcessor", "--cache", str(open_dir / "cache"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "owned by user 'nobody'" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_group_writable_cache_of_your_own_is_refused(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o775)
+    with pytest.raises(CacheError, match=r"writable by group or others \(mode 775\).*chmod go-w"):
+        chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    with pytest.raises(CacheError, match="writable by group or others"):
+        chunkwise.status(fileset, cache)
+
+
+def test_a_file_without_chunkwise_bookkeeping_is_never_unpickled(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache, marker = tmp_path / "cache", tmp_path / "pwned"
+    tag = cache_tag(METProcessor(), runner())
+    (chunk,) = chunkwise.split_fileset(fileset)
+    (cache / tag).mkdir(parents=True, mode=0o700)
+    (cache / tag / f"{chunkwise.hash_fileset(chunk)}.coffea").write_bytes(evil_entry(marker))
+    with pytest.warns(CorruptCacheEntryWarning, match="no chunkwise footer"):
+        report = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    assert not marker.exists()
+    assert report.n_processed == 1 and report.complete  # recomputed, and overwritten
+    assert ChunkCache(cache, tag).load(chunkwise.hash_fileset(chunk)).hit
+
+
+# -- a cache shared with a key -------------------------------------------------------------
+@needs_root
+def test_a_shared_cache_with_a_key(fileset: dict[str, Any], open_dir: Path) -> None:
+    key_file = open_dir / "key"
+    key_file.write_bytes(os.urandom(32).hex().encode())
+    key_file.chmod(0o640)
+    as_nobody("umask 0; mkdir shared; chmod 2777 shared", open_dir)
+    shared, marker = open_dir / "shared", open_dir / "pwned"
+    key = load_key(key_file)
+
+    # refused without the key (another user's, world-writable), accepted with it
+    with pytest.raises(CacheError, match="owned by user 'nobody'"):
+        chunkwise.run(fileset, METProcessor(), runner(), cache=shared, progress=False)
+    first = chunkwise.run(
+        fileset, METProcessor(), runner(), files_per_chunk=2, cache=shared, cache_key=key,
+        progress=False,
+    )  # fmt: skip
+    assert first.n_processed == 2
+
+    # an entry planted by someone without the key, in chunkwise's own format, is rejected
+    # before anything is unpickled
+    tag = first.cache.tag
+    victim = next((shared / tag).glob("*.coffea"))
+    forged = ChunkCache(shared, tag).encode_pickled(
+        victim.stem, lz4.frame.decompress(evil_entry(marker)), {}
+    )
+    victim.write_bytes(forged)
+    with pytest.warns(CorruptCacheEntryWarning, match="digest does not match"):
+        second = chunkwise.run(
+            fileset, METProcessor(), runner(), files_per_chunk=2, cache=shared, cache_key=key,
+            progress=False,
+        )  # fmt: skip
+    assert not marker.exists()
+    assert (second.n_cached, second.n_processed) == (1, 1)
+
+    # a wrong key authenticates nothing
+    with pytest.warns(CorruptCacheEntryWarning):
+        third = chunkwise.run(
+            fileset, METProcessor(), runner(), files_per_chunk=2, cache=shared,
+            cache_key=b"another key of 32 bytes, not it!", progress=False,
+        )  # fmt: skip
+    assert third.n_cached == 0
+
+    key_file.chmod(0o644)
+    with pytest.raises(CacheError, match="readable by everyone"):
+        load_key(key_file)
+
+
+# -- files that are not entries ------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-dev-zero", "directory"])
+def test_an_entry_that_is_not_a_regular_file_is_not_read(
+    kind: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    tag = cache_tag(METProcessor(), runner())
+    (chunk,) = chunkwise.split_fileset(fileset)
+    entry = cache / tag / f"{chunkwise.hash_fileset(chunk)}.coffea"
+    entry.parent.mkdir(parents=True, mode=0o700)
+    if kind == "fifo":
+        os.mkfifo(entry)
+    elif kind == "directory":
+        entry.mkdir()
+    else:
+        entry.symlink_to("/dev/zero")
+    start = time.monotonic()
+    status = chunkwise.status(fileset, cache)
+    assert status.overall.corrupt == 1 and time.monotonic() - start < 10
+    if kind == "directory":
+        return  # os.replace cannot put an entry over a directory: the run reports it
+    with pytest.warns(CorruptCacheEntryWarning, match="not read"):
+        report = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    assert report.complete and report.n_processed == 1 and report.cache_problem is None
+    assert entry.is_file() and not entry.is_symlink()  # replaced by a real entry
+
+
+# -- records that do not fit ----------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["no-parts", "parts-twice", "foreign-bad-file"])
+def test_a_salvage_record_that_does_not_fit_is_ignored(
+    damage: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    paths = list(fileset["D"]["files"])
+    missing = str(tmp_path / "missing.root")
+    broken = {"D": {"files": dict.fromkeys([*paths, missing], "Events")}}
+    cache = tmp_path / "cache"
+    first = chunkwise.run(broken, METProcessor(), runner(), cache=cache, progress=False)
+    (record,) = first.chunks
+    assert record.status == "salvaged" and first.events == {"D": 400}
+
+    (salvage,) = (cache / first.cache.tag).glob("*.salvage.json")
+    data = json.loads(salvage.read_text())
+    if damage == "no-parts":
+        data["parts"] = []
+    elif damage == "parts-twice":
+        data["parts"] = data["parts"] + data["parts"]
+    else:
+        data["bad_files"] = {"D": {"/elsewhere/x.root": "bad"}}
+    salvage.write_text(json.dumps(data))
+
+    with pytest.warns(CorruptCacheEntryWarning, match="ignoring the salvage record"):
+        again = chunkwise.run(broken, METProcessor(), runner(), cache=cache, progress=False)
+    # never "complete" with half (or double) the events: the chunk is run again
+    assert again.events == {"D": 400} and not again.complete
+    assert set(again.bad_files["D"]) == {missing}
+    assert again.completeness == {"D": 4 / 5}
+    status = chunkwise.status(broken, cache)
+    assert status.datasets["D"].files_done in (0, 4)  # a misfit record counts nothing
+
+
+# -- temporary files of killed writers -----------------------------------------------------
+def test_stale_temporaries_are_shown_and_removed_but_not_a_live_writers(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    directory = first.cache.directory
+    stale = directory / f".{'a' * 64}.coffea.x1y2z3.tmp"
+    stale.write_bytes(b"\x04\x22\x4d\x18 torn by a kill")
+    live = directory / f".{'b' * 64}.coffea.q9w8e7.tmp"
+    live.write_bytes(b"being written")
+    fresh = directory / f".{'c' * 64}.coffea.r5t6y7.tmp"
+    fresh.write_bytes(b"just created")
+    old = time.time() - 3600
+    for path in (stale, live):
+        os.utime(path, (old, old))
+    unrelated = directory / ".my-own-notes.tmp"  # not chunkwise's: never touched
+    unrelated.write_text("mine")
+    os.utime(unrelated, (old, old))
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(live)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        status = chunkwise.status(fileset, cache)
+        assert status.stale_temporaries == 1
+        assert "1 temporary files of killed runs" in status.summary()
+        report = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+        assert any("removed 1 temporary files" in note for note in report.notes)
+        assert not stale.exists() and live.exists() and fresh.exists() and unrelated.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with open(live, "rb") as f:  # the lock died with its holder: now it is stale
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert chunkwise.status(fileset, cache).stale_temporaries == 1
+
+
+# -- the disk ------------------------------------------------------------------------------
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@needs_root
+def test_a_full_disk_mid_run_is_a_cache_problem_and_the_result_is_kept(
+    fileset: dict[str, Any], tmpfs: Path, tmp_path: Path
+) -> None:
+    cache = tmpfs / "cache"
+    tag = cache_tag(METProcessor(), runner())
+    ChunkCache(cache, tag).prepare()
+    free = shutil.disk_usage(tmpfs).free
+    (tmpfs / "filler").write_bytes(b"\0" * (free - 3 * 4096))  # room for about two entries
+
+    report = chunkwise.run(
+        fileset, METProcessor(), runner(), files_per_chunk=1, cache=cache, progress=False
+    )
+    on_disk = len(list((cache / tag).glob("*.coffea")))
+    assert 0 < on_disk < 4
+    assert report.cache_problem is not None
+    assert "No space left on device" in report.cache_problem
+    assert f"{on_disk} of 4 entries were saved" in report.cache_problem
+    assert report.complete and report.output["cutflow"]["all events"] == 400
+    assert not list((cache / tag).glob(".*.tmp"))  # failed writes leave nothing behind
+
+    # the command line: a warning line, the output still written, exit 3
+    (tmpfs / "filler").unlink()
+    shutil.rmtree(cache)
+    ChunkCache(cache, tag).prepare()
+    (tmpfs / "filler").write_bytes(b"\0" * (shutil.disk_usage(tmpfs).free - 3 * 4096))
+    source, out = tmp_path / "fileset.json", tmp_path / "out.coffea"
+    source.write_text(json.dumps(fileset))
+    result = subprocess.run(
+        [sys.executable, "-m", "chunkwise", "run", str(source), "--files-per-chunk", "1",
+         "--processor", "chunkwise.examples:METProcessor", "--cache", str(cache),
+         "--output", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "the cache could not be written (No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr and "processor" not in result.stderr
+    assert out.is_file()
+
+
+@needs_root
+def test_a_read_only_cache_fails_before_any_work(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,mode=0700", "tmpfs", str(mount)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        with pytest.raises(CacheError, match="Read-only file system"):
+            chunkwise.run(fileset, METProcessor(), runner(), cache=mount, progress=False)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("cache", "words"),
+    [
+        ("/proc/chunkwise-cache", "cannot create it"),
+        ("{file}/sub", "a part of this path is a file"),
+        ("{file}", "is a file"),
+    ],
+)
+def test_an_unusable_cache_is_one_line_before_any_work(
+    cache: str, words: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a cache")
+    cache = cache.format(file=a_file)
+    log = tmp_path / "processed.log"
+    module = tmp_path / "logging_processor.py"
+    module.write_text(
+        textwrap.dedent(
+            f"""
+            from chunkwise.examples import METProcessor
+
+            class Logging(METProcessor):
+                def process(self, events):
+                    open({str(log)!r}, "a").write("processed\\n")
+                    return super().process(events)
+            """
+        )
+    )
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(fileset))
+    for args in (["--cache", cache], ["--cache", str(tmp_path / "c"), "--tag", "../x"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "chunkwise", "run", str(source), "--processor",
+             "logging_processor:Logging", *args, "--no-progress"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        expected = words if args[0] == "--cache" and args[1] == cache else "--tag"
+        assert expected in result.stderr
+    assert not log.exists()  # nothing was processed
+    assert a_file.read_text() == "not a cache"
+
