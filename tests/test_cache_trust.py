@@ -418,3 +418,44 @@ def test_an_unusable_cache_is_one_line_before_any_work(
     assert not log.exists()  # nothing was processed
     assert a_file.read_text() == "not a cache"
 
+
+
+# -- housekeeping commands ------------------------------------------------------------------
+def test_cache_ls_verify_and_prune(fileset: dict[str, Any], tmp_path: Path) -> None:
+    def cli(*args: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chunkwise", "cache", *map(str, args)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    cache = tmp_path / "cache"
+    current = chunkwise.run(fileset, METProcessor(), runner(), files_per_chunk=1, cache=cache,
+                            progress=False).cache  # fmt: skip
+    chunkwise.run(fileset, METProcessor(), runner(), cache=cache, cache_tag="old",
+                  progress=False)  # fmt: skip
+    listed = cli("ls", cache)
+    assert listed.returncode == 0
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[2:]}
+    assert set(rows) == {current.tag, "old"}
+    assert rows[current.tag][2] == "4" and rows["old"][2] == "1"
+
+    assert cli("verify", cache).returncode == 0
+    entry = next(current.directory.glob("*.coffea"))
+    entry.write_bytes(entry.read_bytes()[:-10])
+    verified = cli("verify", cache, "--tag", current.tag)
+    assert verified.returncode == 1
+    assert f"corrupt: {entry}" in verified.stdout
+    assert "3 entries verify, 1 corrupt" in verified.stdout
+
+    (cache / "old" / "my-notes.txt").write_text("not chunkwise's")
+    dry = cli("prune", cache, "--processor", "chunkwise.examples:METProcessor", "--dry-run")
+    assert dry.returncode == 0 and "would remove old" in dry.stdout
+    assert (cache / "old").is_dir()
+    kept = cli("prune", cache, "--keep", current.tag)
+    assert kept.returncode == 1 and "my-notes.txt" in kept.stderr
+    assert (cache / "old" / "my-notes.txt").exists()  # nothing of the user's is deleted
+    (cache / "old" / "my-notes.txt").unlink()
+    pruned = cli("prune", cache, "--keep", current.tag)
+    assert pruned.returncode == 0 and "removed old" in pruned.stdout
+    assert not (cache / "old").exists() and current.directory.is_dir()
+    assert cli("prune", cache, "--keep", "nothing-like-it").returncode == 2

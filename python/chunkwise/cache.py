@@ -70,7 +70,10 @@ __all__ = [
     "ChunkCache",
     "CorruptCacheEntryWarning",
     "SalvageRecord",
+    "TagSummary",
+    "list_tags",
     "load_key",
+    "remove_tag",
 ]
 
 #: Version of the entry layout; part of every tag, so a format change never reads old entries.
@@ -762,3 +765,97 @@ def _check_info(info: Any, chunk_hash: str) -> None:
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
     ):
         raise ValueError("its event counts are malformed")
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+@dataclass
+class TagSummary:
+    """One tag directory of a cache, as ``chunkwise cache ls`` shows it.
+
+    Attributes
+    ----------
+    tag : str
+        The directory name (``""`` for the flat layout's entries in the root).
+    processor : str
+        The processor class named by the tag's manifest (``"?"`` without one).
+    entries : int
+        Entry files (verified or not).
+    bytes : int
+        Size of everything chunkwise wrote there.
+    newest : float
+        Modification time of the newest entry (0 for none).
+    """
+
+    tag: str
+    processor: str
+    entries: int
+    bytes: int
+    newest: float
+
+
+def _ours(name: str) -> bool:
+    """A file name chunkwise writes in a tag directory."""
+    if name in (MANIFEST_NAME,) or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return True
+    for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX):
+        if name.endswith(suffix) and _is_hash(name[: -len(suffix)]):
+            return True
+    return False
+
+
+def list_tags(root: str | os.PathLike[str], *, key: bytes | None = None) -> list[TagSummary]:
+    """Summarise every tag directory of a cache (and the flat layout's entries, if any).
+
+    Raises
+    ------
+    CacheError
+        If the root is not a trusted directory (see ``ChunkCache.check``).
+    """
+    top = ChunkCache(root, key=key)
+    if not top.check():
+        return []
+    summaries = []
+    names = sorted(os.listdir(top.root))
+    candidates = [n for n in names if not n.startswith(".") and (top.root / n).is_dir()]
+    if any(_ours(n) and n.endswith(ENTRY_SUFFIX) for n in names):
+        candidates.insert(0, "")
+    for tag in candidates:
+        cache = ChunkCache(root, tag, key=key)
+        entries, size, newest = 0, 0, 0.0
+        for name in os.listdir(cache.directory):
+            if not _ours(name):
+                continue
+            st = os.lstat(cache.directory / name)
+            size += st.st_size
+            if name.endswith(ENTRY_SUFFIX):
+                entries += 1
+                newest = max(newest, st.st_mtime)
+        manifest = cache.read_manifest() if tag else None
+        processor = str(manifest.get("processor", "?")) if manifest else "?"
+        summaries.append(TagSummary(tag, processor, entries, size, newest))
+    return summaries
+
+
+def remove_tag(root: str | os.PathLike[str], tag: str) -> None:
+    """Delete a tag directory, and only if everything in it is chunkwise's own.
+
+    Raises
+    ------
+    CacheError
+        If the directory holds anything chunkwise did not write (it is then left whole).
+    """
+    cache = ChunkCache(root, tag)
+    if not tag:
+        raise CacheError("the flat layout has no tag directory to remove")
+    cache.check()
+    names = os.listdir(cache.directory)
+    foreign = [n for n in names if not _ours(n)]
+    if foreign:
+        raise CacheError(
+            f"{str(cache.directory)!r} holds {foreign[0]!r}, which chunkwise did not write; "
+            "left it whole: remove it yourself if you mean to"
+        )
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(cache.directory / name)
+    os.rmdir(cache.directory)

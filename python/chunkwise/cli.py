@@ -633,6 +633,128 @@ def _save_output(output: Any, path: str) -> None:
         raise
 
 
+# ----------------------------------------------------------------------------- cache
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cache_call(fn: Callable[[], Any]) -> Any:
+    from chunkwise.cache import CacheError
+
+    try:
+        return fn()
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+
+
+def _cmd_cache_ls(args: argparse.Namespace) -> int:
+    import time
+
+    from chunkwise.cache import list_tags
+    from chunkwise.table import format_table
+
+    key = _cache_key(args)
+    tags = _cache_call(lambda: list_tags(args.cache, key=key))
+    if not tags:
+        print(f"{args.cache}: no cache here yet")
+        return EXIT_OK
+    now = time.time()
+    rows = [
+        (
+            t.tag or "(flat)",
+            t.processor,
+            str(t.entries),
+            _size(t.bytes),
+            _age(now - t.newest) if t.newest else "-",
+        )
+        for t in tags
+    ]
+    print(format_table(("tag", "processor", "entries", "size", "newest"), rows, "llrrr"))
+    return EXIT_OK
+
+
+def _current_tags(args: argparse.Namespace) -> set[str]:
+    keep = set(args.keep or ())
+    if args.processor is not None:
+        from coffea import processor
+
+        from chunkwise.tag import cache_tag
+
+        proc = _load_processor(args.processor)
+        keep.add(cache_tag(proc, _make_runner(args, processor.IterativeExecutor())))
+    if not keep:
+        raise UsageError("say which tag to keep: --keep TAG, or --processor MODULE:CLASS")
+    return keep
+
+
+def _cmd_cache_prune(args: argparse.Namespace) -> int:
+    from chunkwise.cache import CacheError, list_tags, remove_tag
+
+    keep = _current_tags(args)
+    tags = [t for t in _cache_call(lambda: list_tags(args.cache)) if t.tag]
+    if not any(t.tag in keep for t in tags):
+        raise UsageError(
+            f"--keep: none of {', '.join(sorted(keep))} is in {args.cache}; nothing removed "
+            "(check the tag with 'chunkwise cache ls')"
+        )
+    status = EXIT_OK
+    for t in tags:
+        if t.tag in keep:
+            continue
+        if args.dry_run:
+            print(f"would remove {t.tag} ({t.entries} entries, {_size(t.bytes)})")
+            continue
+        try:
+            remove_tag(args.cache, t.tag)
+        except CacheError as err:
+            print(f"chunkwise cache prune: kept {t.tag}: {err}", file=sys.stderr)
+            status = EXIT_INCOMPLETE
+            continue
+        print(f"removed {t.tag} ({t.entries} entries, {_size(t.bytes)})")
+    return status
+
+
+def _cmd_cache_verify(args: argparse.Namespace) -> int:
+    from chunkwise.cache import ChunkCache, list_tags
+
+    key = _cache_key(args)
+    tags = [args.tag] if args.tag is not None else [t.tag for t in _cache_call(
+        lambda: list_tags(args.cache, key=key)
+    )]  # fmt: skip
+    bad = 0
+    for tag in tags:
+        try:
+            cache = ChunkCache(args.cache, tag, key=key)
+        except ValueError as err:
+            raise UsageError(f"--tag: {err}") from None
+        counts = {"cached": 0, "corrupt": 0}
+        for digest in _cache_call(lambda c=cache: list(c.hashes())):
+            state = cache.status(digest)
+            if state == "corrupt":
+                print(f"corrupt: {cache.path(digest)}")
+            counts["cached" if state == "cached" else "corrupt"] += 1
+        stale = sum(1 for _ in cache.temporaries())
+        bad += counts["corrupt"]
+        print(
+            f"{tag or '(flat)'}: {counts['cached']} entries verify, {counts['corrupt']} corrupt"
+            + (f", {stale} stale temporary files" if stale else "")
+        )
+    return EXIT_INCOMPLETE if bad else EXIT_OK
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -779,6 +901,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser(
+        "cache",
+        help="list, verify and prune a cache's tags",
+        description="Look after a cache directory of 'run': one sub-directory (tag) per "
+        "processor and Runner configuration.",
+    )
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    q = cache_sub.add_parser("ls", help="list the tags: processor, entries, size, age")
+    q.add_argument("cache", metavar="DIR")
+    _add_key_option(q)
+    q.set_defaults(func=_cmd_cache_ls)
+    q = cache_sub.add_parser(
+        "verify", help="check every entry without unpickling it (exit 1 if one is corrupt)"
+    )
+    q.add_argument("cache", metavar="DIR")
+    q.add_argument("--tag", metavar="T", help="only this tag (default: all)")
+    _add_key_option(q)
+    q.set_defaults(func=_cmd_cache_verify)
+    q = cache_sub.add_parser(
+        "prune", help="remove every tag but the current one (only what chunkwise wrote)"
+    )
+    q.add_argument("cache", metavar="DIR")
+    q.add_argument("--keep", action="append", metavar="TAG", help="a tag to keep (repeatable)")
+    q.add_argument("--processor", metavar="MODULE:CLASS", help="keep the tag of this processor")
+    _add_runner_options(q)
+    q.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    q.set_defaults(func=_cmd_cache_prune)
+
     return parser
 
 
@@ -809,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         print(
-            "chunkwise: error: choose a command: split, hash, status, run or demo "
+            "chunkwise: error: choose a command: split, hash, status, run, cache or demo "
             "(see 'chunkwise --help')",
             file=sys.stderr,
         )
