@@ -120,13 +120,36 @@ def _add_key_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(path: str) -> dict[str, Any]:
-    from chunkwise.filesets import FilesetError, load_fileset
+def _load(path: str, check_name: bool = False) -> dict[str, Any]:
+    """Load a fileset file; bad ones raise UsageError.
+
+    With ``check_name``, a chunk file named ``<hash>.json`` whose content hashes otherwise (it
+    was edited after split) gets a warning line on stderr; loading goes on.
+    """
+    from chunkwise.filesets import FilesetError, hash_in_name, load_fileset
 
     try:
-        return load_fileset(path)
+        fileset = load_fileset(path)
     except FilesetError as err:
         raise UsageError(str(err)) from None
+    if check_name and hash_in_name(path) is not None:
+        from chunkwise import hash_fileset
+
+        try:
+            digest = hash_fileset(fileset)
+        except (ValueError, TypeError):
+            pass  # not hashable as it is: splitting it reports why
+        else:
+            _warn_name_mismatch(path, digest)
+    return fileset
+
+
+def _warn_name_mismatch(path: str, digest: str) -> None:
+    from chunkwise.filesets import name_mismatch
+
+    message = name_mismatch(path, digest)
+    if message is not None:
+        print(f"chunkwise: warning: {message}", file=sys.stderr)
 
 
 def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> list[Chunk]:
@@ -199,10 +222,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {args.out!r} is a file; give a directory")
-    if os.path.isdir(out) and os.listdir(out) and not args.force:
-        raise UsageError(
-            f"--out {args.out!r} is not empty; choose a new directory or add --force to replace it"
-        )
+    if os.path.isdir(out) and os.listdir(out):
+        _check_replaceable(args, out)
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise UsageError(f"--out: directory {parent!r} does not exist; create it first")
@@ -261,6 +282,55 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_replaceable(args: argparse.Namespace, out: str) -> None:
+    """Refuse the non-empty directory ``out`` unless --force may replace it.
+
+    It may if ``chunkwise split`` made it: a chunkwise manifest.json and nothing else but
+    ``<hash>.json`` chunk files, so that nothing chunkwise did not write is lost. It never may
+    if the input fileset lies inside it.
+    """
+    if _inside(args.fileset, out):
+        raise UsageError(
+            f"--out {args.out!r} holds the input fileset {args.fileset!r}; choose a new "
+            "directory, chunkwise never deletes its input"
+        )
+    problem = _not_a_split(out)
+    if not args.force:
+        hint = " or add --force to replace it" if problem is None else ""
+        raise UsageError(f"--out {args.out!r} is not empty; choose a new directory{hint}")
+    if problem is not None:
+        raise UsageError(
+            f"--out {args.out!r} {problem}; choose a new directory, chunkwise never deletes "
+            "what it did not make"
+        )
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` lies inside ``directory``, as written or with symbolic links resolved."""
+    for resolve in (os.path.abspath, os.path.realpath):
+        inner, outer = resolve(path), resolve(directory)
+        if os.path.commonpath([inner, outer]) == outer:
+            return True
+    return False
+
+
+def _not_a_split(directory: str) -> str | None:
+    """Why ``directory`` is not what ``chunkwise split`` writes, or None if it is."""
+    from chunkwise.filesets import hash_in_name
+
+    # The manifest is the marker: split writes it into every directory it makes.
+    if not _is_manifest(os.path.join(directory, "manifest.json")):
+        return "was not made by 'chunkwise split' (it has no chunkwise manifest.json)"
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name == "manifest.json":
+            continue
+        if hash_in_name(name) is not None and os.path.isfile(path) and not os.path.islink(path):
+            continue
+        return f"holds {name!r}, which 'chunkwise split' does not write"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -305,11 +375,16 @@ def _is_manifest(path: str) -> bool:
 
 def _cmd_hash(args: argparse.Namespace) -> int:
     lines = []
+    hashes = []
     for path in args.chunks:
         if _is_manifest(path):
             continue  # so that `chunkwise hash DIR/*.json` works on a split directory
         (chunk,) = _chunks([_load(path)], path)
         lines.append(f"{chunk.hash}  {path}")
+        hashes.append((path, chunk.hash))
+    # Only once every file is read: a bad one later on still gets its one error line alone.
+    for path, digest in hashes:
+        _warn_name_mismatch(path, digest)
     print("\n".join(lines))
     return 0
 
@@ -470,7 +545,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    fileset = _load(args.fileset)
+    fileset = _load(args.fileset, check_name=True)
     chunks = _split(fileset, args, args.fileset)
     if args.executor == "iterative" and args.workers is not None:
         raise UsageError("--workers needs --executor futures or dask")
@@ -806,7 +881,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
     _add_split_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty output directory")
-    p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace DIR if an earlier split made it (and it holds nothing else)",
+    )
     p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser(

@@ -6,26 +6,51 @@ saves ``.json.gz``. All three, plus ``.yml``, load here into the plain ``dict`` 
 not a fileset, raises :class:`FilesetError` with a one-line message that names the file, the
 place in it and what to do.
 
+Some input that a JSON or YAML parser would take is refused, because in a fileset it can only be
+a mistake or an attack, and letting it through costs memory, time or files:
+
+* nesting deeper than :data:`MAX_DEPTH` (100) levels of mappings and lists. A real fileset is at
+  most about 6 deep (preprocessed: dataset, "files", path, "steps", step); without a bound a
+  deeply nested file ends in a RecursionError. JSON is checked by a scan of its brackets (outside
+  strings) before it is parsed, so a 100,000-deep document never reaches the recursive parser;
+* YAML aliases (``*name``, refused at the first one, before anything is built): a 526-byte file
+  of nested aliases (the "billion laughs") would otherwise expand to gigabytes;
+* a key that appears twice in one mapping: a dataset name twice at the top level, a file path
+  twice in a dataset's "files" (JSON and YAML parsers would silently keep only the last one).
+
+:func:`name_mismatch` tells whether a chunk file that ``chunkwise split`` named by its hash was
+edited afterwards, so that it is cached under another hash than its name.
+
 Nothing heavy is imported at module import time: ``yaml`` is imported only for YAML files.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
+import re
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 __all__ = [
     "FilesetError",
+    "MAX_DEPTH",
     "SUFFIXES",
     "check_fileset",
+    "hash_in_name",
     "load_fileset",
+    "name_mismatch",
 ]
 
 #: File name endings that :func:`load_fileset` understands.
 SUFFIXES = (".json", ".json.gz", ".yaml", ".yml", ".yaml.gz", ".yml.gz")
+
+#: How deeply mappings and lists may nest in a fileset file (the top-level mapping is level 1).
+#: A real fileset needs at most about 6 levels.
+MAX_DEPTH = 100
 
 
 class FilesetError(ValueError):
@@ -73,34 +98,219 @@ def _read_text(path: str, gzipped: bool) -> str:
         raise FilesetError(f"{path}: cannot read it ({err.strerror or err})") from None
 
 
-def _parse_json(path: str, text: str) -> Any:
+def _too_deep(path: str, where: str = "") -> FilesetError:
+    return FilesetError(
+        f"{path}: {where}nested deeper than {MAX_DEPTH} levels, the limit for filesets "
+        "(a real one needs about 6); fix the file"
+    )
+
+
+# The JSON depth scan works on bytes, where deleting and mapping characters runs at C speed.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
+_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def _json_too_deep(text: str) -> bool:
+    """Whether the brackets of JSON ``text``, outside strings, nest deeper than MAX_DEPTH.
+
+    Only the structure is looked at, never parsed: escapes are dropped first (so that ``\\"``
+    does not end a string), then everything but brackets and quotes, then the strings.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    data = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in data:  # strings with brackets in them (rare), or an unterminated one
+        data = _STRING.sub(b"", data).replace(b'"', b"")
+    brackets = data.translate(_TO_SQUARE)
+    if brackets.count(b"[") <= MAX_DEPTH:
+        return False
+    # Each pass drops every innermost pair, so a document MAX_DEPTH deep is empty after
+    # MAX_DEPTH passes; a pair still there after them has MAX_DEPTH levels inside it.
+    data = brackets
+    for _ in range(MAX_DEPTH):
+        shorter = data.replace(b"[]", b"")
+        if len(shorter) == len(data):
+            break
+        data = shorter
+    if not data:
+        return False
+    if b"[]" in data:
+        return True
+    # Unbalanced brackets: the JSON is malformed, but the parser would still recurse as deep as
+    # the openers go, so measure that exactly.
+    depth = accumulate(1 if c == 0x5B else -1 for c in brackets)
+    return max(depth) > MAX_DEPTH
+
+
+def _duplicate(path: str, where: str, root: Any, container: Any, key: Any) -> FilesetError:
+    """The error for ``key`` appearing twice in ``container``, which lies somewhere in ``root``."""
+    if container is root:
+        what = f"dataset {key!r} appears twice; merge its files into one entry"
+    else:
+        what = f"key {key!r} appears twice in one mapping; keep one"
+        if isinstance(root, Mapping):
+            for name, data in root.items():
+                if data is container:
+                    what = f"dataset {name!r}: {key!r} appears twice; keep one"
+                    break
+                if isinstance(data, Mapping) and data.get("files") is container:
+                    what = f"dataset {name!r}: file {key!r} appears twice; keep one entry"
+                    break
+    return FilesetError(f"{path}: {where}{what}")
+
+
+def _loads(path: str, text: str) -> Any:
+    """``json.loads``, but a key twice in one object raises FilesetError."""
+    duplicates: list[tuple[dict[str, Any], str]] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    duplicates.append((obj, key))
+                    break
+                seen.add(key)
+        return obj
+
     try:
-        return json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as err:
         raise FilesetError(
             f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
             "fix the file"
         ) from None
+    except RecursionError:  # the depth scan should have caught it; never a traceback
+        raise _too_deep(path) from None
+    if duplicates:
+        # Objects are built innermost first; report a repeated dataset before anything inside.
+        obj, key = next(((o, k) for o, k in duplicates if o is data), duplicates[0])
+        raise _duplicate(path, "", data, obj, key)
+    return data
 
 
-def _parse_yaml(path: str, text: str) -> Any:
+def _parse_json(path: str, text: str) -> Any:
+    if _json_too_deep(text):
+        raise _too_deep(path)
+    return _loads(path, text)
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+@functools.cache
+def _yaml_loader(c: bool = True) -> type:
+    """The YAML loader for filesets: safe, no aliases, bounded depth, no key twice.
+
+    Built on libyaml's parser (``yaml.CSafeLoader``) when ``c`` and PyYAML has it, else on
+    ``yaml.SafeLoader``. Either way the nodes are composed by PyYAML's Python composer, extended
+    here to refuse an alias event and too deep a collection before building anything.
+    """
+    import yaml
+    from yaml.composer import Composer
+    from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+    from yaml.nodes import MappingNode, ScalarNode
+
+    class Checks:
+        path = "fileset"
+        depth = 0
+        root: Any = None
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(AliasEvent):  # type: ignore[attr-defined]
+                event = self.peek_event()  # type: ignore[attr-defined]
+                raise FilesetError(
+                    f"{self.path}: {_at(event.start_mark)}YAML aliases (*{event.anchor}) are not "
+                    "supported in filesets; write the value out"
+                )
+            # libyaml's check_event compares classes with `is`: name both collection starts.
+            if not self.check_event(SequenceStartEvent, MappingStartEvent):  # type: ignore[attr-defined]
+                return super().compose_node(parent, index)  # type: ignore[misc]
+            if self.depth >= MAX_DEPTH:
+                raise _too_deep(self.path, _at(self.peek_event().start_mark))  # type: ignore[attr-defined]
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)  # type: ignore[misc]
+            finally:
+                self.depth -= 1
+
+        def construct_document(self, node: Any) -> Any:
+            self.root = node
+            return super().construct_document(node)  # type: ignore[misc]
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            mapping = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+            if len(mapping) != len(node.value):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node)  # type: ignore[attr-defined]
+                    if key in seen:
+                        raise self.duplicate(node, key, key_node)
+                    seen.add(key)
+            return mapping
+
+        def duplicate(self, node: Any, key: Any, key_node: Any) -> FilesetError:
+            where = _at(key_node.start_mark)
+            root = self.root
+            if node is root:
+                return _duplicate(self.path, where, root, root, key)
+            # What _duplicate looks through: each dataset's node, or {"files": node} if the
+            # mapping with the repeated key is that dataset's "files".
+            datasets: dict[str, Any] = {}
+            if isinstance(root, MappingNode):
+                for name_node, value in root.value:
+                    datasets[name_node.value] = value
+                    if isinstance(value, MappingNode):
+                        for k, v in value.value:
+                            if v is node and isinstance(k, ScalarNode) and k.value == "files":
+                                datasets[name_node.value] = {"files": node}
+            return _duplicate(self.path, where, datasets, node, key)
+
+    if c and hasattr(yaml, "CSafeLoader"):
+
+        class CFilesetLoader(Checks, Composer, yaml.CSafeLoader):
+            def __init__(self, stream: str) -> None:
+                yaml.CSafeLoader.__init__(self, stream)
+                Composer.__init__(self)
+
+        return CFilesetLoader
+
+    class FilesetLoader(Checks, yaml.SafeLoader):
+        pass
+
+    return FilesetLoader
+
+
+def _parse_yaml(path: str, text: str, c: bool = True) -> Any:
     import yaml
 
+    loader = _yaml_loader(c)(text)
+    loader.path = path
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or type(err).__name__
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise FilesetError(f"{path}: malformed YAML{where}: {problem}; fix the file") from None
+    except RecursionError:  # the depth bound should have caught it; never a traceback
+        raise _too_deep(path) from None
+    finally:
+        loader.dispose()
     # Keep only what JSON can hold, so that a YAML fileset and its chunk files written as JSON
     # hash the same (YAML would otherwise give dates, sets and non-string keys).
     try:
-        return json.loads(json.dumps(data, allow_nan=True))
+        text = json.dumps(data, allow_nan=True)
     except (TypeError, ValueError) as err:
         raise FilesetError(
             f"{path}: holds a value JSON cannot represent ({err}); quote it as a string"
         ) from None
+    return _loads(path, text)  # keys YAML tells apart but JSON does not (1 and "1") clash here
 
 
 def _type_name(value: Any) -> str:
@@ -235,3 +445,56 @@ def load_fileset(path: str | os.PathLike[str]) -> dict[str, Any]:
     text = _read_text(path, gzipped)
     data = _parse_json(path, text) if kind == "json" else _parse_yaml(path, text)
     return check_fileset(data, path)
+
+
+_HASH_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def hash_in_name(path: str | os.PathLike[str]) -> str | None:
+    """The hash in a chunk file's name, ``<64 lowercase hex>.json`` as ``chunkwise split``
+    writes it, or None for any other name.
+
+    Examples
+    --------
+    >>> hash_in_name("chunks/" + "ab" * 32 + ".json") == "ab" * 32
+    True
+    >>> hash_in_name("fileset.json") is None
+    True
+    """
+    stem, ext = os.path.splitext(os.path.basename(os.fspath(path)))
+    return stem if ext == ".json" and _HASH_NAME.fullmatch(stem) else None
+
+
+def name_mismatch(path: str | os.PathLike[str], digest: str) -> str | None:
+    """Say so if the chunk file ``path`` is named by a hash other than ``digest``, its content's.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A fileset file; only names ``<64 lowercase hex>.json`` (as ``chunkwise split`` writes
+        them) are checked.
+    digest : str
+        ``hash_fileset`` of the file's content: the key it is cached under.
+
+    Returns
+    -------
+    str or None
+        A one-line warning (without a prefix) if the file was edited after it was split, else
+        None.
+
+    Examples
+    --------
+    >>> name_mismatch("fileset.json", "00" * 32) is None
+    True
+    >>> name_mismatch("chunks/" + "ab" * 32 + ".json", "ab" * 32) is None
+    True
+    >>> name_mismatch("chunks/" + "ab" * 32 + ".json", "cd" * 32)  # doctest: +ELLIPSIS
+    'chunks/abab...abab.json was edited after split: its content hashes to cdcdcdcdcdcdcdcd…, ...'
+    """
+    named = hash_in_name(path)
+    if named is None or named == digest:
+        return None
+    return (
+        f"{os.fspath(path)} was edited after split: its content hashes to {digest[:16]}\u2026, "
+        "so it is cached under that hash, not its name"
+    )
