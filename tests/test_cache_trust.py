@@ -459,3 +459,73 @@ def test_cache_ls_verify_and_prune(fileset: dict[str, Any], tmp_path: Path) -> N
     assert pruned.returncode == 0 and "removed old" in pruned.stdout
     assert not (cache / "old").exists() and current.directory.is_dir()
     assert cli("prune", cache, "--keep", "nothing-like-it").returncode == 2
+
+
+# -- the tag's manifest -----------------------------------------------------------------------
+def test_an_explicit_tag_made_by_other_settings_is_refused_and_explained(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    """The row "--tag <old tag> after changing the binning": refused, never mixed."""
+    module = tmp_path / "binned_ana.py"
+
+    def write(bins: int) -> None:
+        module.write_text(
+            textwrap.dedent(
+                f"""
+                import hist
+                from coffea import processor
+
+                class Binned(processor.ProcessorABC):
+                    def __init__(self):
+                        self.bins = {bins}
+
+                    def process(self, events):
+                        h = hist.Hist.new.Reg(self.bins, 0, 100, name="MET").Double()
+                        return {{"MET": h.fill(events.MET.pt)}}
+
+                    def postprocess(self, accumulator):
+                        return accumulator
+                """
+            )
+        )
+
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(fileset))
+    cache = tmp_path / "cache"
+
+    def cli(*args: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chunkwise", *map(str, args)],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+
+    write(50)
+    first = cli("run", source, "--processor", "binned_ana:Binned", "--cache", cache,
+                "--no-progress")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    old_tag = Path(first.stderr.split("cache: ")[1].split()[0]).name
+    manifest = json.loads((cache / old_tag / "tag.json").read_text())
+    assert manifest["processor"] == "binned_ana.Binned"
+
+    write(20)  # the binning changed
+    refused = cli("run", source, "--processor", "binned_ana:Binned", "--cache", cache,
+                  "--tag", old_tag, "--no-progress")  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "was made by another processor or other settings" in refused.stderr
+    assert "--force-tag" in refused.stderr
+    assert len(list((cache / old_tag).glob("*.coffea"))) == 1  # nothing mixed in
+
+    explained = cli("cache", "explain", cache, old_tag, "--processor", "binned_ana:Binned")
+    assert explained.returncode == 1
+    assert "state 'bins' changed" in explained.stdout
+
+    fresh = cli("run", source, "--processor", "binned_ana:Binned", "--cache", cache,
+                "--no-progress")  # fmt: skip
+    assert fresh.returncode == 0  # its own, new tag
+    new_tag = Path(fresh.stderr.split("cache: ")[1].split()[0]).name
+    assert new_tag != old_tag
+    between = cli("cache", "explain", cache, old_tag, new_tag)
+    assert "state 'bins' changed" in between.stdout
+    same = cli("cache", "explain", cache, new_tag, "--processor", "binned_ana:Binned")
+    assert same.returncode == 0 and "nothing differs" in same.stdout

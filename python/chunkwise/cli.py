@@ -568,17 +568,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from chunkwise._coffea import ProcessorUnavailableError
     from chunkwise.cache import CacheError
     from chunkwise.runner import run
-    from chunkwise.tag import cache_tag
 
-    tag = args.tag
     if args.cache is not None:
         # The tag and the cache are checked before any executor starts or any work is done.
-        if tag is None:
-            from coffea import processor
+        from coffea import processor
 
-            tag = cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
-        _prepare_cache(args.cache, tag, key)
-        print(f"cache: {os.path.join(args.cache, tag) if tag else args.cache}", file=sys.stderr)
+        from chunkwise.runner import open_cache
+
+        try:
+            cache = open_cache(
+                args.cache,
+                args.tag,
+                key,
+                args.force_tag,
+                proc,
+                _make_runner(args, processor.IterativeExecutor()),
+            )
+            cache.prepare()
+        except ValueError as err:
+            raise UsageError(f"--tag: {err}") from None
+        except CacheError as err:
+            raise UsageError(str(err)) from None
+        print(f"cache: {cache.directory}", file=sys.stderr)
 
     closers: list[Callable[[], Any]] = []
     try:
@@ -589,8 +600,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 proc,
                 runner,
                 cache=args.cache,
-                cache_tag=tag,
+                cache_tag=args.tag,
                 cache_key=key,
+                force_tag=args.force_tag,
                 salvage=not args.no_salvage,
                 progress=not args.no_progress,
             )
@@ -643,18 +655,6 @@ def _cache_key(args: argparse.Namespace) -> bytes | None:
         return None
     try:
         return load_key(path)
-    except CacheError as err:
-        raise UsageError(str(err)) from None
-
-
-def _prepare_cache(root: str, tag: str, key: bytes | None) -> None:
-    """Create and check the cache before any work; problems are one line, exit 2."""
-    from chunkwise.cache import CacheError, ChunkCache
-
-    try:
-        ChunkCache(root, tag, key=key).prepare()
-    except ValueError as err:
-        raise UsageError(f"--tag: {err}") from None
     except CacheError as err:
         raise UsageError(str(err)) from None
 
@@ -800,6 +800,43 @@ def _cmd_cache_prune(args: argparse.Namespace) -> int:
             continue
         print(f"removed {t.tag} ({t.entries} entries, {_size(t.bytes)})")
     return status
+
+
+def _cmd_cache_explain(args: argparse.Namespace) -> int:
+    from chunkwise.cache import ChunkCache
+    from chunkwise.tag import explain, tag_manifest
+
+    def manifest_of(tag: str) -> dict[str, Any]:
+        try:
+            cache = ChunkCache(args.cache, tag)
+        except ValueError as err:
+            raise UsageError(f"tag: {err}") from None
+        found = _cache_call(cache.read_manifest)
+        if found is None:
+            raise UsageError(
+                f"{cache.directory}: no tag.json; it was not written by this chunkwise"
+            )
+        return found
+
+    old = manifest_of(args.old)
+    if args.new is not None:
+        new, name = manifest_of(args.new), args.new
+    elif args.processor is not None:
+        from coffea import processor
+
+        proc = _load_processor(args.processor)
+        new = tag_manifest(proc, _make_runner(args, processor.IterativeExecutor()))
+        name = f"the current {args.processor}"
+    else:
+        raise UsageError("compare with a second TAG, or with --processor MODULE:CLASS")
+    lines = explain(old, new)
+    if not lines:
+        print(f"{args.old} and {name}: nothing differs")
+        return EXIT_OK
+    print(f"from {args.old} to {name}:")
+    for line in lines:
+        print(f"  {line}")
+    return EXIT_INCOMPLETE
 
 
 def _cmd_cache_verify(args: argparse.Namespace) -> int:
@@ -957,6 +994,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tag", metavar="T", help="cache tag (default: derived from processor and Runner)"
     )
+    p.add_argument(
+        "--force-tag",
+        action="store_true",
+        help="write into --tag even if another processor or other settings made it",
+    )
     p.add_argument("--output", metavar="FILE", help="save the merged output (coffea.util.save)")
     p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
     p.add_argument("--no-salvage", action="store_true", help="do not re-run failed chunks")
@@ -1007,6 +1049,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_options(q)
     q.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     q.set_defaults(func=_cmd_cache_prune)
+    q = cache_sub.add_parser(
+        "explain",
+        help="say what differs between two tags (or a tag and the current processor)",
+    )
+    q.add_argument("cache", metavar="DIR")
+    q.add_argument("old", metavar="TAG")
+    q.add_argument("new", metavar="TAG2", nargs="?")
+    q.add_argument("--processor", metavar="MODULE:CLASS", help="compare with this processor")
+    _add_runner_options(q)
+    q.set_defaults(func=_cmd_cache_explain)
 
     return parser
 

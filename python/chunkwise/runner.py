@@ -35,12 +35,12 @@ from chunkwise._coffea import (
     reissue,
 )
 from chunkwise._coffea import error_text as _error_text
-from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
+from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
 from chunkwise.table import format_table
-from chunkwise.tag import cache_tag as _derive_cache_tag
+from chunkwise.tag import explain, tag_manifest, tag_of
 
-__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
+__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "open_cache", "run"]
 
 ChunkStatus = Literal["processed", "cached", "failed", "salvaged"]
 
@@ -582,6 +582,59 @@ class _Engine:
         return record
 
 
+def open_cache(
+    root: str | Path,
+    tag: str | None,
+    key: bytes | None,
+    force: bool,
+    processor_instance: Any,
+    runner: Any,
+) -> ChunkCache:
+    """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
+
+    The flat layout (``tag=""``) has no manifest. ``tag=None`` derives the tag from the
+    manifest (``chunkwise.tag.cache_tag``).
+
+    Returns
+    -------
+    ChunkCache
+
+    Raises
+    ------
+    CacheError
+        An explicit tag that another processor or other settings made, unless ``force``.
+    """
+    if tag == "":
+        return ChunkCache(root, "", key=key)
+    manifest = tag_manifest(processor_instance, runner)
+    cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
+    cache.check(create=True)
+    existing = cache.read_manifest()
+    if existing == manifest:
+        return cache
+    if tag is not None and not force:
+        if existing is not None:
+            why = "; ".join(explain(existing, manifest)[:3]) or "its manifest differs"
+            made = f"was made by another processor or other settings ({why})"
+        elif next(cache.hashes(), None) is not None:
+            made = "holds entries of unknown origin (no tag.json)"
+        else:
+            made = None
+        if made is not None:
+            raise CacheError(
+                f"cache tag {tag!r} {made}: writing into it would mix their outputs; use "
+                "another tag, or force_tag=True (--force-tag) if you know they agree"
+            )
+    try:
+        cache.write_manifest(manifest)
+    except OSError as err:
+        raise CacheError(
+            f"cache {str(cache.directory)!r} is not writable ({err.strerror or err}); "
+            "choose a directory you can write to"
+        ) from None
+    return cache
+
+
 def run(
     fileset: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     processor_instance: Any,
@@ -599,6 +652,7 @@ def run(
     in_flight: int | None = None,
     quiet: bool = True,
     cache_key: bytes | None = None,
+    force_tag: bool = False,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
@@ -634,9 +688,12 @@ def run(
     cache : str or os.PathLike, optional
         Cache directory (created user-only). ``None``: no cache, nothing is written.
     cache_tag : str, optional
-        Sub-directory of ``cache``. ``None`` derives it from the processor's class source and
-        the Runner settings that change the output (``chunkwise.tag.cache_tag``); ``""``
-        uses ``cache`` itself, the flat layout of coffea's split_fileset notebook.
+        Sub-directory of ``cache``. ``None`` derives it from everything that can change the
+        output: the processor's code and state, the Runner settings that matter and the
+        versions (``chunkwise.tag.cache_tag``). ``""`` uses ``cache`` itself, the flat layout
+        of coffea's split_fileset notebook. Each tag directory keeps a manifest of what went
+        into it (``tag.json``); an explicit tag whose manifest differs from this processor's
+        is refused (``force_tag``).
     salvage : bool, optional
         Keep the good files of a chunk that has a bad one, each cached on its own (default
         True). With ``False`` such a chunk is lost whole.
@@ -651,6 +708,9 @@ def run(
         The key of a cache shared by a group (read it with ``chunkwise.cache.load_key``):
         entries are authenticated with it before anything is unpickled. Without a key, the
         cache's directories must be yours and writable by no one else.
+    force_tag : bool, optional
+        Write into an explicit ``cache_tag`` even though its manifest says another processor
+        or other settings made it (default False: refused, since their outputs would mix).
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
@@ -709,12 +769,9 @@ def run(
     report = RunReport(notes=list(execution.notes))
     chunk_cache: ChunkCache | None = None
     if cache is not None:
-        tag = (
-            _derive_cache_tag(processor_instance, execution.runner)
-            if cache_tag is None
-            else cache_tag
+        chunk_cache = open_cache(
+            cache, cache_tag, cache_key, force_tag, processor_instance, execution.runner
         )
-        chunk_cache = ChunkCache(cache, tag, key=cache_key)
         removed = chunk_cache.prepare()  # before any work: CacheError says what is wrong
         if removed:
             report.notes.append(

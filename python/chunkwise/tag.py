@@ -37,6 +37,7 @@ __all__ = [
     "cache_tag",
     "explain",
     "tag_manifest",
+    "tag_of",
 ]
 
 # Runner fields that change what a processor returns for the same files. chunksize and
@@ -946,9 +947,14 @@ def cache_tag(processor: Any, runner: Any = None) -> str:
     >>> cache_tag(METProcessor(), runner)  # doctest: +SKIP
     'METProcessor-3f1c0a9b7d2e4f60'
     """
-    manifest = tag_manifest(processor, runner)
+    return tag_of(tag_manifest(processor, runner))
+
+
+def tag_of(manifest: Mapping[str, Any]) -> str:
+    """The tag that ``cache_tag`` gives for a manifest of ``tag_manifest``."""
     digest = hashlib.sha256(_canonical(manifest)).hexdigest()
-    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in type(processor).__name__)
+    short = str(manifest.get("processor", "")).rpartition(".")[2]
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in short)
     return f"{name or 'processor'}-{digest[:16]}"
 
 
