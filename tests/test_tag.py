@@ -514,13 +514,3 @@ def test_explain_names_each_difference() -> None:
         "state 'lumi' changed",
         f"runner chunksize {RUNNER.chunksize} -> 500",
     ]
-
-
-def test_a_typical_processor_is_tagged_quickly() -> None:
-    import time
-
-    proc = Holder(weights=np.random.default_rng(1).random((1000, 1000)), lumi={2018: 59.7})
-    cache_tag(proc, RUNNER)  # the first call also reads and compiles this module's file
-    start = time.perf_counter()
-    cache_tag(proc, RUNNER)
-    assert time.perf_counter() - start < 0.5  # ~10 ms; generous for a loaded machine
