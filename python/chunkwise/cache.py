@@ -164,7 +164,7 @@ class CacheEntry:
 
 @dataclass
 class SalvageRecord:
-    """The per-file chunks of a chunk that failed and was re-run file by file.
+    """The single-file parts of a chunk that had a bad file, each cached on its own.
 
     Attributes
     ----------

@@ -938,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show, per dataset, how much of a fileset is in the cache (runs nothing)",
         description=(
             "Split FILESET as 'run' would and look each chunk up in the cache: print, per "
-            "dataset, the chunks cached, salvaged (re-run file by file), missing and corrupt, "
+            "dataset, the chunks cached, salvaged (kept file by file), missing and corrupt, "
             "and the fraction of files done. Exit status 0 when everything is done, 1 if not."
         ),
     )
@@ -963,9 +963,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a processor over a fileset, chunk by chunk, with a cache and salvage",
         description=(
-            "Split FILESET, run each chunk with chunkwise.run (cache, salvage of failed chunks "
-            "file by file), print the per-dataset summary and save the merged output. Exit "
-            "status 0 when every file is in the result, 1 when something is missing."
+            "Split FILESET, run it with chunkwise.run (every file a task on the executor; a "
+            "cache; a chunk with a bad file keeps its good files), print the per-dataset "
+            "summary and save the merged output. Exit status 0 when every file is in the "
+            "result, 1 when something is missing, 2 for bad input, 3 when the cache could not "
+            "be written, 4 when the processor raised a bug."
         ),
     )
     p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
@@ -1001,7 +1003,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", metavar="FILE", help="save the merged output (coffea.util.save)")
     p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
-    p.add_argument("--no-salvage", action="store_true", help="do not re-run failed chunks")
+    p.add_argument(
+        "--no-salvage", action="store_true", help="lose a chunk with a bad file whole"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_cmd_run)
 

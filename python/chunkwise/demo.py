@@ -157,7 +157,8 @@ def _demo(directory: Path, say: Any) -> int:
 
     say()
     say("2. First run: chunkwise.run(fileset, METProcessor(), runner, percentage=20,")
-    say("   cache=..., salvage=True). A chunk that fails is re-run file by file.")
+    say("   cache=..., salvage=True). Every file is its own task; a chunk with a bad")
+    say("   file keeps its good files, each cached on its own (salvage).")
     t0 = time.perf_counter()
     first = run(fileset, METProcessor(), runner, progress=progress, **options)
     t_first = time.perf_counter() - t0
@@ -168,8 +169,8 @@ def _demo(directory: Path, say: Any) -> int:
         if record.status == "salvaged":
             ok = sum(part.status != "failed" for part in record.parts)
             say(
-                f"   Chunk {i} failed as a whole, so it was re-run file by file: "
-                f"{ok} of {len(record.parts)} files saved instead of none."
+                f"   Chunk {i} had a bad file, so it was salvaged: its {ok} good files of "
+                f"{len(record.parts)} were kept, each cached on its own, instead of none."
             )
     say(
         f"   {first.n_processed} computed (a salvaged chunk counts each file), "

@@ -64,8 +64,8 @@ class ChunkRecord:
         The chunk itself.
     status : {"processed", "cached", "failed", "salvaged"}
         ``processed``: computed in this call; ``cached``: loaded from the cache; ``failed``:
-        none of its output is in the result; ``salvaged``: the chunk failed as a whole and was
-        re-run file by file (see ``parts``).
+        none of its output is in the result; ``salvaged``: the chunk had a bad file, and its
+        files were kept one by one, each cached on its own (see ``parts``).
     exception : BaseException or None
         Why the chunk failed (for ``failed`` and ``salvaged``).
     seconds : float
