@@ -3,8 +3,9 @@
 ``split_fileset`` and ``hash_fileset`` are drop-in replacements for
 ``coffea.dataset_tools.split_fileset`` and ``hash_fileset``: the same results, digests and
 exceptions, computed in Rust. ``run`` processes the chunks with a coffea Runner, caches each
-chunk's output under its hash, keeps the good files of a chunk with a bad one and reports what fraction of
-each dataset made it into the result; ``status`` says how much of a fileset is in the cache.
+chunk's output under its hash, keeps the good files of a chunk with a bad one, and reports
+what fraction of each dataset made it into the result; ``status`` says how much of a fileset
+is in the cache.
 
 Importing chunkwise does not import coffea; ``run`` and ``RunReport`` load it on first use.
 """

@@ -1003,9 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", metavar="FILE", help="save the merged output (coffea.util.save)")
     p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
-    p.add_argument(
-        "--no-salvage", action="store_true", help="lose a chunk with a bad file whole"
-    )
+    p.add_argument("--no-salvage", action="store_true", help="lose a chunk with a bad file whole")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_cmd_run)
 
