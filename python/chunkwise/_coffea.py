@@ -641,6 +641,8 @@ class Backend:
     """One pool or client for a whole run: submit units, wait for any, cancel, close."""
 
     workers: int = 1
+    #: Units run inside ``submit`` (this process): open one chunk at a time.
+    runs_at_submit: bool = False
 
     def queue_target(self) -> int:
         """How many units to keep submitted: enough that no worker waits for the next one
@@ -653,6 +655,10 @@ class Backend:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
+
+    def submit_many(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
+        """``[submit(fn, *a) for a in args]``, in one go where the backend can batch."""
+        return [self.submit(fn, *a) for a in args]
 
     def wait_any(self, futures: Iterable[Any]) -> set[Any]:
         """Block until at least one of ``futures`` is done; return the done ones."""
@@ -683,6 +689,7 @@ class _InProcessBackend(Backend):
     """Units run when submitted, so one chunk at a time: each is cached before the next."""
 
     workers = 1
+    runs_at_submit = True
 
     def queue_target(self) -> int:
         return 1
@@ -754,6 +761,11 @@ class _DaskBackend(Backend):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False, priority=self.priority)
+
+    def submit_many(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
+        # One message to the scheduler for a chunk's files, not one per file.
+        columns = [list(column) for column in zip(*args, strict=True)] if args else []
+        return list(self.client.map(fn, *columns, pure=False, priority=self.priority))
 
     def wait_any(self, futures: Iterable[Any]) -> set[Any]:
         done, _ = self._distributed.wait(list(futures), return_when="FIRST_COMPLETED")

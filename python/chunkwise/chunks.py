@@ -51,6 +51,12 @@ class Chunk:
             return [self]
         return _build(_core.split_fileset(self.fileset, strategy="by_dataset", files_per_chunk=1))
 
+    @property
+    def only_file(self) -> tuple[str, str | None]:
+        """``(path, treename)`` of a single-file chunk (a part)."""
+        ((path, treename),) = next(iter(self.files.values())).items()
+        return path, treename
+
     @functools.cached_property
     def part_files(self) -> dict[str, tuple[str, str]]:
         """``{part hash: (dataset, path)}`` of the chunk's single-file parts."""

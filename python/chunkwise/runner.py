@@ -361,10 +361,13 @@ class _Engine:
             n_open, next_index = 0, 0
             try:
                 while next_index < len(chunks) or futures:
+                    # Open chunks until the queue is full, then submit all their files at once
+                    # (one message to a dask scheduler, not one per file).
+                    batch: list[tuple[_Open, Chunk]] = []
                     while (
                         next_index < len(chunks)
                         and n_open < max_open
-                        and len(futures) < queue_target
+                        and len(futures) + len(batch) < queue_target
                     ):
                         opened = self._open(next_index, chunks[next_index])
                         next_index += 1
@@ -372,17 +375,16 @@ class _Engine:
                             continue  # done from the cache
                         state, todo = opened
                         n_open += 1
-                        for part in todo:
-                            ((path, treename),) = next(iter(part.files.values())).items()
-                            future = backend.submit(
-                                process_unit,
-                                blob,
-                                self.plan.settings,
-                                part.runner_fileset,
-                                path,
-                                treename,
-                            )
-                            futures[future] = (state, part)
+                        batch += [(state, part) for part in todo]
+                        if backend.runs_at_submit:
+                            break  # run it (and cache it) before opening the next
+                    if batch:
+                        args = [
+                            (blob, self.plan.settings, part.runner_fileset, *part.only_file)
+                            for _, part in batch
+                        ]
+                        submitted = backend.submit_many(process_unit, args)
+                        futures.update(zip(submitted, batch, strict=True))
                     if not futures:
                         continue
                     for future in backend.wait_any(futures):
