@@ -449,7 +449,7 @@ def test_demo_runs_salvages_caches_and_draws(tmp_path: Path):
     assert "DYJets: 6 files, broken on purpose: DYJets_missing.root" in text
     assert "TTbar: 5 files, broken on purpose: TTbar_truncated.root" in text
     # 2. per-chunk outcome: the mixed chunk with the missing file was salvaged file by file
-    assert "salvaged" in text and "2 of 3 files saved" in text
+    assert "salvaged" in text and "its 2 good files of 3 were kept" in text
     # 3. per-dataset completeness
     assert "83.3%" in text and "80.0%" in text and "INCOMPLETE" in text
     # 4. the second run computes nothing and gives the same histogram

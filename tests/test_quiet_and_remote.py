@@ -192,7 +192,7 @@ def test_quiet_in_every_process(kind: str, files: dict[str, Any]) -> None:
 
 
 # -- 2. quiet=False brings the detail back ----------------------------------------------------
-def test_quiet_false_shows_retries_and_logs_tracebacks(
+def test_quiet_false_logs_tracebacks(
     files: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = files["bad"][0]
@@ -203,10 +203,15 @@ def test_quiet_false_shows_retries_and_logs_tracebacks(
         skipbadfiles=True,
     )
     caplog.set_level(logging.WARNING, logger="chunkwise")
-    with pytest.warns(UserWarning, match="Performed attempt"):
+    # chunkwise's own retries replace the executor's (a missing file is not retried at all),
+    # so coffea's "Performed attempt" warnings never come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "Missing cross-reference", RuntimeWarning)
         report = chunkwise.run(
             fileset, METProcessor(), runner, files_per_chunk=1, quiet=False, progress=False
         )
+    assert report.retries == {}
     assert set(report.bad_files["A"]) == {missing}
     records = [r for r in caplog.records if r.name == "chunkwise"]
     about_missing = [r for r in records if missing in r.getMessage()]
@@ -618,7 +623,7 @@ def test_a_helper_module_missing_on_the_worker_fails_before_any_work(
     assert helper in message
     assert "importable" in message and "upload_file" in message  # says what to do
     # nothing was processed: no cache entry of any kind
-    written = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+    written = [p for p in cache.rglob("*") if p.is_file() and p.name != "tag.json"]
     assert written == []
 
 

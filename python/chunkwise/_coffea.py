@@ -44,13 +44,16 @@ __all__ = [
     "Outcome",
     "Plan",
     "ProcessorUnavailableError",
+    "RetryPolicy",
     "WorkerError",
     "add_note",
     "capture",
+    "default_bad_file_errors",
     "default_runner",
     "dumps_processor",
     "error_text",
     "is_allowed",
+    "is_transient",
     "dumps_output",
     "load_output",
     "merge",
@@ -87,8 +90,9 @@ def default_runner() -> Any:
     Returns
     -------
     coffea.processor.Runner
-        ``IterativeExecutor``, ``NanoAODSchema``, ``skipbadfiles=True`` (``OSError`` is a bad
-        file) and ``use_result_type=True``.
+        ``IterativeExecutor``, ``NanoAODSchema``, ``skipbadfiles=DEFAULT_BAD_FILE_ERRORS``
+        (``OSError``, and ``uproot.KeyInFileError``: a file without the tree) and
+        ``use_result_type=True``.
     """
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
@@ -96,9 +100,18 @@ def default_runner() -> Any:
     return processor.Runner(
         executor=processor.IterativeExecutor(status=False),
         schema=NanoAODSchema,
-        skipbadfiles=True,
+        skipbadfiles=default_bad_file_errors(),
         use_result_type=True,
     )
+
+
+def default_bad_file_errors() -> tuple[type[BaseException], ...]:
+    """The errors that make a bad file by default: ``OSError`` (missing, unreadable or
+    truncated files, network failures) and ``uproot.KeyInFileError`` (no such tree; coffea's
+    ``UprootMissTreeError`` is one), as the seed notebook suggests."""
+    import uproot
+
+    return (OSError, uproot.exceptions.KeyInFileError)
 
 
 def allowed_exceptions(runner: Any) -> tuple[type[BaseException], ...]:
@@ -228,13 +241,14 @@ def plan(runner: Any) -> Plan:
         for f in dataclasses.fields(runner)
         if f.name not in _NOT_SHIPPED
     }
-    # The worker's in-process executor retries as often as the caller's executor would.
-    settings["retries"] = int(getattr(executor, "retries", 0) or 0)
+    # chunkwise retries transient errors itself, with backoff and replicas (RetryPolicy);
+    # coffea's own retries would try every error again, at once, permanent ones too.
+    settings["retries"] = 0
     if not runner.skipbadfiles:
-        settings["skipbadfiles"] = True
+        settings["skipbadfiles"] = default_bad_file_errors()
         notes.append(
-            "the Runner has skipbadfiles=False; chunkwise treats OSError as a bad file "
-            "(skipbadfiles=True), so that one broken file does not end the run"
+            "the Runner has skipbadfiles=False; chunkwise treats OSError and KeyInFileError as "
+            "bad files, so that one broken file does not end the run"
         )
     settings["use_result_type"] = True
     if runner.maxchunks is not None:
@@ -455,6 +469,12 @@ class Outcome:
         Time spent on the unit.
     warnings : list of CaughtWarning
         Warnings raised while it ran.
+    transient : bool
+        For ``bad``: the error may go away on a retry (a refused connection, a timeout).
+    retries : int
+        How many times the file was tried again (over all its replicas).
+    served : str or None
+        The replica's path that gave the output, when it is not the file's own path.
     """
 
     kind: OutcomeKind
@@ -466,6 +486,9 @@ class Outcome:
     seconds: float = 0.0
     warnings: list[CaughtWarning] = field(default_factory=list)
     causes: list[BaseException] = field(default_factory=list)
+    transient: bool = False
+    retries: int = 0
+    served: str | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -498,7 +521,67 @@ def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
         error=error_text(exc),
         traceback=text,
         causes=chain,
+        transient=kind == "bad" and is_transient(exc),
     )
+
+
+# Words of errors that another try will not fix, and of errors it may fix, as uproot, fsspec
+# and the XRootD client word them ("[3011]" is XRootD's kXR_NotFound, "[3010]" kXR_NotAuthorized).
+_PERMANENT_WORDS = (
+    "[3011]",
+    "[3010]",
+    "no such file",
+    "not found",
+    "permission denied",
+    "not authorized",
+    "invalid address",
+    "is a directory",
+)
+_TRANSIENT_WORDS = (
+    "connection error",
+    "connection refused",
+    "connection reset",
+    "operation expired",
+    "timed out",
+    "timeout",
+    "socket error",
+    "broken pipe",
+    "temporarily unavailable",
+    "[3012]",  # kXR_ServerError
+    "[3024]",  # kXR_Overloaded
+    "[3007]",  # kXR_IOError
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a bad file's error may go away if the file is tried again.
+
+    Connection refused or reset, timeouts and server-side errors are transient; a file that
+    does not exist, is not readable, has no such tree or is corrupt is not. The whole chain
+    (``__cause__`` and ``__context__``) is read, innermost first.
+    """
+    import uproot
+
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for error in reversed(chain):
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return False
+        if isinstance(error, uproot.exceptions.KeyInFileError):
+            return False
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+        text = str(error).lower()
+        if any(word in text for word in _PERMANENT_WORDS):
+            return False
+        if any(word in text for word in _TRANSIENT_WORDS):
+            return True
+    return False
 
 
 def _probe(runner: Any, path: str, treename: str | None) -> tuple[int | None, BaseException | None]:
@@ -557,9 +640,127 @@ def _run_unit(
     return Outcome("ok", payload=dumps_output(wrapped["out"]), events=events)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a bad file is tried again before it is called bad.
+
+    Attributes
+    ----------
+    retries : int
+        Tries after the first, for transient errors only, on each of the file's paths.
+    delay : float
+        Seconds before the first retry; each next one waits twice as long, times a random
+        factor between 0.75 and 1.25 (jitter, so that many workers do not retry in step).
+    replicas : tuple of (prefix, tuple of alternatives)
+        A file whose path starts with a prefix is tried, after its own path, at each
+        alternative prefix in turn.
+    """
+
+    retries: int = 3
+    delay: float = 1.0
+    replicas: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def paths(self, path: str) -> list[str]:
+        """The file's own path, then its replicas' paths, in order."""
+        out = [path]
+        for prefix, alternatives in self.replicas:
+            if path.startswith(prefix):
+                out += [alt + path[len(prefix) :] for alt in alternatives]
+        return out
+
+
+def _moved(fileset: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+    """The single-file ``fileset`` with its file at ``new`` instead of ``old``."""
+    ((dataset, spec),) = fileset.items()
+    files = spec["files"]
+    if isinstance(files, Mapping):
+        moved: Any = {new if p == old else p: t for p, t in files.items()}
+    else:
+        moved = [new if p == old else p for p in files]
+    return {dataset: {**spec, "files": moved}}
+
+
+_XRD_LOCK = threading.Lock()
+_xrd_depth = 0
+_xrd_saved: list[tuple[str, int]] = []
+# A file on a server that does not answer should fail in seconds, so that chunkwise's own
+# retries (with backoff) and replicas take over; the XRootD client's default is to keep trying
+# to connect for 120 s. The user's XRD_* environment variables win.
+_XRD_SETTINGS = (
+    ("ConnectionWindow", "XRD_CONNECTIONWINDOW", 5),
+    ("ConnectionRetry", "XRD_CONNECTIONRETRY", 1),
+)
+
+
+@contextlib.contextmanager
+def _xrootd_fails_fast(paths: list[str]) -> Iterator[None]:
+    """Shorten the XRootD client's own connection retries inside the block (and restore them
+    when the last block in this process ends)."""
+    global _xrd_depth, _xrd_saved
+    if not any(p.startswith(("root://", "roots://")) for p in paths):
+        yield
+        return
+    try:
+        from XRootD.client import EnvGetInt, EnvPutInt
+    except ImportError:  # no XRootD client: uproot will say so for the file
+        yield
+        return
+    with _XRD_LOCK:
+        if _xrd_depth == 0:
+            _xrd_saved = []
+            for name, variable, value in _XRD_SETTINGS:
+                if variable not in os.environ:
+                    _xrd_saved.append((name, EnvGetInt(name)))
+                    EnvPutInt(name, value)
+        _xrd_depth += 1
+    try:
+        yield
+    finally:
+        with _XRD_LOCK:
+            _xrd_depth -= 1
+            if _xrd_depth == 0:
+                for name, value in _xrd_saved:
+                    EnvPutInt(name, value)
+
+
+def _run_with_retries(
+    settings: Mapping[str, Any],
+    policy: RetryPolicy,
+    processor_blob: bytes,
+    fileset: Mapping[str, Any],
+    path: str,
+    treename: str | None,
+) -> Outcome:
+    import random
+
+    retries = 0
+    outcome = Outcome("bad")
+    paths = policy.paths(path)
+    with _xrootd_fails_fast(paths):
+        for candidate in paths:
+            unit = fileset if candidate == path else _moved(fileset, path, candidate)
+            for attempt in range(policy.retries + 1):
+                if attempt:
+                    retries += 1
+                    pause = policy.delay * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)
+                    time.sleep(pause)
+                outcome = _run_unit(settings, processor_blob, unit, candidate, treename)
+                if outcome.kind != "bad":
+                    outcome.retries = retries
+                    outcome.served = None if candidate == path else candidate
+                    return outcome
+                if not outcome.transient:
+                    break
+    outcome.retries = retries
+    if len(paths) > 1:
+        outcome.error = f"{outcome.error} (and on its {len(paths) - 1} replicas)"
+    return outcome
+
+
 def process_unit(
     processor_blob: bytes,
     settings: Mapping[str, Any],
+    policy: RetryPolicy,
     fileset: Mapping[str, Any],
     path: str,
     treename: str | None,
@@ -572,6 +773,8 @@ def process_unit(
         :func:`dumps_processor` of the processor.
     settings : dict
         :attr:`Plan.settings`.
+    policy : RetryPolicy
+        Retries and replicas for a bad file.
     fileset : dict
         The unit in the form coffea's Runner reads (one dataset, one file).
     path, treename : str
@@ -583,7 +786,7 @@ def process_unit(
     """
     start = time.perf_counter()
     with capture() as caught:
-        outcome = _run_unit(settings, processor_blob, fileset, path, treename)
+        outcome = _run_with_retries(settings, policy, processor_blob, fileset, path, treename)
     outcome.warnings = _portable(caught)
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -59,6 +59,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
 def _percentage(text: str) -> int:
     value = _positive_int(text)
     if value > 100 or 100 % value:
@@ -487,9 +497,45 @@ def _make_runner(args: argparse.Namespace, executor: Any) -> Any:
         executor=executor,
         schema=_schema(args.schema),
         chunksize=args.chunksize,
-        skipbadfiles=True,
+        skipbadfiles=_bad_file_errors(getattr(args, "bad_file_errors", None)),
         use_result_type=True,
     )
+
+
+def _bad_file_errors(names: str | None) -> tuple[type[BaseException], ...]:
+    """The exception classes named in --bad-file-errors (builtins or uproot.exceptions)."""
+    import builtins
+
+    import uproot
+
+    from chunkwise._coffea import default_bad_file_errors
+
+    if names is None:
+        return default_bad_file_errors()
+    classes = []
+    for name in (n.strip() for n in names.split(",")):
+        found = getattr(builtins, name, None) or getattr(uproot.exceptions, name, None)
+        if not (isinstance(found, type) and issubclass(found, BaseException)):
+            raise UsageError(
+                f"--bad-file-errors: {name!r} is not an exception of Python or "
+                "uproot.exceptions; e.g. --bad-file-errors OSError,KeyInFileError"
+            )
+        classes.append(found)
+    return tuple(classes)
+
+
+def _replicas(specs: list[str] | None) -> dict[str, list[str]]:
+    """--replica PREFIX=ALTERNATIVE, repeatable, alternatives in the order given."""
+    table: dict[str, list[str]] = {}
+    for spec in specs or ():
+        prefix, sep, alternative = spec.partition("=")
+        if not sep or not prefix or not alternative:
+            raise UsageError(
+                f"--replica {spec!r}: write it as PREFIX=ALTERNATIVE, e.g. "
+                "--replica root://siteA//store/=root://siteB//store/"
+            )
+        table.setdefault(prefix, []).append(alternative)
+    return table
 
 
 # ----------------------------------------------------------------------------- status
@@ -564,6 +610,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
 
     key = _cache_key(args)
+    replicas = _replicas(args.replica)
+    _bad_file_errors(args.bad_file_errors)  # a bad name is a usage error before any work
     proc = _load_processor(args.processor)
     from chunkwise._coffea import ProcessorUnavailableError
     from chunkwise.cache import CacheError
@@ -603,6 +651,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 cache_tag=args.tag,
                 cache_key=key,
                 force_tag=args.force_tag,
+                retries=args.retries,
+                replicas=replicas,
                 salvage=not args.no_salvage,
                 progress=not args.no_progress,
             )
@@ -1005,6 +1055,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
     p.add_argument("--no-salvage", action="store_true", help="lose a chunk with a bad file whole")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    files = p.add_argument_group("bad files, retries and replicas")
+    files.add_argument(
+        "--retries",
+        type=_whole_number,
+        default=3,
+        metavar="N",
+        help="tries after the first for transient errors (refused, timed out), with "
+        "backoff from 1 s (default 3); permanent errors are not retried",
+    )
+    files.add_argument(
+        "--replica",
+        action="append",
+        metavar="PREFIX=ALT",
+        help="try a file whose path starts with PREFIX at ALT instead when it fails "
+        "(repeatable; alternatives are tried in order)",
+    )
+    files.add_argument(
+        "--bad-file-errors",
+        metavar="NAMES",
+        help="exceptions that make a file bad rather than end the run "
+        "(default OSError,KeyInFileError)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from chunkwise._coffea import (
     Outcome,
     Plan,
+    RetryPolicy,
     add_note,
     default_runner,
     dumps_processor,
@@ -119,6 +120,10 @@ class RunReport:
     cache_problem : str or None
         Why the cache could not be written during the run (a full disk, say), with how many
         entries were saved; ``None`` when every write succeeded.
+    retries : dict
+        ``{dataset: {path: retries}}`` for the files tried again in this call.
+    replicas : dict
+        ``{dataset: {path: replica path}}`` for the files that a replica served.
     """
 
     output: Any = None
@@ -133,6 +138,8 @@ class RunReport:
     cache: ChunkCache | None = None
     notes: list[str] = field(default_factory=list)
     cache_problem: str | None = None
+    retries: dict[str, dict[str, int]] = field(default_factory=dict)
+    replicas: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -336,8 +343,12 @@ class _Engine:
         in_flight: int | None,
         quiet: bool,
         bar: _Progress,
+        policy: RetryPolicy,
     ) -> None:
         self.plan = plan
+        self.policy = policy
+        self.retries: dict[str, dict[str, int]] = {}
+        self.replicas: dict[str, dict[str, str]] = {}
         self.blob = dumps_processor(processor_instance)
         self.cache = cache
         self.salvage = salvage
@@ -380,7 +391,13 @@ class _Engine:
                             break  # run it (and cache it) before opening the next
                     if batch:
                         args = [
-                            (blob, self.plan.settings, part.runner_fileset, *part.only_file)
+                            (
+                                blob,
+                                self.plan.settings,
+                                self.policy,
+                                part.runner_fileset,
+                                *part.only_file,
+                            )
                             for _, part in batch
                         ]
                         submitted = backend.submit_many(process_unit, args)
@@ -424,10 +441,14 @@ class _Engine:
         state.waiting -= 1
         state.outcomes[part.hash] = outcome
         reissue(outcome.warnings, self.shown, self.quiet)
-        if outcome.kind == "ok":
-            return
         ((dataset, paths),) = part.files.items()
         (path,) = paths
+        if outcome.retries:
+            self.retries.setdefault(dataset, {})[path] = outcome.retries
+        if outcome.served is not None:
+            self.replicas.setdefault(dataset, {})[path] = outcome.served
+        if outcome.kind == "ok":
+            return
         if outcome.kind == "bad":
             if not self.quiet:
                 _log.warning(
@@ -584,6 +605,29 @@ class _Engine:
         return record
 
 
+def _retry_policy(
+    retries: int, delay: float, replicas: Mapping[str, str | Sequence[str]] | None
+) -> RetryPolicy:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a whole number of at least 0, got {retries!r}")
+    if not isinstance(delay, (int, float)) or delay < 0:
+        raise ValueError(f"retry_delay must be a number of seconds >= 0, got {delay!r}")
+    table = []
+    for prefix, alternatives in (replicas or {}).items():
+        alts = (alternatives,) if isinstance(alternatives, str) else tuple(alternatives)
+        if (
+            not isinstance(prefix, str)
+            or not prefix
+            or not all(isinstance(a, str) and a for a in alts)
+        ):
+            raise ValueError(
+                "replicas must map path prefixes to alternative prefixes (strings), got "
+                f"{prefix!r}: {alternatives!r}"
+            )
+        table.append((prefix, alts))
+    return RetryPolicy(retries, float(delay), tuple(table))
+
+
 def open_cache(
     root: str | Path,
     tag: str | None,
@@ -655,6 +699,9 @@ def run(
     quiet: bool = True,
     cache_key: bytes | None = None,
     force_tag: bool = False,
+    retries: int = 3,
+    retry_delay: float = 1.0,
+    replicas: Mapping[str, str | Sequence[str]] | None = None,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
@@ -713,6 +760,20 @@ def run(
     force_tag : bool, optional
         Write into an explicit ``cache_tag`` even though its manifest says another processor
         or other settings made it (default False: refused, since their outputs would mix).
+    retries : int, optional
+        How many times a file whose error is transient (a refused or reset connection, a
+        timeout, a server-side error) is tried again, with exponential backoff from
+        ``retry_delay`` seconds and jitter (default 3, from 1 s). Permanent errors (no such
+        file, permission denied, no such tree, a corrupt file) are not retried. They replace
+        the executor's own ``retries``, which would try every error again at once.
+    retry_delay : float, optional
+        Seconds before the first retry; each next one waits twice as long (default 1.0).
+    replicas : dict, optional
+        ``{path prefix: alternative prefix or list of them}``: a file whose path starts with a
+        prefix is tried at each alternative in turn (each with the retries) before it is
+        called bad, e.g. ``{"root://siteA//store/": ["root://siteB//store/"]}``. Cache keys,
+        ``bad_files`` and completeness stay on the path written in the fileset;
+        ``report.replicas`` says which replica served a file.
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
@@ -759,6 +820,7 @@ def run(
     """
     if in_flight is not None and (not isinstance(in_flight, int) or in_flight < 1):
         raise ValueError(f"in_flight must be a whole number of at least 1, got {in_flight!r}")
+    policy = _retry_policy(retries, retry_delay, replicas)
     chunks = make_chunks(
         fileset,
         strategy=strategy,
@@ -785,7 +847,9 @@ def run(
         _add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
 
     with _Progress(len(chunks), progress) as bar:
-        engine = _Engine(execution, processor_instance, chunk_cache, salvage, in_flight, quiet, bar)
+        engine = _Engine(
+            execution, processor_instance, chunk_cache, salvage, in_flight, quiet, bar, policy
+        )
         try:
             try:
                 engine.run(chunks)
@@ -802,6 +866,8 @@ def run(
             raise
 
     report.output = engine.total
+    report.retries = engine.retries
+    report.replicas = engine.replicas
     report.cache_problem = engine.writer.problem()
     if report.cache_problem is not None:
         report.notes.append(report.cache_problem)
