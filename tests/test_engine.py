@@ -12,6 +12,7 @@ import concurrent.futures
 import itertools
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,110 @@ def test_a_processor_returning_none_is_a_bug(
         chunkwise.run(
             fileset_of(files[:2]), ReturnsNone(), runner_for(name, request), progress=False
         )
+
+
+# -- retries and replicas (local files; tests/test_xrootd.py has them over a real server) ----------
+class FlakyProcessor(SpanProcessor):
+    """Raises ConnectionResetError the first time it sees each file (a marker file remembers),
+    as a dropped connection would; fine after that."""
+
+    def __init__(self, marks: str) -> None:
+        super().__init__()
+        self.marks = marks
+
+    def process(self, events: Any) -> Any:
+        mark = os.path.join(self.marks, os.path.basename(events.metadata["filename"]))
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            raise ConnectionResetError("connection reset by peer")
+        return super().process(events)
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not(
+    files: list[str], tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    missing = tmp_path / "missing.root"
+    report = chunkwise.run(
+        fileset_of(files[:2], missing),
+        FlakyProcessor(str(marks)),
+        files_per_chunk=1,
+        retry_delay=0.01,
+        progress=False,
+    )
+    assert report.retries == {"D": dict.fromkeys(files[:2], 1)}  # not the missing file
+    assert set(report.bad_files["D"]) == {str(missing)}
+    assert report.output["events"] == 2 * 50
+
+    for path in marks.iterdir():
+        path.unlink()
+    no_retries = chunkwise.run(
+        fileset_of(files[:2]), FlakyProcessor(str(marks)), retries=0, progress=False
+    )
+    assert no_retries.retries == {} and len(no_retries.bad_files["D"]) == 2
+    assert all("ConnectionResetError" in e for e in no_retries.bad_files["D"].values())
+
+
+def test_a_replica_serves_a_file_and_the_cache_keeps_the_logical_path(
+    files: list[str], tmp_path: Path
+) -> None:
+    site_a, site_b = tmp_path / "siteA", tmp_path / "siteB"
+    site_a.mkdir()
+    site_b.mkdir()
+    for path in files[:3]:
+        shutil.copy(path, site_b)
+    logical = [str(site_a / os.path.basename(p)) for p in files[:3]]
+    fileset = fileset_of(logical)
+    cache = tmp_path / "cache"
+    report = chunkwise.run(
+        fileset,
+        SpanProcessor(),
+        files_per_chunk=1,
+        replicas={f"{site_a}/": f"{site_b}/"},
+        cache=cache,
+        progress=False,
+    )
+    assert report.complete and report.output["events"] == 3 * 50
+    assert report.replicas == {"D": {p: p.replace("siteA", "siteB") for p in logical}}
+    keys = {chunkwise.hash_fileset(c) for c in chunkwise.split_fileset(fileset, files_per_chunk=1)}
+    assert set(report.cache.hashes()) == keys  # keyed by the paths written in the fileset
+
+    # every replica fails: bad, under its own path, with a word on the replicas
+    os.remove(site_b / os.path.basename(files[0]))
+    again = chunkwise.run(
+        fileset_of(logical[:1]), SpanProcessor(), replicas={f"{site_a}/": [f"{site_b}/"]},
+        progress=False,
+    )  # fmt: skip
+    (error,) = again.bad_files["D"].values()
+    assert list(again.bad_files["D"]) == logical[:1]
+    assert "FileNotFoundError" in error and "and on its 1 replicas" in error
+
+    with pytest.raises(ValueError, match="replicas must map"):
+        chunkwise.run(fileset, SpanProcessor(), replicas={"": ["x"]}, progress=False)
+    with pytest.raises(ValueError, match="retries must be"):
+        chunkwise.run(fileset, SpanProcessor(), retries=-1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("Failed to open file: [FATAL] Connection error", True),
+        ("Failed to open file: [ERROR] Operation expired", True),
+        ("[ERROR] Server responded with an error: [3012] Internal server error", True),
+        (
+            "Failed to open file: [ERROR] Server responded with an error: [3011] Unable to open "
+            "/x.root; no such file or directory",
+            False,
+        ),  # fmt: skip
+        ("XRootD error: [FATAL] Invalid address", False),
+        ("expected Chunk of length 148, received 0 bytes from FSSpecSource", False),
+    ],
+)
+def test_xrootd_errors_are_told_transient_or_permanent(message: str, transient: bool) -> None:
+    from chunkwise._coffea import is_transient
+
+    wrapped = Exception("Failed to open file: WorkItem(...)")
+    wrapped.__cause__ = OSError(message)
+    assert is_transient(wrapped) is transient
+    assert is_transient(ConnectionRefusedError()) and not is_transient(FileNotFoundError())
