@@ -24,7 +24,14 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["XRootDServer", "XRootDStartError", "export_dir", "free_port", "unavailable_reason"]
+__all__ = [
+    "XRootDServer",
+    "XRootDStartError",
+    "export_dir",
+    "free_port",
+    "make_readable",
+    "unavailable_reason",
+]
 
 START_TIMEOUT = 10.0
 
@@ -91,13 +98,15 @@ class XRootDServer:
         self.export_dir = Path(export_dir).resolve()
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
+        # the config, the log (-l) and the admin files (all.adminpath), which the daemon
+        # writes as nobody: the directory is nobody's
         self._workdir = Path(tempfile.mkdtemp(prefix="chunkwise-xrootd-cfg-", dir="/tmp"))
-        # the daemon (as nobody) writes its admin files under -a and logs under -l
-        self._workdir.chmod(0o777)
+        _give_to_nobody(self._workdir)
         self.config = self._workdir / "xrootd.cfg"
         self.config.write_text(f"all.export {self.export_dir}\nall.adminpath {self._workdir}\n")
-        self.config.chmod(0o644)
+        self.config.chmod(0o644)  # root's file, which nobody reads
         self.logfile = self._workdir / "xrootd.log"
+        self.outfile = self._workdir / "xrootd.out"  # what it prints before it has a log
         self._finalizer = weakref.finalize(self, _cleanup, None, self._workdir)
 
     # -- addresses -----------------------------------------------------------------------------
@@ -123,6 +132,9 @@ class XRootDServer:
     def start(self, timeout: float = START_TIMEOUT) -> XRootDServer:
         """Start the daemon and wait until its port accepts TCP connections.
 
+        A port picked here that another process took in the meantime is replaced by another
+        free one (twice at most); a port given, or kept for ``restart()``, is not.
+
         Raises
         ------
         XRootDStartError
@@ -130,37 +142,37 @@ class XRootDServer:
         """
         if self.running:
             return self
-        if self.port is None:
-            self.port = free_port()
-        if self.logfile.exists():
-            self.logfile.unlink()
-        cmd = [
-            "xrootd",
-            "-R",
-            "nobody",
-            "-c",
-            str(self.config),
-            "-p",
-            str(self.port),
-            "-l",
-            str(self.logfile),
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a ^C of the tests does not reach it; we stop it by PID
-        )
+        tries = 3 if self.port is None else 1
+        for attempt in range(tries):
+            if self.port is None or attempt:
+                self.port = free_port()
+            try:
+                return self._start(timeout)
+            except XRootDStartError:
+                if attempt + 1 == tries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start(self, timeout: float) -> XRootDServer:
+        assert self.port is not None
+        cmd = ["xrootd", "-R", "nobody", "-c", str(self.config), "-p", str(self.port)]
+        cmd += ["-l", str(self.logfile)]
+        with open(self.outfile, "ab") as output:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a ^C of the tests does not reach it: stopped by PID
+            )
         _RUNNING.add(self)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _cleanup, self.proc, self._workdir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise XRootDStartError(
-                    f"xrootd exited with status {self.proc.returncode}: {self.log_tail()}"
-                )
+                self.proc = None
+                raise XRootDStartError(f"xrootd exited at once: {self.log_tail()}")
             if _port_open(self.port):
                 return self
             time.sleep(0.05)
@@ -205,7 +217,7 @@ class XRootDServer:
         """Stop (if running) and start again on the same port."""
         self.stop()
         deadline = time.monotonic() + timeout
-        while True:  # the port may linger in TIME_WAIT for a moment; xrootd sets SO_REUSEADDR
+        while True:  # should the old socket linger a moment, try again
             try:
                 return self.start(timeout=max(1.0, deadline - time.monotonic()))
             except XRootDStartError:
@@ -233,11 +245,16 @@ class XRootDServer:
             self._finalizer()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.logfile.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        """The last lines of the daemon's log and of what it printed."""
+        tail = []
+        for path in (self.logfile, self.outfile):
+            try:
+                text = path.read_text(errors="replace").strip()
+            except OSError:
+                continue
+            if text:
+                tail += text.splitlines()[-lines:]
+        return "\n".join(tail) or "(no log)"
 
     def __enter__(self) -> XRootDServer:
         return self.start()
@@ -253,6 +270,17 @@ class XRootDServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"XRootDServer({str(self.export_dir)!r}, port={self.port}, {state})"
+
+
+def _give_to_nobody(path: Path) -> None:
+    try:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        path.chmod(0o755)
+    except (ImportError, KeyError, PermissionError):  # not root: it cannot run anyway
+        path.chmod(0o777)
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -29,6 +29,7 @@ import functools
 import importlib.metadata
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -147,6 +148,9 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
         inner = inner.__cause__
         seen.add(id(inner))
     text = " ".join(f"{type(inner).__name__}: {inner}".split())
+    # "Failed to submit <bound method File.open of <XRootD...File object at 0x7f...>> request"
+    text = re.sub(r"<bound method ([\w.]+) of <[^<>]*>>", r"\1", text)
+    text = re.sub(r" at 0x[0-9a-f]+", "", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -597,6 +601,23 @@ def _probe(runner: Any, path: str, treename: str | None) -> tuple[int | None, Ba
         return None, exc
 
 
+def _raised(exc: BaseException, path: str) -> Outcome:
+    """An error the Runner raised (outside ``skipbadfiles``): a bug, but for two known faults
+    of a file that are not the processor's."""
+    if _is_stale_handle(exc):  # a remote file handle that outlived its server
+        outcome = _failure("bad", exc)
+        outcome.transient = True
+        return outcome
+    if _is_non_ascii_path(exc, path):
+        outcome = _failure("bad", exc)
+        outcome.error = (
+            "coffea 2026.9 cannot process a path with non-ASCII characters (it hashes file "
+            "names as ASCII); rename the file, or give its percent-encoded URL"
+        )
+        return outcome
+    return _failure("bug", exc)
+
+
 def _run_unit(
     settings: Mapping[str, Any],
     processor_blob: bytes,
@@ -618,7 +639,7 @@ def _run_unit(
         result = runner.run(fileset, processor_instance)
     except ValueError as exc:
         if not str(exc).startswith(NO_CHUNKS_SURVIVED):
-            return _failure("bug", exc)
+            return _raised(exc, path)
         n_entries, error = _probe(runner, path, treename)
         if error is not None:
             return _failure("bad" if is_allowed(allowed, error) else "bug", error)
@@ -629,7 +650,7 @@ def _run_unit(
             error=f"coffea made no work item from it ({n_entries} entries); rerun to retry",
         )
     except Exception as exc:
-        return _failure("bug", exc)
+        return _raised(exc, path)
     if result.is_err():  # the Runner matched skipbadfiles with coffea's chain rule
         return _failure("bad", result.exception)
     wrapped = result.unwrap()
@@ -689,6 +710,12 @@ _xrd_saved: list[tuple[str, int]] = []
 _XRD_SETTINGS = (
     ("ConnectionWindow", "XRD_CONNECTIONWINDOW", 5),
     ("ConnectionRetry", "XRD_CONNECTIONRETRY", 1),
+    # After a connection error the client fails every request to that server at once for
+    # StreamErrorWindow seconds (1800 by default): a retry would never reach the network.
+    ("StreamErrorWindow", "XRD_STREAMERRORWINDOW", 0),
+    # Timeouts are checked every TimeoutResolution seconds (15 by default), so a stalled
+    # server would be noticed up to 15 s after Runner.xrootdtimeout.
+    ("TimeoutResolution", "XRD_TIMEOUTRESOLUTION", 1),
 )
 
 
@@ -723,6 +750,44 @@ def _xrootd_fails_fast(paths: list[str]) -> Iterator[None]:
                     EnvPutInt(name, value)
 
 
+def _forget_xrootd_handles(path: str) -> None:
+    """Drop fsspec-xrootd's cached file systems before a remote file is (re)opened.
+
+    They keep file handles open for 30 s after their last use (each retry is a use); after the
+    server restarts, such a handle raises "I/O operation on closed file" forever. A new file
+    system opens a new handle; the XRootD client's connections are pooled below it.
+    """
+    if not path.startswith(("root://", "roots://")):
+        return
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+    except ImportError:
+        return
+    XRootDFileSystem.clear_instance_cache()
+
+
+def _is_stale_handle(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ValueError) and "closed file" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_non_ascii_path(exc: BaseException, path: str) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UnicodeEncodeError) and not path.isascii():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _run_with_retries(
     settings: Mapping[str, Any],
     policy: RetryPolicy,
@@ -744,6 +809,7 @@ def _run_with_retries(
                     retries += 1
                     pause = policy.delay * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)
                     time.sleep(pause)
+                _forget_xrootd_handles(candidate)
                 outcome = _run_unit(settings, processor_blob, unit, candidate, treename)
                 if outcome.kind != "bad":
                     outcome.retries = retries

@@ -1,0 +1,852 @@
+"""chunkwise.run over the real XRootD protocol: a local ``xrootd`` daemon, and its faults.
+
+The files are read through ``root://127.0.0.1:PORT//tmp/...`` from a real ``xrootd`` server
+(``tests/xrootd_server.py``); the oracle is a plain coffea Runner over the same files' local
+paths, minus the bad ones.
+
+1. The seed notebook (coffea's *split_fileset* notebook) over root://: two datasets, one with a
+   path on an invalid host; ``by_dataset``, ``by_dataset`` with ``percentage=20``, and mixed
+   ``percentage=20`` with a cache keyed by ``hash_fileset``.
+2. Faults, each losing only what it must and never hanging: a missing file, an invalid host, a
+   file without the tree, a truncated file, a server killed mid-run, a server stalled past the
+   Runner's ``xrootdtimeout``, and a server that comes back. Each is timed (``pytest -s`` prints
+   the times, and a table at the end of the module); a watchdog kills the servers of a test that
+   runs far past its limit, so a hang fails the test instead of blocking the suite.
+3. Retries: permanent errors are not retried, transient ones are (with backoff).
+4. Replicas: server A is down, its files are read from server B, and everything (the cache keys,
+   ``bad_files``, completeness) stays on A's logical paths; also with the CLI's ``--replica``.
+5. A non-ASCII file name: it is read, or it is a bad file with a clear reason; never an abort.
+6. coffea's real NanoAOD samples served over XRootD (skipped when ../shared/samples is absent).
+
+The server needs the ``xrootd`` binary (Debian's xrootd-server) and root (it drops to
+``nobody``); without them every test here is skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from coffea import processor
+from coffea.dataset_tools import hash_fileset, split_fileset
+from coffea.nanoevents import NanoAODSchema
+from coffea.util import coffea_console, load
+
+import chunkwise
+import chunkwise.runner
+from chunkwise.examples import METProcessor, write_nanoaod_like
+from chunkwise.runner import RunReport
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from xrootd_server import (  # noqa: E402
+    XRootDServer,
+    XRootDStartError,
+    export_dir,
+    free_port,
+    make_readable,
+    unavailable_reason,
+)
+
+TESTS = Path(__file__).resolve().parent
+SAMPLES = TESTS.parent.parent / "shared" / "samples"
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Missing cross-reference index"),
+    pytest.mark.filterwarnings("ignore:Performed attempt"),
+    pytest.mark.filterwarnings("ignore:Skipping bad file"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+N_EVENTS = 200  # per file: small files, so the module runs in well under a minute of work
+NO_HANG = 60.0  # seconds: generous, but a hang (XRootD's defaults: minutes) fails it
+INVALID_HOST = (
+    "root://eeeeeeospublic.invalid//eos/opendata/cms/mc/RunIISummer20UL16NanoAODv9/"
+    "GluGluHToWWTo2L2Nu_M125_TuneCP5_13TeV_powheg2_JHUGenV714_pythia8/NANOAODSIM/"
+    "106X_mcRun2_asymptotic_v17-v2/260000/A41320F6-C9F9-574C-8DD2-BD98C200E4EE.root"
+)
+
+#: name -> (seconds, what happened): filled by the fault tests, printed at the end of the module.
+TIMINGS: dict[str, tuple[float, str]] = {}
+
+
+# -- servers and files ------------------------------------------------------------------------
+def _require_xrootd() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _start(server: XRootDServer) -> XRootDServer:
+    try:
+        return server.start()
+    except XRootDStartError as err:
+        pytest.skip(f"the xrootd server did not start: {err}")
+
+
+class Servers:
+    """Makes servers and export directories for one test (or module), and cleans them all up:
+    threads that restart a server are joined, clients' open handles on the servers are closed,
+    the daemons are stopped by PID, and the directories are removed."""
+
+    def __init__(self) -> None:
+        self.servers: list[XRootDServer] = []
+        self.dirs: list[Path] = []
+        self.threads: list[threading.Thread] = []
+        self.closed = threading.Event()
+
+    def directory(self) -> Path:
+        path = export_dir()
+        self.dirs.append(path)
+        return path
+
+    def server(self, directory: Path, *, start: bool = True) -> XRootDServer:
+        """A server of ``directory``; not started (``start=False``) it still has a port, on
+        which nothing listens: a server that is down."""
+        make_readable(directory)
+        server = XRootDServer(directory, port=None if start else free_port())
+        self.servers.append(server)
+        return _start(server) if start else server
+
+    def restart_later(self, server: XRootDServer, seconds: float) -> threading.Thread:
+        """Start ``server`` again (same port) ``seconds`` from now, in a thread."""
+
+        def restart() -> None:
+            if not self.closed.wait(seconds):
+                server.restart()
+
+        thread = threading.Thread(target=restart, name="xrootd-restart", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.closed.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        for server in self.servers:
+            _drop_client_handles(server)
+            server.close()  # by PID, resumed first if it was stalled
+        for path in self.dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _drop_client_handles(server: XRootDServer) -> None:
+    """Close the file handles that fsspec-xrootd keeps open on ``server`` (for 30 s after their
+    last use), while it can still answer; on a dead server, forget them. Otherwise they are
+    closed at interpreter exit, on a server long gone, and fsspec-xrootd prints the error."""
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+    except ImportError:
+        return
+    for fs in list(XRootDFileSystem._cache.values()):
+        if getattr(fs, "hostid", None) != f"127.0.0.1:{server.port}":
+            continue
+        try:
+            fs.invalidate_cache()
+        except Exception:  # the server is dead or stalled: nothing to close on it
+            handles = getattr(getattr(fs, "_readonly_filehandle_cache", None), "_cache", None)
+            if isinstance(handles, dict):
+                handles.clear()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    _require_xrootd()
+    made = Servers()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def timing_table() -> Iterator[None]:
+    yield
+    if not TIMINGS:
+        return
+    width = max(len(name) for name in TIMINGS)
+    lines = ["", "XRootD faults: wall time of each chunkwise.run", "-" * (width + 40)]
+    for name, (seconds, what) in TIMINGS.items():
+        lines.append(f"{name:<{width}}  {seconds:7.2f} s  {what}")
+    print("\n".join(lines))
+
+
+class Timed:
+    """Times a block and records it in ``TIMINGS``; a watchdog SIGKILLs ``servers`` if the
+    block runs ``rescue_after`` seconds, so that a client stuck on them gets an error and the
+    test fails instead of hanging the suite."""
+
+    def __init__(self, name: str, *servers: XRootDServer, rescue_after: float = 2 * NO_HANG):
+        self.name = name
+        self.servers = servers
+        self.rescued = threading.Event()
+        self.seconds = 0.0
+        self.what = ""
+        self._timer = threading.Timer(rescue_after, self._rescue)
+        self._timer.daemon = True
+
+    def _rescue(self) -> None:
+        self.rescued.set()
+        for server in self.servers:
+            server.kill()
+
+    def __enter__(self) -> Timed:
+        self._start = time.perf_counter()
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self.seconds = time.perf_counter() - self._start
+        what = self.what + (" [RESCUED by the watchdog: it hung]" if self.rescued.is_set() else "")
+        TIMINGS[self.name] = (self.seconds, what)
+        print(f"\n[xrootd] {self.name}: {self.seconds:.2f} s {what}")
+
+
+def write_good(directory: Path, stem: str, n_files: int, seed: int) -> list[Path]:
+    return [
+        write_nanoaod_like(directory / f"{stem}_{i}.root", N_EVENTS, seed=seed + i)
+        for i in range(n_files)
+    ]
+
+
+def write_truncated(source: Path, target: Path) -> Path:
+    blob = source.read_bytes()
+    target.write_bytes(blob[: len(blob) // 3])
+    return target
+
+
+def write_without_events(path: Path) -> Path:
+    """A valid ROOT file with a tree, but not ``Events`` (like coffea's bad_delphes.root)."""
+    with uproot.recreate(path) as f:
+        f["Other"] = {"x": np.arange(5, dtype=np.int32)}
+    return path
+
+
+def fileset_of(**datasets: list[str]) -> dict[str, Any]:
+    return {d: {"files": dict.fromkeys(paths, "Events")} for d, paths in datasets.items()}
+
+
+def oracle(**datasets: list[Path]) -> Any:
+    """A plain coffea Runner over the local paths of the good files (its bars muted)."""
+    runner = processor.Runner(processor.IterativeExecutor(status=False), schema=NanoAODSchema)
+    local = fileset_of(**{d: [str(p) for p in paths] for d, paths in datasets.items()})
+    quiet, coffea_console.quiet = coffea_console.quiet, True
+    try:
+        return runner(local, processor_instance=METProcessor())
+    finally:
+        coffea_console.quiet = quiet
+
+
+def brief(report: RunReport) -> str:
+    """What a run lost and retried, by file name, for the timing table."""
+    bad = []
+    for files in report.bad_files.values():
+        for path, reason in files.items():
+            kind, _, message = reason.partition(": ")
+            bad.append(f"{Path(path).name}: {kind}: {message.rsplit('] ', 1)[-1][:45]}")
+    retried = {Path(p).name: n for files in report.retries.values() for p, n in files.items()}
+    served = sum(len(files) for files in report.replicas.values())
+    text = f"bad={bad or 0} retries={retried or 0}"
+    return text + (f" replicas={served}" if served else "")
+
+
+def assert_same_output(got: Any, expected: Any) -> None:
+    """Same MET histogram per dataset and the same cutflow."""
+    got_datasets = set(got["MET"].axes["dataset"])
+    assert got_datasets == set(expected["MET"].axes["dataset"])
+    for dataset in got_datasets:
+        np.testing.assert_array_equal(
+            got["MET"][{"dataset": dataset}].values(flow=True),
+            expected["MET"][{"dataset": dataset}].values(flow=True),
+        )
+    assert dict(got["cutflow"]) == dict(expected["cutflow"])
+
+
+def assert_one_line_reasons(report: RunReport) -> None:
+    for files in report.bad_files.values():
+        for path, reason in files.items():
+            assert reason and "\n" not in reason and "Traceback" not in reason, (path, reason)
+
+
+def runner_with_timeout(seconds: int) -> Any:
+    """chunkwise's default Runner, with ``xrootdtimeout`` (seconds per XRootD request)."""
+    return dataclasses.replace(chunkwise.runner.default_runner(), xrootdtimeout=seconds)
+
+
+# -- 1. the seed notebook over root:// --------------------------------------------------------
+@pytest.fixture(scope="module")
+def notebook() -> Iterator[dict[str, Any]]:
+    """The notebook's fileset, served: SingleMu_0 has the invalid-host path and 4 good files,
+    SingleMu_1 has 5 good files."""
+    _require_xrootd()
+    made = Servers()
+    try:
+        directory = made.directory()
+        good0 = write_good(directory, "SingleMu_0", 4, seed=100)
+        good1 = write_good(directory, "SingleMu_1", 5, seed=200)
+        server = made.server(directory)
+        fileset = {
+            "SingleMu_0": {
+                "files": {INVALID_HOST: "Events", **{server.url(p): "Events" for p in good0}}
+            },
+            "SingleMu_1": {"files": {server.url(p): "Events" for p in good1}},
+        }
+        yield {
+            "fileset": fileset,
+            "oracle": oracle(SingleMu_0=good0, SingleMu_1=good1),
+            "server": server,
+        }
+    finally:
+        made.close()
+
+
+NOTEBOOK_WAYS = {
+    "by_dataset": {"strategy": "by_dataset"},
+    "by_dataset-percentage20": {"strategy": "by_dataset", "percentage": 20},
+    "percentage20-cache": {"percentage": 20},
+}
+
+
+def assert_notebook_report(report: RunReport, expected: Any) -> None:
+    assert_same_output(report.output, expected)
+    assert list(report.bad_files) == ["SingleMu_0"]
+    assert list(report.bad_files["SingleMu_0"]) == [INVALID_HOST]
+    assert_one_line_reasons(report)
+    assert report.completeness == {"SingleMu_0": 4 / 5, "SingleMu_1": 1.0}
+    assert report.events == {"SingleMu_0": 4 * N_EVENTS, "SingleMu_1": 5 * N_EVENTS}
+    assert report.files_total == {"SingleMu_0": 5, "SingleMu_1": 5}
+    assert not report.complete
+
+
+@pytest.mark.parametrize("way", list(NOTEBOOK_WAYS))
+def test_the_seed_notebook_over_root(way: str, notebook: dict[str, Any], tmp_path: Path) -> None:
+    fileset, expected = notebook["fileset"], notebook["oracle"]
+    options = NOTEBOOK_WAYS[way]
+    cache = tmp_path / "chunk_cache" if way.endswith("cache") else None
+    chunks = split_fileset(fileset, **options)  # coffea's own, as in the notebook
+
+    with Timed(f"notebook {way}") as clock:
+        report = chunkwise.run(fileset, METProcessor(), cache=cache, progress=False, **options)
+        clock.what = f"{len(report.chunks)} chunks, {brief(report)}"
+    assert clock.seconds < NO_HANG
+
+    assert_notebook_report(report, expected)
+    assert [record.hash for record in report.chunks] == [hash_fileset(c) for c in chunks]
+    reason = report.bad_files["SingleMu_0"][INVALID_HOST]
+    assert "OSError" in reason and "invalid address" in reason.lower(), reason
+    # only the chunk that holds the invalid path is touched: failed when it is alone in it,
+    # salvaged (its good files kept) when it shares it
+    for record, chunk in zip(report.chunks, chunks, strict=True):
+        has_bad = INVALID_HOST in chunk.get("SingleMu_0", {}).get("files", {})
+        if not has_bad:
+            assert record.status == "processed"
+        else:
+            n_files = sum(len(d["files"]) for d in chunk.values())
+            assert record.status == ("failed" if n_files == 1 else "salvaged")
+    assert report.n_failed == 1
+
+    if cache is None:
+        return
+    # the notebook's cache: one entry per good chunk, named by coffea's hash_fileset
+    entries = {p.stem for p in report.cache.directory.glob("*.coffea")}
+    whole = {hash_fileset(c) for c in chunks if INVALID_HOST not in c["SingleMu_0"]["files"]}
+    assert whole <= entries
+    rerun = chunkwise.run(fileset, METProcessor(), cache=cache, progress=False, **options)
+    assert rerun.n_processed == 0  # everything that succeeded is loaded
+    assert rerun.n_cached == report.n_processed
+    assert rerun.n_failed == 1  # the invalid host is tried again, and fails again
+    assert_notebook_report(rerun, expected)
+
+
+# -- 2. faults ---------------------------------------------------------------------------------
+def test_a_missing_file_fails_at_once_and_is_not_retried(servers: Servers) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 2, seed=1)
+    server = servers.server(directory)
+    missing = server.url(directory / "missing.root")
+    fileset = fileset_of(D=[*map(server.url, good), missing])
+
+    with Timed("missing file", server) as clock:
+        report = chunkwise.run(fileset, METProcessor(), files_per_chunk=1, progress=False)
+        clock.what = brief(report)
+    assert clock.seconds < 5
+
+    assert_same_output(report.output, oracle(D=good))
+    assert list(report.bad_files["D"]) == [missing]
+    reason = report.bad_files["D"][missing]
+    assert "[3011]" in reason and "no such file" in reason.lower(), reason
+    assert report.retries == {}
+    assert_one_line_reasons(report)
+
+
+def test_an_invalid_host_is_a_bad_file(servers: Servers) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 2, seed=3)
+    server = servers.server(directory)
+    fileset = fileset_of(D=[*map(server.url, good), INVALID_HOST])
+
+    with Timed("invalid host", server) as clock:
+        report = chunkwise.run(fileset, METProcessor(), progress=False)
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+
+    assert_same_output(report.output, oracle(D=good))
+    assert list(report.bad_files["D"]) == [INVALID_HOST]
+    assert "invalid address" in report.bad_files["D"][INVALID_HOST].lower()
+    assert report.completeness == {"D": 2 / 3}
+    assert_one_line_reasons(report)
+
+
+def test_a_file_without_the_tree_is_a_bad_file_and_is_not_retried(servers: Servers) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 2, seed=5)
+    no_tree = write_without_events(directory / "no_events.root")
+    server = servers.server(directory)
+    fileset = fileset_of(D=[*map(server.url, good), server.url(no_tree)])
+
+    with Timed("file without the tree", server) as clock:
+        report = chunkwise.run(fileset, METProcessor(), progress=False)  # the default Runner
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+
+    assert_same_output(report.output, oracle(D=good))
+    assert list(report.bad_files["D"]) == [server.url(no_tree)]
+    reason = report.bad_files["D"][server.url(no_tree)]
+    assert "KeyInFileError" in reason and "Events" in reason, reason
+    assert report.retries == {}
+    assert_one_line_reasons(report)
+
+
+def test_a_truncated_file_over_xrootd_is_a_bad_file_and_is_not_retried(
+    servers: Servers,
+) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 2, seed=7)
+    truncated = write_truncated(good[0], directory / "truncated.root")
+    server = servers.server(directory)
+    fileset = fileset_of(D=[*map(server.url, good), server.url(truncated)])
+
+    with Timed("truncated file", server) as clock:
+        report = chunkwise.run(fileset, METProcessor(), progress=False)
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+
+    assert_same_output(report.output, oracle(D=good))
+    assert list(report.bad_files["D"]) == [server.url(truncated)]
+    assert report.bad_files["D"][server.url(truncated)].startswith("OSError")
+    assert report.retries == {}
+    assert_one_line_reasons(report)
+
+
+class KillServerAfter(processor.ProcessorABC):
+    """``METProcessor``, which SIGKILLs a server's daemon once ``after`` files of dataset
+    ``dataset`` are done. Files are counted with marker files in ``marks``: every file gets a
+    fresh copy of the processor, so nothing kept on ``self`` would count them."""
+
+    def __init__(self, pid: int, after: int, dataset: str, marks: str) -> None:
+        self.pid, self.after, self.dataset, self.marks = pid, after, dataset, marks
+
+    def process(self, events: Any) -> Any:
+        out = METProcessor().process(events)  # reads everything it needs first
+        if events.metadata["dataset"] == self.dataset:
+            marks = Path(self.marks)
+            (marks / Path(events.metadata["filename"]).name).touch()
+            if len(list(marks.iterdir())) == self.after:
+                os.kill(self.pid, signal.SIGKILL)
+        return out
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def test_a_server_killed_mid_run_loses_only_its_remaining_files(
+    servers: Servers, tmp_path: Path
+) -> None:
+    dir_a, dir_b = servers.directory(), servers.directory()
+    files_a = write_good(dir_a, "A", 4, seed=11)
+    files_b = write_good(dir_b, "B", 2, seed=21)
+    server_a, server_b = servers.server(dir_a), servers.server(dir_b)
+    urls_a = [server_a.url(p) for p in files_a]
+    fileset = fileset_of(A=urls_a, B=[server_b.url(p) for p in files_b])
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    assert server_a.proc is not None
+    proc = KillServerAfter(server_a.proc.pid, after=2, dataset="A", marks=str(marks))
+
+    with Timed("server killed mid-run", server_a, server_b) as clock:
+        report = chunkwise.run(
+            fileset, proc, files_per_chunk=1, retries=1, retry_delay=0.1, progress=False
+        )
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+    assert not server_a.running  # it was killed by the processor, after 2 files of A
+
+    done = {name.name for name in marks.iterdir()}
+    assert len(done) == 2
+    lost = [url for url in urls_a if Path(url).name not in done]
+    kept = [p for p in files_a if p.name in done]
+    assert_same_output(report.output, oracle(A=kept, B=files_b))
+    # the rest of A is bad, each after a retry; B, on another server, is whole
+    assert set(report.bad_files) == {"A"}
+    assert sorted(report.bad_files["A"]) == sorted(lost)
+    for url in lost:
+        assert "connection" in report.bad_files["A"][url].lower(), report.bad_files["A"][url]
+    assert report.retries == {"A": dict.fromkeys(lost, 1)}
+    assert report.completeness == {"A": 0.5, "B": 1.0}
+    assert_one_line_reasons(report)
+
+
+def test_a_stalled_server_is_a_bad_file_within_the_timeout(servers: Servers) -> None:
+    timeout = 3
+    dir_a, dir_b = servers.directory(), servers.directory()
+    (stalled_file,) = write_good(dir_a, "A", 1, seed=31)
+    (good,) = write_good(dir_b, "B", 1, seed=32)
+    server_a, server_b = servers.server(dir_a), servers.server(dir_b)
+    fileset = fileset_of(A=[server_a.url(stalled_file)], B=[server_b.url(good)])
+    server_a.stall()  # SIGSTOP: connections are accepted by the kernel, nothing answers
+
+    try:
+        with Timed(f"server stalled (xrootdtimeout={timeout})", server_a) as clock:
+            report = chunkwise.run(
+                fileset, METProcessor(), runner_with_timeout(timeout), retries=0, progress=False
+            )
+            clock.what = brief(report)
+    finally:
+        server_a.resume()
+    assert not clock.rescued.is_set()
+    assert clock.seconds < NO_HANG
+    # one request, bounded by the Runner's xrootdtimeout (3 x, for slack)
+    assert clock.seconds < 3 * timeout, (
+        f"the stalled file took {clock.seconds:.1f} s with xrootdtimeout={timeout}"
+    )
+
+    assert_same_output(report.output, oracle(B=[good]))
+    assert list(report.bad_files) == ["A"]
+    assert list(report.bad_files["A"]) == [server_a.url(stalled_file)]
+    assert report.retries == {}
+    assert_one_line_reasons(report)
+
+
+def test_a_server_that_comes_back_is_retried_and_the_run_is_complete(
+    servers: Servers,
+) -> None:
+    directory = servers.directory()
+    files = write_good(directory, "back", 2, seed=41)
+    server = servers.server(directory)
+    urls = [server.url(p) for p in files]
+    server.stop()
+    thread = servers.restart_later(server, 3.0)
+
+    with Timed("server back after 3 s (default retries)", server) as clock:
+        report = chunkwise.run(fileset_of(D=urls), METProcessor(), progress=False)
+        clock.what = brief(report)
+    thread.join(timeout=30)
+    assert clock.seconds < 30
+
+    assert report.complete, report.summary()
+    assert_same_output(report.output, oracle(D=files))
+    # the first file was tried while the server was down; the second may have found it back
+    assert set(report.retries) == {"D"}
+    assert urls[0] in report.retries["D"]
+    assert set(report.retries["D"]) <= set(urls)
+    assert all(1 <= n <= 3 for n in report.retries["D"].values())
+    assert report.bad_files == {}
+
+
+def test_a_server_that_comes_back_after_its_files_were_read(servers: Servers) -> None:
+    """The same, in a process that read the files before the outage (a long session, or an
+    earlier run): fsspec-xrootd keeps their handles open, and they go stale with the server."""
+    directory = servers.directory()
+    files = write_good(directory, "warm", 2, seed=51)
+    server = servers.server(directory)
+    fileset = fileset_of(D=[server.url(p) for p in files])
+    first = chunkwise.run(fileset, METProcessor(), progress=False)
+    assert first.complete
+    server.stop()
+    thread = servers.restart_later(server, 3.0)
+
+    with Timed("server back after 3 s, files read before", server) as clock:
+        try:
+            report = chunkwise.run(fileset, METProcessor(), progress=False)
+        except Exception as exc:
+            clock.what = f"RAISED {type(exc).__name__}: {exc}"[:200]
+            raise
+        clock.what = brief(report)
+    thread.join(timeout=30)
+    assert clock.seconds < 30
+
+    assert report.complete, report.summary()
+    assert_same_output(report.output, oracle(D=files))
+    assert report.retries and set(report.retries["D"]) <= set(fileset["D"]["files"])
+
+
+# -- 3. retries ---------------------------------------------------------------------------------
+def test_permanent_errors_are_not_retried_and_transient_ones_are(servers: Servers) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 1, seed=61)
+    no_tree = write_without_events(directory / "no_events.root")
+    up = servers.server(directory)
+    down = servers.server(directory, start=False)  # a port on which nothing listens
+    missing, refused = up.url(directory / "missing.root"), down.url(good[0])
+    fileset = fileset_of(D=[up.url(good[0]), missing, up.url(no_tree), refused])
+
+    with Timed("retries: permanent vs refused (2 retries)", up) as clock:
+        report = chunkwise.run(
+            fileset, METProcessor(), files_per_chunk=1, retries=2, retry_delay=0.2, progress=False
+        )
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+    # backoff: 0.2 s then 0.4 s, each times 0.75 to 1.25
+    assert clock.seconds >= 0.75 * (0.2 + 0.4)
+
+    assert_same_output(report.output, oracle(D=good))
+    assert set(report.bad_files["D"]) == {missing, up.url(no_tree), refused}
+    assert report.retries == {"D": {refused: 2}}  # only the refused connection
+    assert "connection" in report.bad_files["D"][refused].lower()
+    assert_one_line_reasons(report)
+
+
+def test_retries_zero_tries_a_refused_connection_once(servers: Servers) -> None:
+    directory = servers.directory()
+    (good,) = write_good(directory, "good", 1, seed=71)
+    down = servers.server(directory, start=False)
+
+    with Timed("retries=0: refused connection") as clock:
+        report = chunkwise.run(
+            fileset_of(D=[down.url(good)]), METProcessor(), retries=0, progress=False
+        )
+        clock.what = brief(report)
+    assert clock.seconds < 5
+    assert report.retries == {}
+    assert list(report.bad_files["D"]) == [down.url(good)]
+
+
+# -- 4. replicas ------------------------------------------------------------------------------
+@pytest.fixture
+def replicated(servers: Servers) -> dict[str, Any]:
+    """The same files under two directories; server A (never started) is down, B is up."""
+    dir_a, dir_b = servers.directory(), servers.directory()
+    files_a = write_good(dir_a, "R", 3, seed=81)
+    for path in files_a:
+        shutil.copy(path, dir_b / path.name)
+    server_a = servers.server(dir_a, start=False)
+    server_b = servers.server(dir_b)
+    return {
+        "files": files_a,
+        "a": server_a,
+        "b": server_b,
+        "fileset": fileset_of(R=[server_a.url(p) for p in files_a]),
+        "replicas": {server_a.prefix: [server_b.prefix]},
+    }
+
+
+def test_replicas_serve_the_files_of_a_server_that_is_down(
+    replicated: dict[str, Any], tmp_path: Path
+) -> None:
+    fileset, files = replicated["fileset"], replicated["files"]
+    server_a, server_b = replicated["a"], replicated["b"]
+    cache = tmp_path / "cache"
+
+    with Timed("replicas: A down, B serves (1 retry)", server_b) as clock:
+        report = chunkwise.run(
+            fileset,
+            METProcessor(),
+            files_per_chunk=2,
+            cache=cache,
+            replicas=replicated["replicas"],
+            retries=1,
+            retry_delay=0.1,
+            progress=False,
+        )
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+
+    assert report.complete, report.summary()
+    assert_same_output(report.output, oracle(R=files))
+    urls_a = list(fileset["R"]["files"])
+    served = {server_a.url(p): server_b.url(server_b.export_dir / p.name) for p in files}
+    assert report.replicas == {"R": served}
+    assert set(report.retries.get("R", {})) <= set(urls_a)  # retried on A: logical paths
+    # the cache is keyed by the logical paths: the chunks of A's fileset, as coffea hashes them
+    expected = [hash_fileset(c) for c in chunkwise.split_fileset(fileset, files_per_chunk=2)]
+    assert [record.hash for record in report.chunks] == expected
+    assert {p.stem for p in report.cache.directory.glob("*.coffea")} == set(expected)
+
+    # A comes back: a plain run over A's paths finds everything in that cache
+    _start(server_a)
+    rerun = chunkwise.run(fileset, METProcessor(), files_per_chunk=2, cache=cache, progress=False)
+    assert rerun.n_processed == 0 and rerun.n_cached == len(expected)
+    assert rerun.replicas == {} and rerun.retries == {}
+    assert_same_output(rerun.output, oracle(R=files))
+
+
+def test_a_file_on_no_replica_is_bad_under_its_logical_path(replicated: dict[str, Any]) -> None:
+    server_a = replicated["a"]
+    fileset = replicated["fileset"]
+    gone = server_a.url(server_a.export_dir / "nowhere.root")
+    fileset["R"]["files"][gone] = "Events"
+
+    report = chunkwise.run(
+        fileset,
+        METProcessor(),
+        replicas=replicated["replicas"],
+        retries=0,
+        progress=False,
+    )
+    assert_same_output(report.output, oracle(R=replicated["files"]))
+    assert list(report.bad_files) == ["R"] and list(report.bad_files["R"]) == [gone]
+    assert "[3011]" in report.bad_files["R"][gone]  # B's answer, the last one tried
+    assert gone not in report.replicas.get("R", {})
+    assert report.completeness == {"R": 3 / 4}
+    assert_one_line_reasons(report)
+
+
+def test_the_cli_replica_option(replicated: dict[str, Any], tmp_path: Path) -> None:
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(replicated["fileset"]))
+    out = tmp_path / "out.coffea"
+    (prefix, (alternative,)) = next(iter(replicated["replicas"].items()))
+
+    with Timed("CLI --replica A=B --retries 0", replicated["b"]) as clock:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "chunkwise", "run", str(source),
+                "--processor", "chunkwise.examples:METProcessor",
+                "--retries", "0", "--replica", f"{prefix}={alternative}",
+                "--output", str(out), "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )  # fmt: skip
+        clock.what = f"exit status {result.returncode}"
+    assert clock.seconds < 120  # a subprocess that imports coffea
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "complete" in result.stdout and "INCOMPLETE" not in result.stdout
+    assert "Traceback" not in result.stderr
+    assert_same_output(load(out), oracle(R=replicated["files"]))
+
+
+# -- 5. a non-ASCII file name -------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["xrootd", "local"])
+def test_a_non_ascii_file_name_never_aborts_the_run(where: str, servers: Servers) -> None:
+    directory = servers.directory()
+    good = write_good(directory, "good", 1, seed=91)
+    odd = write_nanoaod_like(directory / "mü_ñ.root", N_EVENTS, seed=92)
+    if where == "xrootd":
+        server = servers.server(directory)
+        paths = [server.url(good[0]), server.url(odd)]
+    else:
+        paths = [str(good[0]), str(odd)]
+    odd_path = paths[1]
+
+    with Timed(f"non-ASCII name ({where})") as clock:
+        try:
+            report = chunkwise.run(fileset_of(D=paths), METProcessor(), progress=False)
+        except Exception as exc:
+            clock.what = f"RAISED {type(exc).__name__}"
+            pytest.fail(f"the run aborted on {odd_path!r}: {type(exc).__name__}: {exc}")
+        clock.what = "read" if report.complete else brief(report)
+    assert clock.seconds < NO_HANG
+
+    if report.complete:
+        assert_same_output(report.output, oracle(D=[good[0], odd]))
+    else:  # a bad file, with a reason that says what is wrong with it
+        assert list(report.bad_files["D"]) == [odd_path]
+        assert_one_line_reasons(report)
+        assert_same_output(report.output, oracle(D=good))
+
+
+# -- 6. coffea's NanoAOD samples over XRootD ------------------------------------------------------
+class SumProcessor(processor.ProcessorABC):
+    """Entries, the sum of MET_pt and the number of muons, per dataset."""
+
+    def process(self, events: Any) -> Any:
+        dataset = events.metadata["dataset"]
+        return {
+            dataset: {
+                "events": len(events),
+                "met": float(np.sum(events.MET.pt)),
+                "muons": int(ak.sum(ak.num(events.Muon))),
+            }
+        }
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+@pytest.mark.filterwarnings("ignore:Branch .* already exists:RuntimeWarning")
+def test_the_nanoaod_samples_over_xrootd(servers: Servers) -> None:
+    if not (SAMPLES / "nano_dy.root").is_file():
+        pytest.skip(f"no NanoAOD samples in {SAMPLES} (a fresh clone has no ../shared)")
+    directory = servers.directory()
+    for name in ("nano_dy.root", "nano_dimuon.root", "bad_delphes.root"):
+        shutil.copy(SAMPLES / name, directory / name)
+    truncated = directory / "nano_dy_truncated.root"
+    truncated.write_bytes((SAMPLES / "nano_dy.root").read_bytes()[:150_000])
+    server = servers.server(directory)
+    url = server.url
+    fileset = fileset_of(
+        DY=[url(directory / "nano_dy.root"), url(truncated)],
+        Data=[url(directory / "nano_dimuon.root"), url(directory / "bad_delphes.root")],
+    )
+
+    with Timed("NanoAOD samples (truncated, no tree)", server) as clock:
+        report = chunkwise.run(fileset, SumProcessor(), progress=False)
+        clock.what = brief(report)
+    assert clock.seconds < NO_HANG
+
+    out = report.output
+    assert out["DY"]["events"] == 40 and out["Data"]["events"] == 40
+    assert out["DY"]["met"] == pytest.approx(1253.3066, abs=1e-3)
+    assert out["Data"]["met"] == pytest.approx(1706.5270, abs=1e-3)
+    assert (out["DY"]["muons"], out["Data"]["muons"]) == (18, 84)
+    assert report.bad_files.keys() == {"DY", "Data"}
+    assert list(report.bad_files["DY"]) == [url(truncated)]
+    assert report.bad_files["DY"][url(truncated)].startswith("OSError")
+    assert list(report.bad_files["Data"]) == [url(directory / "bad_delphes.root")]
+    assert "KeyInFileError" in report.bad_files["Data"][url(directory / "bad_delphes.root")]
+    assert report.retries == {}  # both are permanent
+    assert_one_line_reasons(report)
+
+
+# -- the helper itself ----------------------------------------------------------------------------
+def test_the_server_helper_stops_restarts_stalls_and_cleans_up() -> None:
+    _require_xrootd()
+    directory = export_dir()
+    try:
+        (path,) = write_good(directory, "h", 1, seed=99)
+        with XRootDServer(directory) as server:
+            port = server.port
+            assert server.url(path) == f"root://127.0.0.1:{port}/{path}"
+            assert server.url(path).startswith(f"root://127.0.0.1:{port}//tmp/")
+            assert uproot.open(server.url(path), timeout=10)["Events"].num_entries == N_EVENTS
+            server.stall()
+            server.resume()
+            server.restart()
+            assert server.port == port and server.running
+            assert server.proc is not None
+            pid = server.proc.pid
+            server.kill()
+            assert not server.running
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)  # reaped: no zombie, no stray daemon
+            workdir = server._workdir
+        assert not workdir.exists()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
