@@ -357,9 +357,7 @@ def test_a_full_disk_mid_run_is_a_cache_problem_and_the_result_is_kept(
 
 
 @needs_root
-def test_a_read_only_cache_fails_before_any_work(
-    fileset: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_read_only_cache_fails_before_any_work(fileset: dict[str, Any], tmp_path: Path) -> None:
     mount = tmp_path / "ro"
     mount.mkdir()
     made = subprocess.run(
@@ -417,7 +415,6 @@ def test_an_unusable_cache_is_one_line_before_any_work(
         assert expected in result.stderr
     assert not log.exists()  # nothing was processed
     assert a_file.read_text() == "not a cache"
-
 
 
 # -- housekeeping commands ------------------------------------------------------------------
@@ -529,3 +526,54 @@ def test_an_explicit_tag_made_by_other_settings_is_refused_and_explained(
     assert "state 'bins' changed" in between.stdout
     same = cli("cache", "explain", cache, new_tag, "--processor", "binned_ana:Binned")
     assert same.returncode == 0 and "nothing differs" in same.stdout
+
+
+# -- found in review ---------------------------------------------------------------------------
+def test_a_keyed_flat_cache_never_unpickles_a_file_without_the_footer(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache, marker = tmp_path / "flat", tmp_path / "pwned"
+    cache.mkdir(mode=0o700)
+    (chunk,) = chunkwise.split_fileset(fileset)
+    (cache / f"{chunkwise.hash_fileset(chunk)}.coffea").write_bytes(evil_entry(marker))
+    with pytest.warns(CorruptCacheEntryWarning, match="no chunkwise footer"):
+        report = chunkwise.run(
+            fileset, METProcessor(), runner(), cache=cache, cache_tag="",
+            cache_key=b"a key of our group, 32 bytes long", progress=False,
+        )  # fmt: skip
+    assert not marker.exists() and report.n_processed == 1
+    with pytest.raises(TypeError, match="cache key must be non-empty bytes"):
+        chunkwise.run(fileset, METProcessor(), runner(), cache=cache, cache_key="text")
+
+
+def test_an_entry_moved_to_another_tag_is_not_loaded(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    other = ChunkCache(cache, "other")
+    other.prepare()
+    (entry,) = first.cache.directory.glob("*.coffea")
+    shutil.copy(entry, other.directory / entry.name)
+    with pytest.warns(CorruptCacheEntryWarning, match="under tag"):
+        assert other.load(entry.stem).status == "corrupt"
+
+
+def test_prune_never_follows_a_symlinked_tag(fileset: dict[str, Any], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    current = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / f"{'d' * 64}.coffea").write_bytes(b"someone's file")
+    (cache / "linked").symlink_to(elsewhere)
+    result = subprocess.run(
+        [sys.executable, "-m", "chunkwise", "cache", "prune", str(cache),
+         "--keep", current.cache.tag],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / f"{'d' * 64}.coffea").exists()  # the symlink is not a tag: untouched
+    with pytest.raises(CacheError, match="symlink"):
+        from chunkwise.cache import remove_tag
+
+        remove_tag(cache, "linked")

@@ -368,3 +368,25 @@ def test_xrootd_errors_are_told_transient_or_permanent(message: str, transient: 
     wrapped.__cause__ = OSError(message)
     assert is_transient(wrapped) is transient
     assert is_transient(ConnectionRefusedError()) and not is_transient(FileNotFoundError())
+
+
+def test_a_salvaged_chunk_whose_files_all_come_back_gets_its_whole_entry(
+    files: list[str], tmp_path: Path
+) -> None:
+    late = tmp_path / "late.root"
+    fileset = fileset_of(files[:2], late)
+    cache = tmp_path / "cache"
+    first = chunkwise.run(fileset, SpanProcessor(), cache=cache, progress=False)
+    assert [r.status for r in first.chunks] == ["salvaged"]
+    shutil.copy(files[2], late)  # the missing file turns up
+    second = chunkwise.run(fileset, SpanProcessor(), cache=cache, progress=False)
+    assert second.complete and second.output["events"] == 3 * 50
+    third = chunkwise.run(fileset, SpanProcessor(), cache=cache, progress=False)
+    assert [r.status for r in third.chunks] == ["cached"]
+    assert chunkwise.status(fileset, cache).complete
+
+
+def test_a_one_file_chunk_with_an_empty_dataset_runs(files: list[str]) -> None:
+    chunk = {"E": {"files": {}}, "D": {"files": {files[0]: "Events"}}}
+    report = chunkwise.run([chunk], SpanProcessor(), progress=False)
+    assert report.complete and report.output["events"] == 50

@@ -970,9 +970,23 @@ class _InProcessBackend(Backend):
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:
+        except Exception as exc:  # KeyboardInterrupt and SystemExit stop the run at once
             future.set_exception(exc)
         return future
+
+    def submit_many(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
+        futures = []
+        for a in args:
+            future = self.submit(fn, *a)
+            futures.append(future)
+            outcome = future.result() if future.exception() is None else None
+            if outcome is None or getattr(outcome, "kind", None) == "bug":
+                break  # the run stops here: do not process the chunk's other files first
+        for _ in range(len(args) - len(futures)):
+            skipped: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            skipped.cancel()
+            futures.append(skipped)
+        return futures
 
     def wait_any(self, futures: Iterable[Any]) -> set[Any]:
         return set(futures)  # all done at submit

@@ -342,6 +342,11 @@ class ChunkCache:
                 f"cache tag must be a plain directory name, got {tag!r}; "
                 "use letters, digits, '-' and '_'"
             )
+        if key is not None and (not isinstance(key, bytes) or not key):
+            raise TypeError(
+                f"cache key must be non-empty bytes (e.g. chunkwise.cache.load_key(path)), "
+                f"got {type(key).__name__}"
+            )
         self.root = Path(root)
         self.tag = tag
         self.directory = self.root / tag if tag else self.root
@@ -389,8 +394,9 @@ class ChunkCache:
                 ) from None
             st = os.stat(path)
             if st.st_uid == os.geteuid():
-                # mkdir's mode is filtered by the umask, which can only remove bits.
-                os.chmod(path, 0o700)
+                # mkdir's mode is filtered by the umask, which can only remove bits. A keyed
+                # cache is shared by a group: its directories are the group's too.
+                os.chmod(path, 0o2770 if self.key is not None else 0o700)
                 st = os.stat(path)
         except NotADirectoryError:
             raise CacheError(
@@ -477,6 +483,8 @@ class ChunkCache:
             blob = _read_regular(self.path(chunk_hash))
         except _Unsafe as err:
             return "corrupt", f"not read: {err}"
+        except OSError as err:
+            return "corrupt", f"cannot read it ({err.strerror or err})"
         if blob is None:
             return "miss", None
         limit = _LZ4_MAX_RATIO * len(blob) + (1 << 16)  # more cannot come out of LZ4
@@ -494,7 +502,9 @@ class ChunkCache:
             return "corrupt", f"LZ4 frame does not verify: {exc}"
         footer = content[-_FOOTER.size :]
         if len(content) < _FOOTER.size or not footer.startswith(_MAGIC):
-            if not self.tag:  # the notebook's flat layout: coffea.util.save's entries
+            if not self.tag and self.key is None:
+                # The notebook's flat layout: coffea.util.save's entries, in a directory only
+                # you can write (with a key, only authenticated entries are ever read).
                 return "hit", (content, None)
             return "corrupt", "it has no chunkwise footer (not written by chunkwise)"
         _, n_output, n_info, digest = _FOOTER.unpack(footer)
@@ -536,7 +546,7 @@ class ChunkCache:
                 info: dict[str, Any] = {}
                 if info_bytes is not None:
                     info = pickle.loads(info_bytes)
-                    _check_info(info, chunk_hash)
+                    _check_info(info, chunk_hash, self.tag)
                 return CacheEntry("hit", pickle.loads(output_bytes), info)
             except Exception as exc:
                 payload = f"cannot unpickle: {type(exc).__name__}: {exc}"
@@ -630,9 +640,7 @@ class ChunkCache:
             return
         now = time.time()
         for name in names:
-            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                continue
-            if not any(f"{s}." in name for s in (ENTRY_SUFFIX, SALVAGE_SUFFIX, MANIFEST_NAME)):
+            if not _is_our_temporary(name):
                 continue
             path = self.directory / name
             try:
@@ -670,6 +678,8 @@ class ChunkCache:
             # Held until the file is renamed and closed: remove_stale_temporaries never
             # deletes a file that a live writer holds.
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.key is not None:  # the group reads and replaces a shared cache's entries
+                os.fchmod(fd, 0o660)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -754,12 +764,14 @@ class ChunkCache:
                 path.unlink()
 
 
-def _check_info(info: Any, chunk_hash: str) -> None:
+def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
     """Bookkeeping read back must be exactly what chunkwise writes, or the entry is corrupt."""
     if not isinstance(info, dict) or info.get("format") != CACHE_FORMAT:
         raise ValueError("its bookkeeping is not chunkwise's")
     if info.get("hash") != chunk_hash:
         raise ValueError(f"entry was written for chunk {info.get('hash')!r}, not this one")
+    if info.get("tag") != tag:
+        raise ValueError(f"entry was written under tag {info.get('tag')!r}, not this one")
     events = info.get("events", {})
     if not isinstance(events, dict) or not all(
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
@@ -793,9 +805,16 @@ class TagSummary:
     newest: float
 
 
+def _is_our_temporary(name: str) -> bool:
+    """A name of chunkwise's temporary files: ``.<entry, record or manifest>.<random>.tmp``."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return False
+    return any(f"{s}." in name for s in (ENTRY_SUFFIX, SALVAGE_SUFFIX, MANIFEST_NAME))
+
+
 def _ours(name: str) -> bool:
     """A file name chunkwise writes in a tag directory."""
-    if name in (MANIFEST_NAME,) or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+    if name == MANIFEST_NAME or _is_our_temporary(name):
         return True
     for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX):
         if name.endswith(suffix) and _is_hash(name[: -len(suffix)]):
@@ -816,7 +835,11 @@ def list_tags(root: str | os.PathLike[str], *, key: bytes | None = None) -> list
         return []
     summaries = []
     names = sorted(os.listdir(top.root))
-    candidates = [n for n in names if not n.startswith(".") and (top.root / n).is_dir()]
+    candidates = [
+        n
+        for n in names
+        if not n.startswith(".") and stat.S_ISDIR(os.lstat(top.root / n).st_mode)  # no symlinks
+    ]
     if any(_ours(n) and n.endswith(ENTRY_SUFFIX) for n in names):
         candidates.insert(0, "")
     for tag in candidates:
@@ -847,15 +870,28 @@ def remove_tag(root: str | os.PathLike[str], tag: str) -> None:
     cache = ChunkCache(root, tag)
     if not tag:
         raise CacheError("the flat layout has no tag directory to remove")
-    cache.check()
-    names = os.listdir(cache.directory)
-    foreign = [n for n in names if not _ours(n)]
-    if foreign:
-        raise CacheError(
-            f"{str(cache.directory)!r} holds {foreign[0]!r}, which chunkwise did not write; "
-            "left it whole: remove it yourself if you mean to"
-        )
-    for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(cache.directory / name)
-    os.rmdir(cache.directory)
+    try:
+        st = os.lstat(cache.directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CacheError(
+                f"{str(cache.directory)!r} is not a directory (a symlink?); left it alone"
+            )
+        if not cache.check():
+            raise CacheError(f"{str(cache.directory)!r} does not exist")
+        names = os.listdir(cache.directory)
+        foreign = [
+            n
+            for n in names
+            if not _ours(n) or not stat.S_ISREG(os.lstat(cache.directory / n).st_mode)
+        ]
+        if foreign:
+            raise CacheError(
+                f"{str(cache.directory)!r} holds {foreign[0]!r}, which chunkwise did not "
+                "write; left it whole: remove it yourself if you mean to"
+            )
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cache.directory / name)
+        os.rmdir(cache.directory)
+    except OSError as err:
+        raise CacheError(f"cannot remove {str(cache.directory)!r}: {err.strerror or err}") from None

@@ -47,7 +47,7 @@ class Chunk:
 
         A chunk of one file is its own only part.
         """
-        if self.n_files == 1:
+        if self.n_files == 1 and len(self.files) == 1:
             return [self]
         return _build(_core.split_fileset(self.fileset, strategy="by_dataset", files_per_chunk=1))
 

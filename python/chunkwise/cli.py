@@ -664,9 +664,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             import traceback
 
             traceback.print_exc()
+            if getattr(err, "chunkwise_bug", False):
+                what = f"the processor raised {type(err).__name__}, which is not a bad-file error"
+            else:  # a worker that died, a lost cluster, an output that does not pickle...
+                what = f"the run failed: {type(err).__name__}: {_one_line(err)}"
             print(
-                f"chunkwise run: error: the processor raised {type(err).__name__}, which is "
-                "not a bad-file error; chunks finished so far are cached: fix it and rerun",
+                f"chunkwise run: error: {what}; chunks finished so far are cached: fix it "
+                "and rerun",
                 file=sys.stderr,
             )
             return EXIT_BUG
@@ -904,7 +908,7 @@ def _cmd_cache_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"--tag: {err}") from None
         counts = {"cached": 0, "corrupt": 0}
         for digest in _cache_call(lambda c=cache: list(c.hashes())):
-            state = cache.status(digest)
+            state = _cache_call(lambda c=cache, d=digest: c.status(d))
             if state == "corrupt":
                 print(f"corrupt: {cache.path(digest)}")
             counts["cached" if state == "cached" else "corrupt"] += 1

@@ -13,6 +13,7 @@ the merged output.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import time
 import warnings
@@ -404,12 +405,20 @@ class _Engine:
                         futures.update(zip(submitted, batch, strict=True))
                     if not futures:
                         continue
+                    bug: BaseException | None = None
                     for future in backend.wait_any(futures):
                         state, part = futures.pop(future)
-                        self._arrived(state, part, future.result())
-                        if state.waiting == 0:
+                        if future.cancelled():
+                            continue  # not run: the run stops for a bug
+                        raised = self._arrived(state, part, future.result())
+                        bug = bug or raised
+                        if state.waiting == 0 and raised is None:
                             n_open -= 1
                             self._finish(state)
+                    if bug is not None:
+                        # Every chunk that finished in this round is saved, then the bug is
+                        # raised.
+                        raise bug
             except BaseException:
                 backend.cancel(futures)
                 raise
@@ -437,7 +446,8 @@ class _Engine:
             return None
         return state, todo
 
-    def _arrived(self, state: _Open, part: Chunk, outcome: Outcome) -> None:
+    def _arrived(self, state: _Open, part: Chunk, outcome: Outcome) -> BaseException | None:
+        """Record a unit's outcome; return the exception to raise for a bug."""
         state.waiting -= 1
         state.outcomes[part.hash] = outcome
         reissue(outcome.warnings, self.shown, self.quiet)
@@ -448,13 +458,13 @@ class _Engine:
         if outcome.served is not None:
             self.replicas.setdefault(dataset, {})[path] = outcome.served
         if outcome.kind == "ok":
-            return
+            return None
         if outcome.kind == "bad":
             if not self.quiet:
                 _log.warning(
                     "bad file %s (%s): %s\n%s", path, dataset, outcome.error, outcome.traceback
                 )
-            return
+            return None
         exc = outcome.exception
         assert exc is not None
         if exc.__traceback__ is None:  # it crossed a process boundary
@@ -463,7 +473,9 @@ class _Engine:
                 f"chunkwise: raised while processing {path} of dataset {dataset!r}; "
                 f"where it ran:\n{outcome.traceback.rstrip()}",
             )
-        raise exc
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.chunkwise_bug = True  # type: ignore[attr-defined]
+        return exc
 
     # -- finishing a chunk --------------------------------------------------------------------
     def _finish(self, state: _Open) -> None:
@@ -486,7 +498,7 @@ class _Engine:
             (dataset,) = part.files
             events[dataset] += outcome.events
             output = merge(output, load_output(outcome.payload))
-        if len(chunk.parts) == 1:  # one file: write its pickle as it came, no second pickling
+        if chunk.parts == [chunk]:  # one file: write its pickle as it came, no second pickling
             self._save(chunk.hash, state.outcomes[chunk.hash].payload, output, events)
         else:
             self._save(chunk.hash, None, output, events)
@@ -546,6 +558,10 @@ class _Engine:
             _add_bad(record.bad_files, part_record.bad_files)
             total = merge(total, output)
         salvage.bad_files = record.bad_files
+        if state.resumed is not None and not record.bad_files:
+            # Every file is in now: the chunk gets its whole entry, and later runs and
+            # status see it as cached.
+            self._save(chunk.hash, None, total, record.events)
         if state.resumed is not None:
             salvage.error = state.resumed.error
         if self.cache is not None and (
