@@ -42,6 +42,7 @@ def quiet_bars() -> Iterator[None]:
     finally:
         coffea_console.quiet = before
 
+
 def make_runner() -> Any:
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema

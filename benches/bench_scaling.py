@@ -53,9 +53,7 @@ def main() -> None:
         rss = (vm("VmHWM:") - before) / 1024
         t_hash = min(t_hash, timed(lambda fs=fs: chunkwise.hash_fileset(fs)))
         t_fpc = timed(lambda fs=fs: chunkwise.split_fileset(fs, files_per_chunk=50))
-        t_bd = timed(
-            lambda fs=fs: chunkwise.split_fileset(fs, strategy="by_dataset", percentage=1)
-        )
+        t_bd = timed(lambda fs=fs: chunkwise.split_fileset(fs, strategy="by_dataset", percentage=1))
         print(
             f"{n:>12,} {t_hash:8.3f} {t_hash / n * 1e9:8.0f} {t_fpc:11.3f} {t_fpc / n * 1e9:8.0f} "
             f"{t_bd:11.3f} {t_bd / n * 1e9:8.0f} {rss:13.0f}",

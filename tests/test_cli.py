@@ -375,7 +375,8 @@ def test_batch_workflow_split_run_each_chunk_then_status(tmp_path: Path, demo_fi
     # Running the whole fileset now loads everything from the cache.
     rerun = cli("run", source, "--processor", PROCESSOR, "--percentage", "50", "--cache", cache)
     assert rerun.returncode == 0
-    assert "(0 processed, 2 cached, 0 failed); complete" in rerun.stdout
+    assert "chunks: 2 (0 processed, 2 cached, 0 salvaged, 0 failed)" in rerun.stdout
+    assert "files: 9 (0 processed, 9 cached, 0 bad); complete" in rerun.stdout
 
 
 def test_run_rejects_bad_usage_before_writing_anything(tmp_path: Path, demo_files):
@@ -510,7 +511,12 @@ def test_split_and_status_read_a_preprocessed_fileset(tmp_path: Path):
     assert status.returncode == 1
     assert "0/4 (0.0%)" in status.stdout
     listed = cli(
-        "status", source, "--files-per-chunk", "2", "--cache", tmp_path / "cache",
+        "status",
+        source,
+        "--files-per-chunk",
+        "2",
+        "--cache",
+        tmp_path / "cache",
         "--list-incomplete",
     )
     assert sorted(listed.stdout.split()) == sorted(Path(p).stem for p in split.stdout.split())

@@ -53,6 +53,8 @@ __all__ = [
     "default_runner",
     "dumps_processor",
     "error_text",
+    "GEN_WEIGHTS",
+    "read_file_sums",
     "is_allowed",
     "is_transient",
     "dumps_output",
@@ -311,20 +313,21 @@ def _is_users_own_module(name: str) -> bool:
     return top not in _installed_top_level_names()
 
 
-def dumps_processor(processor_instance: Any) -> bytes:
-    """Pickle the processor so that workers which cannot import its module still load it.
+def dumps_processor(processor_instance: Any, file_sums: Any = None) -> bytes:
+    """Pickle the processor (and the ``file_sums`` hook) so that workers which cannot import
+    their modules still load them.
 
-    The modules of the processor's class and of its base classes that are the user's own code
-    (not installed, not the standard library) are pickled by value with cloudpickle, so an
-    external ``dask worker`` started elsewhere needs only the installed packages.
+    The modules of the processor's class, of its base classes and of the hook that are the
+    user's own code (not installed, not the standard library) are pickled by value with
+    cloudpickle, so an external ``dask worker`` started elsewhere needs only the installed
+    packages. :func:`process_unit` loads the pair.
     """
     import cloudpickle
 
-    modules = {
-        sys.modules[klass.__module__]
-        for klass in type(processor_instance).__mro__
-        if _is_users_own_module(klass.__module__)
-    }
+    names = [klass.__module__ for klass in type(processor_instance).__mro__]
+    if file_sums is not None:
+        names.append(getattr(file_sums, "__module__", None) or "")
+    modules = {sys.modules[name] for name in names if _is_users_own_module(name)}
     with _PICKLE_LOCK:  # cloudpickle's by-value registry is global: never leave it changed
         registered = []
         try:
@@ -334,7 +337,9 @@ def dumps_processor(processor_instance: Any) -> bytes:
                 except ValueError:  # already registered by the caller
                     continue
                 registered.append(module)
-            return cloudpickle.dumps(processor_instance, protocol=pickle.HIGHEST_PROTOCOL)
+            return cloudpickle.dumps(
+                (processor_instance, file_sums), protocol=pickle.HIGHEST_PROTOCOL
+            )
         finally:
             for module in registered:
                 cloudpickle.unregister_pickle_by_value(module)
@@ -479,6 +484,8 @@ class Outcome:
         How many times the file was tried again (over all its replicas).
     served : str or None
         The replica's path that gave the output, when it is not the file's own path.
+    sums : dict
+        For ``ok``: the file's per-file quantities (:func:`read_file_sums`).
     """
 
     kind: OutcomeKind
@@ -493,6 +500,7 @@ class Outcome:
     transient: bool = False
     retries: int = 0
     served: str | None = None
+    sums: dict[str, float] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -631,7 +639,7 @@ def _run_unit(
     try:
         # A fresh copy per unit: a processor that keeps state on self must not leak it
         # from one file into the next.
-        processor_instance = cloudpickle.loads(processor_blob)
+        processor_instance, file_sums = cloudpickle.loads(processor_blob)
         runner = _worker_runner(settings)
     except Exception as exc:
         return _failure("bug", exc)
@@ -644,7 +652,11 @@ def _run_unit(
         if error is not None:
             return _failure("bad" if is_allowed(allowed, error) else "bug", error)
         if n_entries == 0:
-            return Outcome("ok", payload=None, events=0)  # an empty file is complete
+            try:  # an empty file is complete
+                sums = read_file_sums(runner, path, file_sums)
+            except Exception as exc:
+                return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
+            return Outcome("ok", payload=None, events=0, sums=sums)
         return Outcome(
             "bad",
             error=f"coffea made no work item from it ({n_entries} entries); rerun to retry",
@@ -658,7 +670,104 @@ def _run_unit(
     if exception != 0:  # a recoverable executor's capture; the in-process one never is
         return _failure("bad" if is_allowed(allowed, exception) else "bug", exception)
     events = sum(len(item) for item in wrapped["processed"])
-    return Outcome("ok", payload=dumps_output(wrapped["out"]), events=events)
+    try:
+        sums = read_file_sums(runner, path, file_sums)
+    except Exception as exc:
+        # The file was processed, but its sums of weights cannot be read: it cannot be
+        # normalized, so it is not counted in the output either.
+        return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
+    return Outcome("ok", payload=dumps_output(wrapped["out"]), events=events, sums=sums)
+
+
+#: NanoAOD's Runs tree holds, per luminosity block range, sums over all generated events of the
+#: file before any selection; older NanoAOD versions end the names in "_" (nano_dy.root of
+#: ../shared/samples does).
+GEN_WEIGHTS = {
+    "sumw": ("genEventSumw", "genEventSumw_"),
+    "sumw2": ("genEventSumw2", "genEventSumw2_"),
+    "gen_events": ("genEventCount", "genEventCount_"),
+}
+
+
+def read_file_sums(runner: Any, path: str, file_sums: Any = None) -> dict[str, float]:
+    """A file's per-file quantities: its generator weights, and what ``file_sums`` gives.
+
+    Read when the file is processed, so that they are cached with its output and cover exactly
+    the files in the result.
+
+    Parameters
+    ----------
+    runner : coffea.processor.Runner
+        For the file format and the XRootD timeout.
+    path : str
+        The file.
+    file_sums : callable, optional
+        The user's hook: called with the file opened by uproot, returns ``{name: number}``
+        (or None for nothing).
+
+    Returns
+    -------
+    dict
+        ``sumw``, ``sumw2`` and ``gen_events`` summed over the ``Runs`` tree when the file has
+        one with those branches (none of them otherwise: data), and the hook's quantities.
+
+    Raises
+    ------
+    Exception
+        Whatever reading the file or the hook raised; a ``TypeError`` or ``ValueError`` for a
+        hook that returns something else than finite numbers under new names.
+    """
+    if runner.format != "root":
+        return {}
+    import uproot
+
+    found: dict[str, float] = {}
+    with uproot.open(path, timeout=runner.xrootdtimeout) as f:
+        runs = f["Runs"] if "Runs" in f else None
+        if hasattr(runs, "arrays"):  # a TTree or an RNTuple
+            names = set(runs.keys())
+            branches = {
+                key: next((b for b in candidates if b in names), None)
+                for key, candidates in GEN_WEIGHTS.items()
+            }
+            if all(branches.values()):
+                arrays = runs.arrays(list(branches.values()), library="np")
+                for key, branch in branches.items():
+                    total = arrays[branch].sum()
+                    found[key] = int(total) if key == "gen_events" else float(total)
+        if file_sums is not None:
+            extra = file_sums(f)
+            if extra is not None:
+                found.update(_checked_sums(extra, file_sums))
+    return found
+
+
+def _checked_sums(extra: Any, hook: Any) -> dict[str, float]:
+    import math
+    import numbers
+
+    name = getattr(hook, "__qualname__", None) or repr(hook)
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"file_sums hook {name} returned {type(extra).__name__}; it must return a dict "
+            "of {name: number} (or None)"
+        )
+    out: dict[str, float] = {}
+    for key, value in extra.items():
+        if not isinstance(key, str) or key in GEN_WEIGHTS:
+            raise ValueError(
+                f"file_sums hook {name} returned the key {key!r}; use str keys other than "
+                f"{', '.join(GEN_WEIGHTS)} (chunkwise reads those from the Runs tree)"
+            )
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"file_sums hook {name} returned {key!r}: {type(value).__name__}; values "
+                "must be numbers"
+            )
+        if not math.isfinite(float(value)):
+            raise ValueError(f"file_sums hook {name} returned {key!r}: {value}, not finite")
+        out[key] = int(value) if isinstance(value, numbers.Integral) else float(value)
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ Entry format
 ------------
 An entry is one LZ4 frame with a content checksum and its content size in the header, holding
 the output pickled with cloudpickle (as ``coffea.util.save`` writes it, so ``coffea.util.load``
-reads it), a pickled ``dict`` of chunkwise bookkeeping (format, hash, tag, events per dataset),
+reads it), a pickled ``dict`` of chunkwise bookkeeping (format, hash, tag, events and sums of
+weights per dataset),
 and a 64-byte footer: a magic string, the two lengths, and a digest of both pickles: SHA-256,
 or, for a cache shared with a key, HMAC-SHA256 with that key.
 
@@ -48,6 +49,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import pickle
 import stat
@@ -777,6 +779,23 @@ def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
     ):
         raise ValueError("its event counts are malformed")
+    sums = info.get("sums", {})
+    if not isinstance(sums, dict) or not all(
+        isinstance(dataset, str)
+        and isinstance(totals, dict)
+        and all(
+            isinstance(name, str)
+            and isinstance(entry, list)
+            and len(entry) == 2
+            and type(entry[0]) in (int, float)
+            and math.isfinite(entry[0])
+            and type(entry[1]) is int
+            and entry[1] >= 0
+            for name, entry in totals.items()
+        )
+        for dataset, totals in sums.items()
+    ):
+        raise ValueError("its sums of weights are malformed")
 
 
 # -- housekeeping ---------------------------------------------------------------------------

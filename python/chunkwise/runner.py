@@ -40,7 +40,7 @@ from chunkwise._coffea import error_text as _error_text
 from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
 from chunkwise.table import format_table
-from chunkwise.tag import explain, tag_manifest, tag_of
+from chunkwise.tag import _version, explain, tag_manifest, tag_of
 
 __all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "open_cache", "run"]
 
@@ -78,6 +78,10 @@ class ChunkRecord:
         ``{dataset: {path: "error text"}}``: this chunk's files that are not in the output.
     parts : list of ChunkRecord
         For a salvaged chunk, one record per file.
+    sums : dict
+        ``{dataset: {name: [total, files]}}``: the per-file quantities (``sumw``, ``sumw2``,
+        ``gen_events`` and the ``file_sums`` hook's) summed over this chunk's files in the
+        output, with how many of those files had each.
     """
 
     hash: str
@@ -88,6 +92,17 @@ class ChunkRecord:
     events: dict[str, int] = field(default_factory=dict)
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
     parts: list[ChunkRecord] = field(default_factory=list)
+    sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    @property
+    def n_files(self) -> int:
+        """How many files the chunk has."""
+        return sum(len(data["files"]) for data in self.fileset.values())
+
+
+#: The version of ``RunReport.to_dict``'s layout; it changes only when a key changes meaning or
+#: goes away (new keys may be added within a version).
+REPORT_SCHEMA = "chunkwise-report/1"
 
 
 @dataclass
@@ -106,14 +121,30 @@ class RunReport:
         ``{dataset: fraction of its files in output}``; a file with 0 events counts as in.
     events : dict
         ``{dataset: events processed}`` (``maxchunks`` limits these).
-    n_processed : int
-        Chunks, or single files of salvaged chunks, computed successfully in this call.
-    n_cached : int
-        Chunks (or single files of salvaged chunks) loaded from the cache.
-    n_failed : int
-        Chunks (or single files of salvaged chunks) that failed.
+    sumw, sumw2 : dict
+        ``{dataset: sum of generator weights (of their squares)}`` over exactly the files in
+        ``output``, from each file's NanoAOD ``Runs`` tree (``genEventSumw``/``genEventSumw2``,
+        or the older ``genEventSumw_`` names), all generated events before any selection:
+        the denominator of an MC normalization ``xsec * lumi / sumw``. ``None`` for a dataset
+        when a file in the output has no such tree (data) or no file is in the output.
+    gen_events : dict
+        ``{dataset: generated events}`` (``genEventCount``), the same way.
+    sums : dict
+        ``{dataset: {name: total or None}}``: every per-file quantity, summed the same way:
+        ``sumw``, ``sumw2``, ``gen_events`` and what the ``file_sums`` hook returned. A total
+        is ``None`` when a file in the output lacks it.
     files_total : dict
         ``{dataset: number of files}`` over all chunks.
+    chunk_counts : dict
+        Chunks by what became of them: ``processed``, ``cached``, ``salvaged`` (a bad file, the
+        good ones kept) and ``failed`` (nothing of it in the output).
+    file_counts : dict
+        Files by what became of them: ``processed`` (computed in this call), ``cached`` and
+        ``bad`` (not in the output).
+    n_processed, n_cached, n_failed : int
+        Cache entries (a whole chunk, or one file of a salvaged chunk) computed successfully in
+        this call, loaded from the cache, and failed. ``chunk_counts`` and ``file_counts``
+        count in one unit each.
     cache : ChunkCache or None
         Where the entries are, if a cache was used.
     notes : list of str
@@ -132,10 +163,16 @@ class RunReport:
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
     completeness: dict[str, float] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
+    sumw: dict[str, float | None] = field(default_factory=dict)
+    sumw2: dict[str, float | None] = field(default_factory=dict)
+    gen_events: dict[str, int | None] = field(default_factory=dict)
+    sums: dict[str, dict[str, float | None]] = field(default_factory=dict)
     n_processed: int = 0
     n_cached: int = 0
     n_failed: int = 0
     files_total: dict[str, int] = field(default_factory=dict)
+    chunk_counts: dict[str, int] = field(default_factory=dict)
+    file_counts: dict[str, int] = field(default_factory=dict)
     cache: ChunkCache | None = None
     notes: list[str] = field(default_factory=list)
     cache_problem: str | None = None
@@ -147,34 +184,57 @@ class RunReport:
         """True only when every file of every dataset is in ``output``."""
         return self.n_failed == 0 and all(f == 1.0 for f in self.completeness.values())
 
+    def reaches(self, min_completeness: float) -> bool:
+        """Whether every dataset has at least this fraction of its files in ``output``.
+
+        Parameters
+        ----------
+        min_completeness : float
+            A fraction between 0 and 1; ``1.0`` is the same as ``complete``.
+        """
+        if min_completeness >= 1.0:
+            return self.complete
+        return all(f >= min_completeness for f in self.completeness.values())
+
     def summary(self) -> str:
-        """A per-dataset table: files ok, bad and total, events, and the fraction of files in.
+        """A per-dataset table: files ok, bad and total, events, the fraction of files in and,
+        when some dataset has them, the sum of generator weights.
 
         Returns
         -------
         str
-            The table, followed by chunk counts and any notes.
+            The table, followed by chunk and file counts, the bad files and any notes.
         """
-        header = ("dataset", "files ok", "bad", "total", "events", "fraction")
+        header: tuple[str, ...] = ("dataset", "files ok", "bad", "total", "events", "fraction")
+        with_sumw = any(v is not None for v in self.sumw.values())
+        if with_sumw:
+            header += ("sumw",)
         rows = []
         for dataset in sorted(self.files_total):
             total = self.files_total[dataset]
             bad = len(self.bad_files.get(dataset, {}))
-            rows.append(
-                (
-                    dataset,
-                    str(total - bad),
-                    str(bad),
-                    str(total),
-                    f"{self.events.get(dataset, 0):,}",
-                    f"{self.completeness.get(dataset, 0.0):.1%}",
-                )
+            row = (
+                dataset,
+                str(total - bad),
+                str(bad),
+                str(total),
+                f"{self.events.get(dataset, 0):,}",
+                f"{self.completeness.get(dataset, 0.0):.1%}",
             )
-        lines = [format_table(header, rows)]
-        lines.append("")
+            if with_sumw:
+                sumw = self.sumw.get(dataset)
+                row += ("-" if sumw is None else f"{sumw:.6g}",)
+            rows.append(row)
+        lines = [format_table(header, rows), ""]
+        c, f = self.chunk_counts, self.file_counts
         lines.append(
-            f"chunks: {len(self.chunks)} ({self.n_processed} processed, {self.n_cached} cached, "
-            f"{self.n_failed} failed); "
+            f"chunks: {len(self.chunks)} ({c.get('processed', 0)} processed, "
+            f"{c.get('cached', 0)} cached, {c.get('salvaged', 0)} salvaged, "
+            f"{c.get('failed', 0)} failed)"
+        )
+        lines.append(
+            f"files: {sum(self.files_total.values())} ({f.get('processed', 0)} processed, "
+            f"{f.get('cached', 0)} cached, {f.get('bad', 0)} bad); "
             + ("complete" if self.complete else "INCOMPLETE: see bad_files")
         )
         for dataset in sorted(self.bad_files):
@@ -182,6 +242,85 @@ class RunReport:
                 lines.append(f"  bad: {dataset}: {path}: {error}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the output, as plain JSON-ready data (``chunkwise run --report``).
+
+        Returns
+        -------
+        dict
+            ``schema`` (``"chunkwise-report/1"``), ``complete``, ``datasets`` (per dataset:
+            ``files_total``, ``files_ok``, ``files_bad``, ``events``, ``completeness``,
+            ``sumw``, ``sumw2``, ``gen_events``, ``sums`` and ``bad_files`` as
+            ``{path: error}``), ``counts`` (``chunks`` and ``files`` by status), ``chunks``
+            (each one's ``hash``, ``status``, ``files``, ``events``, ``error`` and, for a
+            salvaged chunk, its ``parts``), ``cache`` (``directory`` and ``tag``, or None),
+            ``cache_problem``, ``retries``, ``replicas``, ``notes`` and ``versions``.
+
+        Examples
+        --------
+        >>> import json
+        >>> json.dumps(report.to_dict(), indent=1)  # doctest: +SKIP
+        """
+        datasets = {}
+        for dataset in sorted(self.files_total):
+            total = self.files_total[dataset]
+            bad = self.bad_files.get(dataset, {})
+            datasets[dataset] = {
+                "files_total": total,
+                "files_ok": total - len(bad),
+                "files_bad": len(bad),
+                "events": self.events.get(dataset, 0),
+                "completeness": self.completeness.get(dataset, 0.0),
+                "sumw": self.sumw.get(dataset),
+                "sumw2": self.sumw2.get(dataset),
+                "gen_events": self.gen_events.get(dataset),
+                "sums": dict(self.sums.get(dataset, {})),
+                "bad_files": dict(sorted(bad.items())),
+            }
+
+        def chunk(record: ChunkRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "hash": record.hash,
+                "status": record.status,
+                "files": {d: len(data["files"]) for d, data in record.fileset.items()},
+                "events": dict(record.events),
+                "seconds": round(record.seconds, 3),
+                "error": None if record.exception is None else _error_text(record.exception),
+            }
+            if record.parts:
+                out["parts"] = [
+                    {
+                        "hash": part.hash,
+                        "dataset": dataset,
+                        "path": path,
+                        "status": part.status,
+                        "error": part.bad_files.get(dataset, {}).get(path),
+                    }
+                    for part in record.parts
+                    for dataset, data in part.fileset.items()
+                    for path in data["files"]
+                ]
+            return out
+
+        return {
+            "schema": REPORT_SCHEMA,
+            "complete": self.complete,
+            "datasets": datasets,
+            "counts": {
+                "chunks": {"total": len(self.chunks), **self.chunk_counts},
+                "files": {"total": sum(self.files_total.values()), **self.file_counts},
+            },
+            "chunks": [chunk(record) for record in self.chunks],
+            "cache": None
+            if self.cache is None
+            else {"directory": str(self.cache.directory), "tag": self.cache.tag},
+            "cache_problem": self.cache_problem,
+            "retries": self.retries,
+            "replicas": self.replicas,
+            "notes": list(self.notes),
+            "versions": {name: _version(name) for name in ("chunkwise", "coffea")},
+        }
 
     def __str__(self) -> str:
         return self.summary()
@@ -195,6 +334,29 @@ def _add_counts(into: dict[str, int], counts: Mapping[str, int]) -> None:
 def _add_bad(into: dict[str, dict[str, str]], bad: Mapping[str, Mapping[str, str]]) -> None:
     for dataset, files in bad.items():
         into.setdefault(dataset, {}).update(files)
+
+
+def _add_file_sums(
+    into: dict[str, dict[str, list[float]]], dataset: str, sums: Mapping[str, float]
+) -> None:
+    """Add one file's quantities: each name's total, and how many files had it."""
+    totals = into.setdefault(dataset, {})
+    for name, value in sums.items():
+        entry = totals.setdefault(name, [0, 0])
+        entry[0] += value
+        entry[1] += 1
+
+
+def _add_sums(
+    into: dict[str, dict[str, list[float]]], sums: Mapping[str, Mapping[str, Sequence[float]]]
+) -> None:
+    """Add the ``ChunkRecord.sums`` of a chunk."""
+    for dataset, totals in sums.items():
+        mine = into.setdefault(dataset, {})
+        for name, (value, files) in totals.items():
+            entry = mine.setdefault(name, [0, 0])
+            entry[0] += value
+            entry[1] += files
 
 
 class _EntryWriter:
@@ -273,32 +435,42 @@ class _EntryWriter:
 
 
 class _Progress:
-    """One bar over the chunks, with processed/cached/failed counts; a no-op when disabled."""
+    """One bar over the files, with an ETA and the chunks done; a no-op when disabled.
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.counts = {"processed": 0, "cached": 0, "failed": 0}
+    The bar advances as each file returns (the unit of work), so it moves within a chunk; the
+    text says how many chunks are finished and how many files were bad.
+    """
+
+    def __init__(self, files: int, chunks: int, enabled: bool) -> None:
+        self.chunks_total = chunks
+        self.chunks_done = 0
+        self.bad = 0
         self._progress: Any = None
-        if enabled and total:
+        if enabled and files:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._progress = Progress(
                 TextColumn("chunkwise"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[counts]}"),
+                TextColumn("files · {task.fields[counts]}"),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),  # stdout is for the summary
             )
-            self._task = self._progress.add_task("chunks", total=total, counts=self._text())
+            self._task = self._progress.add_task("files", total=files, counts=self._text())
 
     def _text(self) -> str:
-        c = self.counts
-        return f"{c['processed']} processed, {c['cached']} cached, {c['failed']} failed"
+        return f"{self.chunks_done}/{self.chunks_total} chunks, {self.bad} bad files"
 
     def __enter__(self) -> _Progress:
         if self._progress is not None:
@@ -309,12 +481,16 @@ class _Progress:
         if self._progress is not None:
             self._progress.stop()
 
-    def advance(self, record: ChunkRecord) -> None:
-        for unit in record.parts or [record]:
-            if unit.status in self.counts:
-                self.counts[unit.status] += 1
+    def files(self, n: int, bad: int = 0) -> None:
+        """``n`` files returned (``bad`` of them bad)."""
+        self.bad += bad
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, counts=self._text())
+            self._progress.update(self._task, advance=n, counts=self._text())
+
+    def chunk(self, record: ChunkRecord, files: int) -> None:
+        """A chunk is finished; ``files`` of its files had not been counted yet (cached)."""
+        self.chunks_done += 1
+        self.files(files)
 
 
 # -- the engine -----------------------------------------------------------------------------------
@@ -345,12 +521,13 @@ class _Engine:
         quiet: bool,
         bar: _Progress,
         policy: RetryPolicy,
+        file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
     ) -> None:
         self.plan = plan
         self.policy = policy
         self.retries: dict[str, dict[str, int]] = {}
         self.replicas: dict[str, dict[str, str]] = {}
-        self.blob = dumps_processor(processor_instance)
+        self.blob = dumps_processor(processor_instance, file_sums)
         self.cache = cache
         self.salvage = salvage
         self.in_flight = in_flight
@@ -360,6 +537,7 @@ class _Engine:
         self.records: dict[int, ChunkRecord] = {}
         self.total: Any = None
         self.foreign_entries = 0
+        self.unsummed_entries = 0  # written by a chunkwise that did not read sums of weights
         self.shown: set[tuple[Any, str]] = set()
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -429,7 +607,7 @@ class _Engine:
         if hit is not None:
             record, output = hit
             record.seconds = time.perf_counter() - start
-            self._add(index, record, output)
+            self._add(index, record, output, uncounted=chunk.n_files)
             return None
         resumed = self._salvage_record(chunk)
         state = _Open(index, chunk, start, resumed)
@@ -450,6 +628,7 @@ class _Engine:
         """Record a unit's outcome; return the exception to raise for a bug."""
         state.waiting -= 1
         state.outcomes[part.hash] = outcome
+        self.bar.files(1, bad=outcome.kind != "ok")
         reissue(outcome.warnings, self.shown, self.quiet)
         ((dataset, paths),) = part.files.items()
         (path,) = paths
@@ -492,19 +671,21 @@ class _Engine:
     def _finish_whole(self, state: _Open, seconds: float) -> None:
         chunk = state.chunk
         events = dict.fromkeys(chunk.files, 0)
+        sums: dict[str, dict[str, list[float]]] = {}
         output = None
         for part in chunk.parts:
             outcome = state.outcomes[part.hash]
             (dataset,) = part.files
             events[dataset] += outcome.events
+            _add_file_sums(sums, dataset, outcome.sums)
             output = merge(output, load_output(outcome.payload))
         if chunk.parts == [chunk]:  # one file: write its pickle as it came, no second pickling
-            self._save(chunk.hash, state.outcomes[chunk.hash].payload, output, events)
+            self._save(chunk.hash, state.outcomes[chunk.hash].payload, output, events, sums)
         else:
-            self._save(chunk.hash, None, output, events)
-        record = ChunkRecord(chunk.hash, chunk.fileset, "processed", events=events)
+            self._save(chunk.hash, None, output, events, sums)
+        record = ChunkRecord(chunk.hash, chunk.fileset, "processed", events=events, sums=sums)
         record.seconds = seconds
-        self._add(state.index, record, output)
+        self._add(state.index, record, output, uncounted=0)
 
     def _finish_failed(self, state: _Open, bad: Mapping[str, Outcome], seconds: float) -> None:
         chunk = state.chunk
@@ -520,7 +701,7 @@ class _Engine:
             chunk.hash, chunk.fileset, "failed", first.exception, bad_files=bad_files
         )
         record.seconds = seconds
-        self._add(state.index, record, None)
+        self._add(state.index, record, None, uncounted=0)
 
     def _finish_salvaged(self, state: _Open, bad: Mapping[str, Outcome], seconds: float) -> None:
         chunk = state.chunk
@@ -543,9 +724,13 @@ class _Engine:
                 outcome = state.outcomes[part.hash]
                 if outcome.kind == "ok":
                     events = {dataset: outcome.events}
+                    sums: dict[str, dict[str, list[float]]] = {}
+                    _add_file_sums(sums, dataset, outcome.sums)
                     output = load_output(outcome.payload)
-                    self._save(part.hash, outcome.payload, output, events)
-                    part_record = ChunkRecord(part.hash, part.fileset, "processed", events=events)
+                    self._save(part.hash, outcome.payload, output, events, sums)
+                    part_record = ChunkRecord(
+                        part.hash, part.fileset, "processed", events=events, sums=sums
+                    )
                 else:
                     part_bad = {dataset: {path: outcome.error}}
                     part_record = ChunkRecord(
@@ -555,13 +740,14 @@ class _Engine:
                 part_record.seconds = outcome.seconds
             record.parts.append(part_record)
             _add_counts(record.events, part_record.events)
+            _add_sums(record.sums, part_record.sums)
             _add_bad(record.bad_files, part_record.bad_files)
             total = merge(total, output)
         salvage.bad_files = record.bad_files
         if state.resumed is not None and not record.bad_files:
             # Every file is in now: the chunk gets its whole entry, and later runs and
             # status see it as cached.
-            self._save(chunk.hash, None, total, record.events)
+            self._save(chunk.hash, None, total, record.events, record.sums)
         if state.resumed is not None:
             salvage.error = state.resumed.error
         if self.cache is not None and (
@@ -569,25 +755,30 @@ class _Engine:
         ):
             self.writer.put_salvage(salvage)
         record.seconds = seconds
-        self._add(state.index, record, total)
+        self._add(state.index, record, total, uncounted=len(state.cached))
 
     def _save(
-        self, chunk_hash: str, payload: bytes | None, output: Any, events: dict[str, int]
+        self,
+        chunk_hash: str,
+        payload: bytes | None,
+        output: Any,
+        events: dict[str, int],
+        sums: dict[str, dict[str, list[float]]],
     ) -> None:
         """Queue a cache entry: from the unit's payload if given, else by pickling ``output``."""
         if self.cache is None:
             return
-        info = {"events": events}
+        info = {"events": events, "sums": sums}
         if payload is not None:
             data = self.cache.encode_pickled(chunk_hash, pickled_output(payload), info)
         else:  # pickled here, before the output is merged into (and changed with) the total
             data = self.cache.encode(chunk_hash, output, info)
         self.writer.put(chunk_hash, data)
 
-    def _add(self, index: int, record: ChunkRecord, output: Any) -> None:
+    def _add(self, index: int, record: ChunkRecord, output: Any, uncounted: int) -> None:
         self.records[index] = record
         self.total = merge(self.total, output)
-        self.bar.advance(record)
+        self.bar.chunk(record, uncounted)
 
     # -- the cache ----------------------------------------------------------------------------
     def _lookup(self, chunk: Chunk) -> tuple[ChunkRecord, Any] | None:
@@ -599,8 +790,12 @@ class _Engine:
             return None
         if "events" not in entry.info:
             self.foreign_entries += 1
+        elif "sums" not in entry.info:
+            self.unsummed_entries += 1
         events = dict(entry.info.get("events", {}))
-        return ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events), entry.output
+        record = ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events)
+        _add_sums(record.sums, entry.info.get("sums", {}))
+        return record, entry.output
 
     def _salvage_record(self, chunk: Chunk) -> SalvageRecord | None:
         """An earlier run's salvage record for ``chunk``, if it fits the chunk exactly."""
@@ -619,6 +814,44 @@ class _Engine:
             )
             return None
         return record
+
+
+def _count(report: RunReport) -> None:
+    """Fill in a report's counts, bad files, completeness and sums from its chunk records."""
+    report.chunk_counts = dict.fromkeys(("processed", "cached", "salvaged", "failed"), 0)
+    report.file_counts = dict.fromkeys(("processed", "cached", "bad"), 0)
+    sums: dict[str, dict[str, list[float]]] = {}
+    for record in report.chunks:
+        report.chunk_counts[record.status] += 1
+        for unit in record.parts or [record]:
+            file_status = "bad" if unit.status == "failed" else unit.status
+            report.file_counts[file_status] += unit.n_files
+            if unit.status == "processed":
+                report.n_processed += 1
+            elif unit.status == "cached":
+                report.n_cached += 1
+            elif unit.status == "failed":
+                report.n_failed += 1
+        _add_counts(report.events, record.events)
+        _add_sums(sums, record.sums)
+        if record.parts or record.status == "failed":
+            _add_bad(report.bad_files, record.bad_files)
+    for dataset, n_files in report.files_total.items():
+        report.events.setdefault(dataset, 0)
+        n_ok = n_files - len(report.bad_files.get(dataset, {}))
+        report.completeness[dataset] = n_ok / n_files if n_files else 1.0
+        # A total counts only if every file in the output gave it: a sum over some of the
+        # files would normalize wrongly, silently.
+        report.sums[dataset] = {
+            name: (int(total) if name == "gen_events" else total)
+            if files == n_ok and n_ok > 0
+            else None
+            for name, (total, files) in sorted(sums.get(dataset, {}).items())
+        }
+        report.sumw[dataset] = report.sums[dataset].get("sumw")
+        report.sumw2[dataset] = report.sums[dataset].get("sumw2")
+        gen = report.sums[dataset].get("gen_events")
+        report.gen_events[dataset] = None if gen is None else int(gen)
 
 
 def _retry_policy(
@@ -651,11 +884,12 @@ def open_cache(
     force: bool,
     processor_instance: Any,
     runner: Any,
+    file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
 ) -> ChunkCache:
     """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
 
     The flat layout (``tag=""``) has no manifest. ``tag=None`` derives the tag from the
-    manifest (``chunkwise.tag.cache_tag``).
+    manifest (``chunkwise.tag.cache_tag``), which covers the ``file_sums`` hook.
 
     Returns
     -------
@@ -668,7 +902,7 @@ def open_cache(
     """
     if tag == "":
         return ChunkCache(root, "", key=key)
-    manifest = tag_manifest(processor_instance, runner)
+    manifest = tag_manifest(processor_instance, runner, file_sums)
     cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
     cache.check(create=True)
     existing = cache.read_manifest()
@@ -718,6 +952,7 @@ def run(
     retries: int = 3,
     retry_delay: float = 1.0,
     replicas: Mapping[str, str | Sequence[str]] | None = None,
+    file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
@@ -790,6 +1025,14 @@ def run(
         called bad, e.g. ``{"root://siteA//store/": ["root://siteB//store/"]}``. Cache keys,
         ``bad_files`` and completeness stay on the path written in the fileset;
         ``report.replicas`` says which replica served a file.
+    file_sums : callable, optional
+        Per-file quantities to sum like the generator weights: called on the worker, once
+        per file that succeeds, with the file opened by uproot (a ``ReadOnlyDirectory``), it
+        returns ``{name: number}`` (or None). ``report.sums[dataset][name]`` is the total over
+        exactly the files in the output, and the values are cached with each entry. An error
+        it raises counts as the file's (a bad file if in ``skipbadfiles``, else a bug). For
+        example ``lambda f: {"lumi_blocks": f["LuminosityBlocks"].num_entries}``. ROOT files
+        only. The generator weights (``report.sumw``) are read whether or not it is given.
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
@@ -834,6 +1077,10 @@ def run(
     {'DYJets': 0.8333333333333334, 'TTbar': 0.8}
     >>> hist = report.output["MET"]  # doctest: +SKIP
     """
+    if file_sums is not None and not callable(file_sums):
+        raise TypeError(
+            f"file_sums must be a function of an uproot file, got {type(file_sums).__name__}"
+        )
     if in_flight is not None and (not isinstance(in_flight, int) or in_flight < 1):
         raise ValueError(f"in_flight must be a whole number of at least 1, got {in_flight!r}")
     policy = _retry_policy(retries, retry_delay, replicas)
@@ -850,7 +1097,13 @@ def run(
     chunk_cache: ChunkCache | None = None
     if cache is not None:
         chunk_cache = open_cache(
-            cache, cache_tag, cache_key, force_tag, processor_instance, execution.runner
+            cache,
+            cache_tag,
+            cache_key,
+            force_tag,
+            processor_instance,
+            execution.runner,
+            file_sums,
         )
         removed = chunk_cache.prepare()  # before any work: CacheError says what is wrong
         if removed:
@@ -862,9 +1115,17 @@ def run(
     for chunk in chunks:
         _add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
 
-    with _Progress(len(chunks), progress) as bar:
+    with _Progress(sum(report.files_total.values()), len(chunks), progress) as bar:
         engine = _Engine(
-            execution, processor_instance, chunk_cache, salvage, in_flight, quiet, bar, policy
+            execution,
+            processor_instance,
+            chunk_cache,
+            salvage,
+            in_flight,
+            quiet,
+            bar,
+            policy,
+            file_sums,
         )
         try:
             try:
@@ -888,21 +1149,13 @@ def run(
     if report.cache_problem is not None:
         report.notes.append(report.cache_problem)
     report.chunks = [engine.records[i] for i in sorted(engine.records)]
-    for record in report.chunks:
-        for unit in record.parts or [record]:
-            if unit.status == "processed":
-                report.n_processed += 1
-            elif unit.status == "cached":
-                report.n_cached += 1
-            elif unit.status == "failed":
-                report.n_failed += 1
-        _add_counts(report.events, record.events)
-        if record.parts or record.status == "failed":
-            _add_bad(report.bad_files, record.bad_files)
-    for dataset, n_files in report.files_total.items():
-        report.events.setdefault(dataset, 0)
-        n_bad = len(report.bad_files.get(dataset, {}))
-        report.completeness[dataset] = (n_files - n_bad) / n_files if n_files else 1.0
+    _count(report)
+    if engine.unsummed_entries:
+        report.notes.append(
+            f"{engine.unsummed_entries} cache entries were written by an older chunkwise that "
+            "did not read sums of weights: sumw is None for their datasets; rerun with a new "
+            "cache tag to have them"
+        )
     if engine.foreign_entries:
         report.notes.append(
             f"{engine.foreign_entries} cache entries were not written by chunkwise (plain "

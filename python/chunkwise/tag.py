@@ -714,7 +714,7 @@ def _processor_state(processor: Any) -> dict[str, Any]:
     return {str(k): v for k, v in state.items()}
 
 
-def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
+def tag_manifest(processor: Any, runner: Any = None, file_sums: Any = None) -> dict[str, Any]:
     """Everything that names a processor's cache entries, part by part.
 
     Parameters
@@ -723,6 +723,8 @@ def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
         The processor instance.
     runner : coffea.processor.Runner, optional
         The Runner; ``None`` means ``chunkwise.runner.default_runner()``, as in ``chunkwise.run``.
+    file_sums : callable, optional
+        ``chunkwise.run``'s per-file hook, whose results are saved with the entries.
 
     Returns
     -------
@@ -754,6 +756,9 @@ def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
             fingerprinted at any depth.
         ``runner``
             The Runner settings that change the output.
+        ``hooks``
+            ``{"file_sums": {"digest": ..., "what": ...}}`` when a ``file_sums`` hook is given
+            (its code, defaults, closure and the user modules and globals it reaches).
         ``unfingerprintable``
             The parts that could not be fingerprinted (each also named in an
             ``UnfingerprintableStateWarning``).
@@ -842,6 +847,11 @@ def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
             digest = _guarded(walk, value, f"runner.{name}")
             settings[name] = f"{_hex(digest)} {_describe(value)}"
 
+    hooks: dict[str, dict[str, str]] = {}
+    if file_sums is not None:
+        digest = _guarded(walk, file_sums, "file_sums")
+        hooks["file_sums"] = {"digest": _hex(digest), "what": _describe(file_sums)}
+
     # Modules and globals reached so far lead to more.
     globals_: dict[str, dict[str, str]] = {}
     while walk.module_queue or walk.global_queue:
@@ -887,7 +897,7 @@ def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
             UnfingerprintableStateWarning,
             stacklevel=_user_stacklevel(),
         )
-    return {
+    manifest = {
         "format": CACHE_FORMAT,
         "versions": versions,
         "processor": _qualname(processor) if not classes else _qualname(cls),
@@ -897,13 +907,16 @@ def tag_manifest(processor: Any, runner: Any = None) -> dict[str, Any]:
         "runner": settings,
         "unfingerprintable": problems,
     }
+    if hooks:  # absent without a hook, so that the tags of runs without one do not change
+        manifest["hooks"] = hooks
+    return manifest
 
 
 def _canonical(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def cache_tag(processor: Any, runner: Any = None) -> str:
+def cache_tag(processor: Any, runner: Any = None, file_sums: Any = None) -> str:
     """The cache sub-directory name for a processor and Runner configuration.
 
     The tag changes when any part of ``tag_manifest(processor, runner)`` changes:
@@ -947,7 +960,7 @@ def cache_tag(processor: Any, runner: Any = None) -> str:
     >>> cache_tag(METProcessor(), runner)  # doctest: +SKIP
     'METProcessor-3f1c0a9b7d2e4f60'
     """
-    return tag_of(tag_manifest(processor, runner))
+    return tag_of(tag_manifest(processor, runner, file_sums))
 
 
 def tag_of(manifest: Mapping[str, Any]) -> str:
@@ -1006,6 +1019,7 @@ def explain(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     entries("globals", lambda k, _: "global {1} of {0}".format(*k.rsplit(".", 1)))
     entries("state", lambda k, _: f"state {k!r}")
     entries("runner", lambda k, _: f"runner {k}", values=True)
+    entries("hooks", lambda k, _: f"hook {k}")
     a, b = set(old.get("unfingerprintable") or ()), set(new.get("unfingerprintable") or ())
     lines += [f"unfingerprintable now: {p}" for p in sorted(b - a)]
     lines += [f"no longer unfingerprintable: {p}" for p in sorted(a - b)]
