@@ -286,11 +286,17 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     after = cli("status", source, *split, "--cache", cache)
     assert after.returncode == 1
     rows = {line.split()[0]: line.split() for line in after.stdout.splitlines()[1:]}
-    # dataset  chunks  cached  salvaged  missing  corrupt  files done
+    # dataset  chunks  done  failed  never run  corrupt  files done  files failed
     assert rows["DYJets"][1:6] == ["3", "2", "1", "0", "0"]
-    assert rows["DYJets"][6] == "5/6"
-    assert rows["TTbar"][6] == "4/5"
+    assert rows["DYJets"][6] == "5/6" and rows["DYJets"][8] == "1"
+    assert rows["TTbar"][6] == "4/5" and rows["TTbar"][8] == "1"
     assert "2 of 5 chunks are not complete" in after.stdout
+    # A failed chunk is not "never run": its bad files are named, with their errors; the
+    # missing path is a one-file chunk (lost whole), the truncated one was salvaged.
+    failed = [line for line in after.stdout.splitlines() if line.startswith("  failed: ")]
+    assert len(failed) == 2
+    assert any("DYJets_missing.root" in line and "No such file" in line for line in failed)
+    assert any("TTbar_truncated.root" in line for line in failed)
 
     listed = cli("status", source, *split, "--cache", cache, "--list-incomplete")
     assert listed.returncode == 1
@@ -327,7 +333,7 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     assert torn.returncode == 1
     assert "3 of 5 chunks are not complete" in torn.stdout
     (all_row,) = [line.split() for line in torn.stdout.splitlines() if line.startswith("(all)")]
-    assert all_row[1:6] == ["5", "2", "1", "1", "1"]  # chunks cached salvaged missing corrupt
+    assert all_row[1:6] == ["5", "2", "2", "0", "1"]  # chunks done failed never-run corrupt
     assert_usage_error(cli("status", source, "--cache", cache, "--tag", "a/b"), "--tag")
 
 
@@ -520,3 +526,82 @@ def test_split_and_status_read_a_preprocessed_fileset(tmp_path: Path):
         "--list-incomplete",
     )
     assert sorted(listed.stdout.split()) == sorted(Path(p).stem for p in split.stdout.split())
+
+
+def test_report_remaining_and_min_completeness(tmp_path: Path, demo_files):
+    """The resubmission loop: run, --report, status --write-remaining, run what remains."""
+    _, fileset = demo_files
+    fileset = {
+        name: {**data, "metadata": {"xsec": 1.5, "name": name}} for name, data in fileset.items()
+    }
+    source = write_json(tmp_path / "fileset.json", fileset)
+    cache, report = tmp_path / "cache", tmp_path / "report.json"
+    split = ("--files-per-chunk", "2", "--strategy", "by_dataset")
+    never = write_json(tmp_path / "first.json", {"DYJets": fileset["DYJets"]})
+
+    # Only DYJets runs first: TTbar's chunks are never run.
+    first = cli("run", never, "--processor", PROCESSOR, *split, "--cache", cache, "--no-progress")
+    assert first.returncode == 1, first.stderr
+
+    status = cli(
+        "status", source, *split, "--cache", cache, "--write-remaining", tmp_path / "rem.json"
+    )
+    assert status.returncode == 1
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
+    assert rows["DYJets"][1:6] == ["3", "2", "1", "0", "0"]  # one chunk salvaged: failed
+    assert rows["TTbar"][1:6] == ["3", "0", "0", "3", "0"]  # never run
+    remaining = json.loads((tmp_path / "rem.json").read_text())
+    # Exactly the files not done: DYJets' missing file and all of TTbar, with their metadata.
+    assert list(remaining["DYJets"]["files"]) == [
+        p for p in fileset["DYJets"]["files"] if "missing" in p
+    ]
+    assert remaining["TTbar"]["files"] == fileset["TTbar"]["files"]
+    assert remaining["TTbar"]["metadata"] == {"xsec": 1.5, "name": "TTbar"}
+    assert "wrote the 6 files not done (2 datasets)" in status.stderr
+
+    # Resubmit what remains (one file per job, as on a batch system), with a JSON report.
+    again = cli(
+        "run", tmp_path / "rem.json", "--processor", PROCESSOR, "--files-per-chunk", "1",
+        "--cache", cache, "--no-progress", "--report", report,
+    )  # fmt: skip
+    assert again.returncode == 1  # the missing and the truncated file are still bad
+    data = json.loads(report.read_text())
+    assert data["schema"] == "chunkwise-report/1" and data["complete"] is False
+    assert (
+        data["datasets"]["TTbar"]["files_ok"] == 4 and data["datasets"]["TTbar"]["files_bad"] == 1
+    )
+    assert data["datasets"]["DYJets"]["files_ok"] == 0
+    assert [os.path.basename(p) for p in data["datasets"]["TTbar"]["bad_files"]] == [
+        "TTbar_truncated.root"
+    ]
+    assert data["counts"]["files"] == {"total": 6, "processed": 4, "cached": 0, "bad": 2}
+    assert data["cache"]["directory"].startswith(str(cache))
+
+    # The whole fileset now loads every good file from the cache, computing nothing.
+    final = cli("run", source, "--processor", PROCESSOR, *split, "--cache", cache,
+                "--no-progress", "--report", report)  # fmt: skip
+    assert final.returncode == 1
+    data = json.loads(report.read_text())
+    assert data["counts"]["files"] == {"total": 11, "processed": 0, "cached": 9, "bad": 2}
+    assert {d: v["completeness"] for d, v in data["datasets"].items()} == pytest.approx(
+        {"DYJets": 5 / 6, "TTbar": 4 / 5}
+    )
+    # Good enough, said out loud: exit 0 at 80 %, not at 85 %.
+    ok = cli("status", source, *split, "--cache", cache, "--min-completeness", "0.8")
+    assert ok.returncode == 0
+    assert (
+        "INCOMPLETE but accepted (--min-completeness 0.8): DYJets 83.3%, TTbar 80.0%" in ok.stderr
+    )
+    assert (
+        cli("status", source, *split, "--cache", cache, "--min-completeness", "0.85").returncode
+        == 1
+    )
+    run_ok = cli("run", source, "--processor", PROCESSOR, *split, "--cache", cache,
+                 "--no-progress", "--min-completeness", "0.8")  # fmt: skip
+    assert run_ok.returncode == 0 and "2 bad files are left out" in run_ok.stderr
+    assert_usage_error(
+        cli("status", source, "--cache", cache, "--min-completeness", "80"), "between 0 and 1"
+    )
+    assert_usage_error(
+        cli("status", source, "--cache", cache, "--write-remaining", source), "input fileset"
+    )

@@ -644,6 +644,12 @@ def _run_unit(
     except Exception as exc:
         return _failure("bug", exc)
     try:
+        # Read first: a file whose sums cannot be read cannot be normalized, so it is a bad
+        # file (or, for an error outside skipbadfiles, a bug) before any work is spent on it.
+        sums = read_file_sums(runner, path, file_sums)
+    except Exception as exc:
+        return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
+    try:
         result = runner.run(fileset, processor_instance)
     except ValueError as exc:
         if not str(exc).startswith(NO_CHUNKS_SURVIVED):
@@ -652,11 +658,7 @@ def _run_unit(
         if error is not None:
             return _failure("bad" if is_allowed(allowed, error) else "bug", error)
         if n_entries == 0:
-            try:  # an empty file is complete
-                sums = read_file_sums(runner, path, file_sums)
-            except Exception as exc:
-                return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
-            return Outcome("ok", payload=None, events=0, sums=sums)
+            return Outcome("ok", payload=None, events=0, sums=sums)  # an empty file is complete
         return Outcome(
             "bad",
             error=f"coffea made no work item from it ({n_entries} entries); rerun to retry",
@@ -670,12 +672,6 @@ def _run_unit(
     if exception != 0:  # a recoverable executor's capture; the in-process one never is
         return _failure("bad" if is_allowed(allowed, exception) else "bug", exception)
     events = sum(len(item) for item in wrapped["processed"])
-    try:
-        sums = read_file_sums(runner, path, file_sums)
-    except Exception as exc:
-        # The file was processed, but its sums of weights cannot be read: it cannot be
-        # normalized, so it is not counted in the output either.
-        return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
     return Outcome("ok", payload=dumps_output(wrapped["out"]), events=events, sums=sums)
 
 
@@ -692,8 +688,8 @@ GEN_WEIGHTS = {
 def read_file_sums(runner: Any, path: str, file_sums: Any = None) -> dict[str, float]:
     """A file's per-file quantities: its generator weights, and what ``file_sums`` gives.
 
-    Read when the file is processed, so that they are cached with its output and cover exactly
-    the files in the result.
+    Read just before the file is processed, so that they are cached with its output and cover
+    exactly the files in the result.
 
     Parameters
     ----------

@@ -66,6 +66,7 @@ __all__ = [
     "CACHE_FORMAT",
     "ENTRY_SUFFIX",
     "MANIFEST_NAME",
+    "FAILURE_SUFFIX",
     "SALVAGE_SUFFIX",
     "CacheEntry",
     "CacheError",
@@ -83,6 +84,9 @@ CACHE_FORMAT = "chunkwise-cache-2"
 
 ENTRY_SUFFIX = ".coffea"
 SALVAGE_SUFFIX = ".salvage.json"
+#: The record of a chunk lost whole (one file, or salvage off): its bad files and their errors,
+#: so that ``status`` tells a failed chunk from one never run. A ``SalvageRecord`` with no parts.
+FAILURE_SUFFIX = ".failed.json"
 MANIFEST_NAME = "tag.json"
 TEMP_SUFFIX = ".tmp"
 
@@ -372,6 +376,10 @@ class ChunkCache:
         """Path of the salvage record for ``chunk_hash``: ``<root>/<tag>/<hash>.salvage.json``."""
         return self.path(chunk_hash).with_name(f"{chunk_hash}{SALVAGE_SUFFIX}")
 
+    def failure_path(self, chunk_hash: str) -> Path:
+        """Where the failure record of a chunk lost whole goes: ``<hash>.failed.json``."""
+        return self.path(chunk_hash).with_name(f"{chunk_hash}{FAILURE_SUFFIX}")
+
     @property
     def manifest_path(self) -> Path:
         """Path of the tag's manifest: ``<root>/<tag>/tag.json``."""
@@ -591,9 +599,16 @@ class ChunkCache:
 
         The caller still checks that the record fits its chunk (``SalvageRecord.fits``).
         """
+        return self._load_record(self.salvage_path(chunk_hash), chunk_hash, "salvage")
+
+    def load_failure(self, chunk_hash: str) -> SalvageRecord | None:
+        """Read the failure record of a chunk lost whole in its last run (no ``parts``; its
+        ``bad_files`` name every file of the chunk), or ``None``."""
+        return self._load_record(self.failure_path(chunk_hash), chunk_hash, "failure")
+
+    def _load_record(self, path: Path, chunk_hash: str, what: str) -> SalvageRecord | None:
         if not self.check():
             return None
-        path = self.salvage_path(chunk_hash)
         try:
             blob = _read_regular(path, limit=_MAX_SALVAGE_BYTES)
             if blob is None:
@@ -604,7 +619,7 @@ class ChunkCache:
             return record
         except (_Unsafe, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             warnings.warn(
-                f"chunkwise: ignoring unreadable salvage record {path} ({exc})",
+                f"chunkwise: ignoring unreadable {what} record {path} ({exc})",
                 CorruptCacheEntryWarning,
                 stacklevel=2,
             )
@@ -753,6 +768,12 @@ class ChunkCache:
         self._write_atomic(path, record.to_json().encode("utf-8"))
         return path
 
+    def save_failure(self, record: SalvageRecord) -> Path:
+        """Atomically write the record of a chunk lost whole to ``failure_path``."""
+        path = self.failure_path(record.chunk_hash)
+        self._write_atomic(path, record.to_json().encode("utf-8"))
+        return path
+
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
         """Atomically write the tag's manifest."""
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
@@ -760,8 +781,13 @@ class ChunkCache:
         return self.manifest_path
 
     def remove(self, chunk_hash: str) -> None:
-        """Delete the entry and salvage record of ``chunk_hash``, if present."""
-        for path in (self.path(chunk_hash), self.salvage_path(chunk_hash)):
+        """Delete the entry and the salvage and failure records of ``chunk_hash``, if present."""
+        paths = (
+            self.path(chunk_hash),
+            self.salvage_path(chunk_hash),
+            self.failure_path(chunk_hash),
+        )
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -828,14 +854,15 @@ def _is_our_temporary(name: str) -> bool:
     """A name of chunkwise's temporary files: ``.<entry, record or manifest>.<random>.tmp``."""
     if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
         return False
-    return any(f"{s}." in name for s in (ENTRY_SUFFIX, SALVAGE_SUFFIX, MANIFEST_NAME))
+    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME)
+    return any(f"{s}." in name for s in suffixes)
 
 
 def _ours(name: str) -> bool:
     """A file name chunkwise writes in a tag directory."""
     if name == MANIFEST_NAME or _is_our_temporary(name):
         return True
-    for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX):
+    for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX):
         if name.endswith(suffix) and _is_hash(name[: -len(suffix)]):
             return True
     return False

@@ -1,8 +1,11 @@
 """``chunkwise.status``: how much of a fileset is in the cache, without running anything.
 
 ``chunkwise status`` prints what :func:`status` returns. A chunk is *done* when its entry is in
-the cache and verifies, or, for a chunk that failed and was salvaged file by file, when every
-one of its files has its own entry.
+the cache and verifies, or when every one of its files has its own entry (a salvaged chunk, or
+files run on their own). A chunk that is not done has *failed* when the last run that tried it
+recorded a bad file (the salvage record, or the failure record of a chunk lost whole, names
+them with their errors), is *corrupt* when its entry fails verification, and was *never run*
+otherwise.
 """
 
 from __future__ import annotations
@@ -24,16 +27,20 @@ __all__ = ["DatasetStatus", "StatusReport", "find_tag", "status"]
 class DatasetStatus:
     """Counts for one dataset (or, in ``StatusReport.overall``, for all of them).
 
-    A chunk with files of several datasets counts once in each of them, and once overall.
+    A chunk is *done* (every file is in the cache: its entry, or each file's own), *failed*
+    (a file of it failed in the last run that tried it: ``StatusReport.failed`` names them),
+    *never run* (nothing of it is known) or *corrupt* (its entry fails verification). A chunk
+    with files of several datasets counts once in each of them, and once overall.
     """
 
     chunks: int = 0
-    cached: int = 0
-    salvaged: int = 0
-    missing: int = 0
+    done: int = 0
+    failed: int = 0
+    never_run: int = 0
     corrupt: int = 0
     files: int = 0
     files_done: int = 0
+    files_failed: int = 0
 
     @property
     def fraction(self) -> float:
@@ -45,11 +52,12 @@ class DatasetStatus:
         return (
             name,
             str(self.chunks),
-            str(self.cached),
-            str(self.salvaged),
-            str(self.missing),
+            str(self.done),
+            str(self.failed),
+            str(self.never_run),
             str(self.corrupt),
             f"{self.files_done}/{self.files} ({self.fraction:.1%})",
+            str(self.files_failed),
         )
 
 
@@ -67,6 +75,11 @@ class StatusReport:
         Every chunk counted once.
     incomplete : list of str
         The hashes of the chunks that are not done, in chunk order.
+    failed : dict
+        ``{dataset: {path: error}}``: the files that failed in the last run that tried them.
+    remaining : dict
+        ``{dataset: [path, ...]}``: every file not done (failed, never run, or in a corrupt
+        entry), in fileset order; :meth:`remaining_fileset` makes a fileset of them.
     stale_temporaries : int
         Temporary files that killed runs left in the cache (the next ``run`` removes them).
     """
@@ -75,6 +88,8 @@ class StatusReport:
     datasets: dict[str, DatasetStatus] = field(default_factory=dict)
     overall: DatasetStatus = field(default_factory=DatasetStatus)
     incomplete: list[str] = field(default_factory=list)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    remaining: dict[str, list[str]] = field(default_factory=dict)
     stale_temporaries: int = 0
 
     @property
@@ -82,16 +97,61 @@ class StatusReport:
         """True when every chunk is done."""
         return not self.incomplete
 
+    def reaches(self, min_completeness: float) -> bool:
+        """Whether every dataset has at least this fraction of its files done."""
+        if min_completeness >= 1.0:
+            return self.complete
+        return all(d.fraction >= min_completeness for d in self.datasets.values())
+
+    def remaining_fileset(self, fileset: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of ``fileset`` that is not done: a coffea fileset to run next.
+
+        Parameters
+        ----------
+        fileset : dict
+            The fileset that was looked up (not split).
+
+        Returns
+        -------
+        dict
+            The same datasets, each with all its other fields (``metadata``, ...) and only
+            the files not done, with their tree names as given; datasets with nothing left
+            are left out. ``chunkwise.run`` on it (any split) fills the same cache: a later
+            run of the whole fileset loads those files from it.
+        """
+        out: dict[str, Any] = {}
+        for dataset, left in self.remaining.items():
+            if not left or dataset not in fileset:
+                continue
+            entry = dict(fileset[dataset])
+            files = entry["files"]
+            keep = set(left)
+            if isinstance(files, Mapping):
+                entry["files"] = {p: v for p, v in files.items() if p in keep}
+            else:
+                entry["files"] = [p for p in files if p in keep]
+            out[dataset] = entry
+        return out
+
     def table(self) -> str:
         """The per-dataset table that ``chunkwise status`` prints."""
-        header = ("dataset", "chunks", "cached", "salvaged", "missing", "corrupt", "files done")
+        header = (
+            "dataset",
+            "chunks",
+            "done",
+            "failed",
+            "never run",
+            "corrupt",
+            "files done",
+            "files failed",
+        )
         rows = [self.datasets[name].row(name) for name in sorted(self.datasets)]
         if len(self.datasets) > 1:
             rows.append(self.overall.row("(all)"))
         return format_table(header, rows)
 
     def summary(self) -> str:
-        """Where the cache is, the table, and how many chunks are not complete."""
+        """Where the cache is, the table, the failed files, and how many chunks are not done."""
         where = self.cache.directory
         exists = "" if where.is_dir() else "  (does not exist yet)"
         n = self.overall.chunks
@@ -100,7 +160,11 @@ class StatusReport:
             if self.incomplete
             else f"all {n} chunks are complete"
         )
-        lines = [f"cache: {where}{exists}", self.table(), last]
+        lines = [f"cache: {where}{exists}", self.table()]
+        for dataset in sorted(self.failed):
+            for path, error in sorted(self.failed[dataset].items()):
+                lines.append(f"  failed: {dataset}: {path}: {error}")
+        lines.append(last)
         if self.stale_temporaries:
             lines.append(
                 f"{self.stale_temporaries} temporary files of killed runs are in the cache; "
@@ -169,7 +233,8 @@ def status(
     Returns
     -------
     StatusReport
-        Per dataset, the chunks cached, salvaged, missing and corrupt, and the files done.
+        Per dataset, the chunks done, failed, never run and corrupt, the files done, and
+        the failed files with their errors.
 
     Raises
     ------
@@ -208,33 +273,67 @@ def status(
         if chunk.hash in seen:
             continue
         seen.add(chunk.hash)
-        state = store.status(chunk.hash)
-        done: set[tuple[str, str]] = set()
-        if state == "cached":
-            done = {(d, p) for d, paths in chunk.files.items() for p in paths}
-        elif state == "salvaged":
-            record = store.load_salvage(chunk.hash)
-            if record is not None and record.misfit(chunk.part_files) is None:
-                done = {
-                    chunk.part_files[part["hash"]]
-                    for part in record.parts
-                    if store.status(part["hash"]) == "cached"
-                }
-        _count_chunk(report.overall, state)
-        chunk_done = True
+        done, failed, category = _look_up(store, chunk)
+        _count_chunk(report.overall, category)
         for dataset, paths in chunk.files.items():
             row = report.datasets.setdefault(dataset, DatasetStatus())
-            _count_chunk(row, state)
-            n_done = sum((dataset, p) in done for p in paths)
-            for counts in (row, report.overall):
-                counts.files += len(paths)
-                counts.files_done += n_done
-            chunk_done = chunk_done and n_done == len(paths)
-        if not chunk_done:
+            _count_chunk(row, category)
+            left = report.remaining.setdefault(dataset, [])
+            for path in paths:
+                if (dataset, path) in done:
+                    row.files_done += 1
+                    report.overall.files_done += 1
+                    continue
+                left.append(path)
+                error = failed.get((dataset, path))
+                if error is not None:
+                    report.failed.setdefault(dataset, {})[path] = error
+                    row.files_failed += 1
+                    report.overall.files_failed += 1
+            row.files += len(paths)
+            report.overall.files += len(paths)
+        if category != "done":
             report.incomplete.append(chunk.hash)
     return report
 
 
-def _count_chunk(counts: DatasetStatus, state: str) -> None:
+def _look_up(
+    store: ChunkCache, chunk: Any
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str], str]:
+    """A chunk's files done and failed (with their errors), and its category."""
+    state = store.status(chunk.hash)
+    files = {(d, p) for d, paths in chunk.files.items() for p in paths}
+    if state == "cached":
+        return files, {}, "done"
+    done: set[tuple[str, str]] = set()
+    if chunk.n_files > 1:  # files cached one by one (salvaged, or run on their own)
+        done = {where for part, where in chunk.part_files.items() if store.status(part) == "cached"}
+    failed: dict[tuple[str, str], str] = {}
+    salvage = store.load_salvage(chunk.hash) if state == "salvaged" else None
+    if salvage is not None and salvage.misfit(chunk.part_files) is None:
+        failed.update(_named(salvage.bad_files, files))
+    lost = store.load_failure(chunk.hash)
+    if lost is not None and lost.chunk_hash == chunk.hash:
+        failed.update(_named(lost.bad_files, files))
+    failed = {where: error for where, error in failed.items() if where not in done}
+    if done == files:
+        return done, {}, "done"
+    if state == "corrupt":
+        return done, failed, "corrupt"
+    return done, failed, "failed" if failed else "never_run"
+
+
+def _named(bad: Mapping[str, Any], files: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A record's bad files that are files of the chunk (a record is checked, not trusted)."""
+    out = {}
+    for dataset, paths in bad.items():
+        if isinstance(paths, Mapping):
+            for path, error in paths.items():
+                if (dataset, path) in files:
+                    out[(dataset, path)] = str(error)
+    return out
+
+
+def _count_chunk(counts: DatasetStatus, category: str) -> None:
     counts.chunks += 1
-    setattr(counts, state, getattr(counts, state) + 1)
+    setattr(counts, category, getattr(counts, category) + 1)

@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,6 +121,16 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_min_completeness(parser: argparse.ArgumentParser, complete: str) -> None:
+    parser.add_argument(
+        "--min-completeness",
+        type=float,
+        metavar="F",
+        help=f"exit 0 when every dataset has at least this fraction of its files (0-1) done, "
+        f"with a loud note of what is missing (default: only when {complete})",
+    )
+
+
 def _add_key_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-key-file",
@@ -220,6 +230,49 @@ def _check_writable_dir(path: str, what: str) -> None:
         raise UsageError(f"{what}: directory {directory!r} does not exist; create it first")
     if not os.access(directory, os.W_OK):
         raise UsageError(f"{what}: cannot write to {directory!r}; choose another place")
+
+
+def _check_output_file(path: str | None, option: str, inputs: tuple[str, ...]) -> None:
+    """A file the command will write: not a directory, in a writable directory, no input."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a directory; give a file name")
+    for source in inputs:
+        if os.path.exists(path) and os.path.samefile(path, source):
+            raise UsageError(f"{option} {path!r} is the input fileset; give another file name")
+    _check_writable_dir(path, option)
+
+
+def _min_completeness(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise UsageError(
+            f"--min-completeness {value}: give a fraction of files between 0 and 1, e.g. 0.95"
+        )
+    return value
+
+
+def _good_enough(
+    command: str, threshold: float | None, fractions: Mapping[str, float], missing: str
+) -> bool:
+    """Whether an incomplete result passes ``--min-completeness``; says so loudly if it does."""
+    if threshold is None or not all(f >= threshold for f in fractions.values()):
+        return False
+    short = ", ".join(f"{d} {f:.1%}" for d, f in sorted(fractions.items()) if f < 1.0)
+    print(
+        f"chunkwise {command}: note: INCOMPLETE but accepted (--min-completeness {threshold:g}):"
+        f" {short}; {missing}",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _write_json(data: Any, path: str) -> None:
+    from chunkwise.atomic import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
 
 
 # ----------------------------------------------------------------------------- split
@@ -570,6 +623,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     chunks = _split(fileset, args, args.fileset)
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
+    _check_output_file(args.write_remaining, "--write-remaining", (args.fileset,))
+    threshold = _min_completeness(args.min_completeness)
     tag = _resolve_tag(args)
     from chunkwise.cache import CacheError
 
@@ -584,7 +639,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(digest)
     else:
         print(report.summary())
-    return EXIT_OK if report.complete else EXIT_INCOMPLETE
+    if args.write_remaining is not None:
+        remaining = report.remaining_fileset(fileset)
+        _write_json(remaining, args.write_remaining)
+        n = sum(len(data["files"]) for data in remaining.values())
+        print(
+            f"wrote the {n} files not done ({len(remaining)} datasets) to "
+            f"{args.write_remaining}" + ("" if n else ": nothing remains"),
+            file=sys.stderr,
+        )
+    if report.complete:
+        return EXIT_OK
+    fractions = {d: row.fraction for d, row in report.datasets.items()}
+    n_left = report.overall.files - report.overall.files_done
+    if _good_enough("status", threshold, fractions, f"{n_left} files are not done"):
+        return EXIT_OK
+    return EXIT_INCOMPLETE
 
 
 # ----------------------------------------------------------------------------- run
@@ -601,11 +671,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--workers starts a local cluster; leave it out with --scheduler")
     if args.cache is not None and os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give a directory")
-    for option, path in (("--output", args.output), ("--plot", args.plot)):
-        if path is not None:
-            if os.path.isdir(path):
-                raise UsageError(f"{option} {path!r} is a directory; give a file name")
-            _check_writable_dir(path, option)
+    for option, path in (
+        ("--output", args.output),
+        ("--plot", args.plot),
+        ("--report", args.report),
+    ):
+        _check_output_file(path, option, (args.fileset,))
+    threshold = _min_completeness(args.min_completeness)
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
 
@@ -679,6 +751,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             close()
 
     print(report.summary())
+    if args.report is not None:
+        _write_json(report.to_dict(), args.report)
+        print(f"wrote the report to {args.report}", file=sys.stderr)
     if report.cache_problem is not None:
         print(f"chunkwise run: warning: {report.cache_problem}", file=sys.stderr)
     if report.output is None:
@@ -697,7 +772,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
     if report.cache_problem is not None:
         return EXIT_CACHE
-    return EXIT_OK if report.complete else EXIT_INCOMPLETE
+    if report.complete:
+        return EXIT_OK
+    n_bad = sum(len(files) for files in report.bad_files.values())
+    if _good_enough("run", threshold, report.completeness, f"{n_bad} bad files are left out"):
+        return EXIT_OK
+    return EXIT_INCOMPLETE
 
 
 def _cache_key(args: argparse.Namespace) -> bytes | None:
@@ -992,8 +1072,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show, per dataset, how much of a fileset is in the cache (runs nothing)",
         description=(
             "Split FILESET as 'run' would and look each chunk up in the cache: print, per "
-            "dataset, the chunks cached, salvaged (kept file by file), missing and corrupt, "
-            "and the fraction of files done. Exit status 0 when everything is done, 1 if not."
+            "dataset, the chunks done, failed (with each bad file and its error), never run "
+            "and corrupt, and the fraction of files done. Exit status 0 when everything is "
+            "done (or --min-completeness is reached), 1 if not, 2 for bad input."
         ),
     )
     p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
@@ -1011,6 +1092,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print only the hashes of chunks that are not complete, one per line",
     )
+    p.add_argument(
+        "--write-remaining",
+        metavar="FILE",
+        help="write a fileset (JSON) of exactly the files not done, failed or never run, with "
+        "each dataset's other fields: run it to resubmit",
+    )
+    _add_min_completeness(p, "every chunk is done")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
@@ -1056,6 +1144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write into --tag even if another processor or other settings made it",
     )
     p.add_argument("--output", metavar="FILE", help="save the merged output (coffea.util.save)")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the run's report as JSON (completeness, sums of weights, bad files, chunks)",
+    )
+    _add_min_completeness(p, "every file is in the result")
     p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
     p.add_argument("--no-salvage", action="store_true", help="lose a chunk with a bad file whole")
     p.add_argument("--no-progress", action="store_true", help="no progress display")

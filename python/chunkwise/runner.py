@@ -391,6 +391,11 @@ class _EntryWriter:
         assert self.cache is not None
         self._submit(False, self.cache.save_salvage, record)
 
+    def put_failure(self, record: SalvageRecord) -> None:
+        """Write the record of a chunk lost whole (its bad files), after earlier writes."""
+        assert self.cache is not None
+        self._submit(False, self.cache.save_failure, record)
+
     def _write(self, entry: bool, fn: Callable[..., Any], *args: Any) -> None:
         if self.error is not None:
             self.unsaved += entry
@@ -612,8 +617,11 @@ class _Engine:
         resumed = self._salvage_record(chunk)
         state = _Open(index, chunk, start, resumed)
         todo = []
+        # Files cached one by one (by a salvage, or a run of the remaining files with one file
+        # per chunk) are loaded, and only the others run.
+        by_part = self.cache is not None and chunk.n_files > 1
         for part in chunk.parts:
-            cached = self._lookup(part) if resumed is not None else None
+            cached = self._lookup(part) if by_part else None
             if cached is not None:
                 state.cached[part.hash] = cached
             else:
@@ -661,9 +669,10 @@ class _Engine:
         chunk = state.chunk
         bad = {h: o for h, o in state.outcomes.items() if o.kind != "ok"}
         seconds = time.perf_counter() - state.start
-        if state.resumed is None and not bad:
+        by_part = state.resumed is not None or bool(state.cached)
+        if not by_part and not bad:
             self._finish_whole(state, seconds)
-        elif state.resumed is None and (not self.salvage or chunk.n_files < 2):
+        elif not by_part and (not self.salvage or chunk.n_files < 2):
             self._finish_failed(state, bad, seconds)
         else:
             self._finish_salvaged(state, bad, seconds)
@@ -700,19 +709,22 @@ class _Engine:
         record = ChunkRecord(
             chunk.hash, chunk.fileset, "failed", first.exception, bad_files=bad_files
         )
+        if self.cache is not None:
+            self.writer.put_failure(SalvageRecord(chunk.hash, first.error, [], bad_files))
         record.seconds = seconds
         self._add(state.index, record, None, uncounted=0)
 
     def _finish_salvaged(self, state: _Open, bad: Mapping[str, Outcome], seconds: float) -> None:
         chunk = state.chunk
+        error: BaseException | None = None
         if state.resumed is not None:
-            error: BaseException = ChunkFailure(f"failed in an earlier run: {state.resumed.error}")
-        else:
+            error = ChunkFailure(f"failed in an earlier run: {state.resumed.error}")
+        elif bad:
             names = "; ".join(f"{o.error}" for o in bad.values())
             error = ChunkFailure(f"{len(bad)} file(s) failed: {names}")
             error.__cause__ = next(iter(bad.values())).exception
         record = ChunkRecord(chunk.hash, chunk.fileset, "salvaged", error)
-        salvage = SalvageRecord(chunk.hash, _error_text(error), [])
+        salvage = SalvageRecord(chunk.hash, "" if error is None else _error_text(error), [])
         total = None
         for part in chunk.parts:
             ((dataset, paths),) = part.files.items()
@@ -744,14 +756,19 @@ class _Engine:
             _add_bad(record.bad_files, part_record.bad_files)
             total = merge(total, output)
         salvage.bad_files = record.bad_files
-        if state.resumed is not None and not record.bad_files:
+        if not record.bad_files:
             # Every file is in now: the chunk gets its whole entry, and later runs and
             # status see it as cached.
             self._save(chunk.hash, None, total, record.events, record.sums)
+            if state.resumed is None:  # assembled from files cached one by one
+                computed = any(part.status == "processed" for part in record.parts)
+                record.status = "processed" if computed else "cached"
+                record.exception = None
         if state.resumed is not None:
             salvage.error = state.resumed.error
         if self.cache is not None and (
-            state.resumed is None or state.resumed.bad_files != salvage.bad_files
+            (state.resumed is None and record.bad_files)
+            or (state.resumed is not None and state.resumed.bad_files != salvage.bad_files)
         ):
             self.writer.put_salvage(salvage)
         record.seconds = seconds
