@@ -16,6 +16,7 @@ importing this module is cheap and no display is needed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -293,8 +294,10 @@ def _draw(
         ax.set_xlim(min(s.edges[0] for s in steps), max(s.edges[-1] for s in steps))
     # Room above the tallest line for the legend, so that they do not overlap.
     mplhep.yscale_legend(ax)
+    # scilocator_adjust=False: mplhep 1.3 measures the y axis' offset text against pyplot's
+    # current axes (plt.gca()), which would open a pyplot figure behind the caller's back.
     getattr(mplhep, experiment.lower()).label(
-        text=text, data=True, rlabel=_lumi_text(lumi, com), ax=ax
+        text=text, data=True, rlabel=_lumi_text(lumi, com), scilocator_adjust=False, ax=ax
     )
 
 
@@ -394,15 +397,35 @@ def plot_histograms(
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"{option} must be a positive number, got {value!r}")
 
-    import matplotlib.style
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     found = list(_all_histograms(output))
     drawable = [(name, h) for name, h in found if _n_value_axes(h) == 1]
     not_drawn = {name: f"{_n_value_axes(h)}D" for name, h in found if _n_value_axes(h) != 1}
     if not drawable:
         return PlotResult(None, [], not_drawn)
+
+    with _figure(
+        drawable,
+        title=title,
+        rename=labels or {},
+        completeness=completeness or {},
+        experiment=experiment,
+        text=text,
+        lumi=lumi,
+        com=com,
+    ) as fig:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=suffix[1:], dpi=100)
+    return PlotResult(path, [name for name, _ in drawable], not_drawn)
+
+
+@contextlib.contextmanager
+def _figure(
+    drawable: list[tuple[str, Any]], *, title: str | None, experiment: str, **options: Any
+) -> Iterator[Any]:
+    """The figure of ``drawable``, inside the experiment's style (save it before leaving)."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     n = len(drawable)
     ncols = min(n, 2)
@@ -413,22 +436,9 @@ def plot_histograms(
         FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot, no backend switch
         axes = fig.subplots(nrows, ncols, squeeze=False)
         for ax, (name, h) in zip(axes.flat, drawable, strict=False):
-            _draw(
-                ax,
-                name,
-                h,
-                several=n > 1,
-                rename=labels or {},
-                completeness=completeness or {},
-                experiment=experiment,
-                text=text,
-                lumi=lumi,
-                com=com,
-            )
+            _draw(ax, name, h, several=n > 1, experiment=experiment, **options)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         if title:
             fig.suptitle(title)
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, format=suffix[1:], dpi=100)
-    return PlotResult(path, [name for name, _ in drawable], not_drawn)
+        yield fig
