@@ -290,8 +290,16 @@ def _draw(
     steps = [step.get_data() for step in _steps(ax)]
     tallest = max((float(np.max(s.values, initial=0.0)) for s in steps), default=0.0)
     ax.set_ylim(0, tallest * 1.35 if tallest > 0 else 1.0)
-    if steps:  # the x axis spans the bins drawn (with the flow bins), no margin
-        ax.set_xlim(min(s.edges[0] for s in steps), max(s.edges[-1] for s in steps))
+    if steps:
+        # The x axis starts and ends at the outer bin edges, but leaves half a bin beyond a flow
+        # bin, so that its far side and its label (">100") are not lost in the frame.
+        low, high = min(s.edges[0] for s in steps), max(s.edges[-1] for s in steps)
+        step = steps[0].edges
+        if low < value_axis.edges[0]:
+            low -= 0.5 * (step[1] - step[0])
+        if high > value_axis.edges[-1]:
+            high += 0.5 * (step[-1] - step[-2])
+        ax.set_xlim(low, high)
     # Room above the tallest line for the legend, so that they do not overlap.
     mplhep.yscale_legend(ax)
     # scilocator_adjust=False: mplhep 1.3 measures the y axis' offset text against pyplot's
