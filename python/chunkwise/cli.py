@@ -78,6 +78,16 @@ def _percentage(text: str) -> int:
     return value
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _dataset_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names):
@@ -678,8 +688,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ):
         _check_output_file(path, option, (args.fileset,))
     threshold = _min_completeness(args.min_completeness)
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
-        raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
+    if args.plot is not None and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+        raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png, .pdf or .svg")
+    if args.plot is None and (args.lumi, args.com) != (None, None):
+        raise UsageError("--lumi and --com label the plot: give --plot FILE too")
 
     key = _cache_key(args)
     replicas = _replicas(args.replica)
@@ -765,11 +777,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.plot is not None:
             from chunkwise.plot import plot_histograms
 
-            drawn = plot_histograms(report.output, args.plot)
-            if drawn:
-                print(f"plotted {', '.join(drawn)} to {args.plot}", file=sys.stderr)
+            plotted = plot_histograms(
+                report.output,
+                args.plot,
+                completeness=report.completeness,
+                lumi=args.lumi,
+                com=args.com,
+                experiment=args.experiment,
+                text=args.plot_text,
+            )
+            if plotted.drawn:
+                print(f"plotted {', '.join(plotted.drawn)} to {args.plot}", file=sys.stderr)
             else:
                 print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
+            if plotted.note() is not None:
+                print(plotted.note(), file=sys.stderr)
     if report.cache_problem is not None:
         return EXIT_CACHE
     if report.complete:
@@ -1150,7 +1172,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's report as JSON (completeness, sums of weights, bad files, chunks)",
     )
     _add_min_completeness(p, "every file is in the result")
-    p.add_argument("--plot", metavar="PNG", help="draw the 1D histograms of the output")
+    plot = p.add_argument_group("the plot")
+    plot.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw the 1D histograms of the output to FILE (.png, .pdf or .svg), one panel each",
+    )
+    plot.add_argument(
+        "--lumi", type=_positive_number, metavar="FB", help="integrated luminosity in fb^-1"
+    )
+    plot.add_argument(
+        "--com", type=_positive_number, metavar="TEV", help="centre-of-mass energy in TeV"
+    )
+    plot.add_argument(
+        "--experiment",
+        choices=["CMS", "ATLAS", "LHCb", "ALICE"],
+        default="CMS",
+        help="whose mplhep style and label (default CMS)",
+    )
+    plot.add_argument(
+        "--plot-text",
+        default="Private Work",
+        metavar="TEXT",
+        help="words after the experiment name (default 'Private Work'; e.g. 'Simulation "
+        "Preliminary')",
+    )
     p.add_argument("--no-salvage", action="store_true", help="lose a chunk with a bad file whole")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     files = p.add_argument_group("bad files, retries and replicas")

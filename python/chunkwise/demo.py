@@ -114,10 +114,6 @@ def run_demo(
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-
     with warnings.catch_warnings():
         # The synthetic files hold only MET and Muon, so NanoAODSchema warns about every other
         # collection's cross-references; that is expected here and would bury the report.
@@ -181,8 +177,12 @@ def _demo(directory: Path, say: Any) -> int:
     say(first.summary())
     png = directory / "met.png"
     if first.output is not None:
-        labels = {d: f"{d} ({f:.0%} of files)" for d, f in first.completeness.items()}
-        plot_histograms(first.output, png, title="chunkwise demo: MET per dataset", labels=labels)
+        plot_histograms(
+            first.output,
+            png,
+            completeness=first.completeness,
+            text="Simulation Private Work",
+        )
         say(f"   wrote {png}")
 
     say()

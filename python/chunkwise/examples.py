@@ -5,9 +5,10 @@ picklable by reference) and safe to call many times: it builds a fresh accumulat
 ``process`` call instead of filling one kept on ``self``.
 
 ``write_nanoaod_like`` writes a deterministic ROOT file with the branches that
-``coffea.nanoevents.NanoAODSchema`` needs for ``events.MET`` and ``events.Muon``, and
-``make_demo_fileset`` lays out a two-dataset fileset with one missing path and one truncated file,
-the failures that ``chunkwise.run`` is built to survive.
+``coffea.nanoevents.NanoAODSchema`` needs for ``events.MET`` and ``events.Muon``, a generator
+weight and NanoAOD's ``Runs`` tree with the sums of weights, with Drell-Yan-like or ttbar-like
+distributions; ``make_demo_fileset`` lays out a two-dataset fileset with one missing path and
+one truncated file, the failures that ``chunkwise.run`` is built to survive.
 
 This module imports coffea, hist, numpy and uproot; ``import chunkwise`` does not import it.
 """
@@ -26,6 +27,7 @@ from coffea import processor
 
 __all__ = [
     "DEMO_DATASETS",
+    "DEMO_PROCESSES",
     "METProcessor",
     "make_demo_fileset",
     "write_nanoaod_like",
@@ -77,14 +79,112 @@ class METProcessor(processor.ProcessorABC):
         return accumulator
 
 
+#: The physics process each demo dataset imitates (see ``write_nanoaod_like``).
+DEMO_PROCESSES: dict[str, str] = {"DYJets": "dy", "TTbar": "ttbar"}
+
+#: Fraction of negative generator weights: an NLO (MadGraph5_aMC@NLO-like) Drell-Yan sample has
+#: many, a POWHEG-like ttbar sample very few.
+_NEGATIVE_WEIGHT_FRACTION = {"dy": 0.16, "ttbar": 0.004}
+
+_Z_MASS, _Z_WIDTH, _MUON_MASS = 91.19, 2.50, 0.10566  # GeV
+
+
+def _pt_eta_phi(px: Any, py: Any, pz: Any) -> tuple[Any, Any, Any]:
+    pt = np.hypot(px, py)
+    return pt, np.arcsinh(pz / np.maximum(pt, 1e-9)), np.arctan2(py, px)
+
+
+def _z_to_mumu(rng: np.random.Generator, n: int) -> tuple[Any, Any, Any, Any]:
+    """Two muons per event from a Z boson: Breit-Wigner mass, soft recoil, isotropic decay."""
+    mass = np.clip(_Z_MASS + 0.5 * _Z_WIDTH * rng.standard_cauchy(n), 60.0, 120.0)
+    z_pt = rng.gamma(1.5, 7.0, n)
+    z_rapidity = rng.normal(0.0, 1.4, n)
+    z_phi = rng.uniform(-np.pi, np.pi, n)
+    mt = np.hypot(mass, z_pt)
+    energy = mt * np.cosh(z_rapidity)
+    z_p = np.stack([z_pt * np.cos(z_phi), z_pt * np.sin(z_phi), mt * np.sinh(z_rapidity)])
+    # The decay in the Z rest frame (muon mass neglected), then boosted to the lab.
+    cos_theta = rng.uniform(-1.0, 1.0, n)
+    sin_theta = np.sqrt(1.0 - cos_theta**2)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    half = mass / 2
+    p_star = half * np.stack([sin_theta * np.cos(phi), sin_theta * np.sin(phi), cos_theta])
+    beta = z_p / energy
+    gamma = energy / mass
+    pts, etas, phis = [], [], []
+    for sign in (1.0, -1.0):
+        p = sign * p_star
+        beta_p = (beta * p).sum(axis=0)
+        coefficient = (gamma - 1.0) * beta_p / np.maximum((beta**2).sum(axis=0), 1e-12)
+        lab = p + beta * (coefficient + gamma * half)
+        pt, eta, phi_lab = _pt_eta_phi(*lab)
+        pts.append(pt)
+        etas.append(eta)
+        phis.append(phi_lab)
+    charge = np.where(rng.uniform(size=n) < 0.5, 1, -1)
+    return np.stack(pts, 1), np.stack(etas, 1), np.stack(phis, 1), np.stack([charge, -charge], 1)
+
+
+def _ttbar_muons(rng: np.random.Generator, n: int) -> tuple[Any, Any, Any, Any]:
+    """Prompt muons from the W decays (pT around 40 GeV) and soft ones from b decays."""
+    width = 4  # at most 2 prompt + 2 soft muons; unused slots fall out of the acceptance
+    prompt = rng.uniform(size=(n, 2)) < 0.13  # W -> mu nu, directly or through a tau
+    soft = rng.uniform(size=(n, 2)) < 0.15
+    pt = np.concatenate([rng.gamma(3.0, 15.0, (n, 2)), 3.0 + rng.exponential(5.0, (n, 2))], 1)
+    pt[~np.concatenate([prompt, soft], 1)] = 0.0
+    eta = rng.normal(0.0, 1.3, (n, width))
+    phi = rng.uniform(-np.pi, np.pi, (n, width))
+    charge = np.where(rng.uniform(size=(n, width)) < 0.5, 1, -1)
+    return pt, eta, phi, charge
+
+
+def _met(rng: np.random.Generator, process: str, n: int) -> tuple[Any, Any]:
+    """Missing transverse momentum: resolution only for Drell-Yan, neutrinos for ttbar."""
+    if process == "dy":
+        # No neutrinos: a Gaussian resolution of about 12 GeV per component (a Rayleigh
+        # distribution peaking near 12 GeV) and a few mismeasured events in a falling tail.
+        true_pt = np.where(rng.uniform(size=n) < 0.03, rng.exponential(25.0, n), 0.0)
+        sigma = 12.0
+    else:
+        # Neutrinos from W decays in the lepton+jets and dilepton channels give a broad
+        # spectrum with a long tail; all-hadronic events have little genuine MET.
+        leptonic = rng.uniform(size=n) < 0.55
+        true_pt = np.where(leptonic, rng.gamma(2.2, 32.0, n), rng.gamma(2.0, 8.0, n))
+        sigma = 16.0
+    true_phi = rng.uniform(-np.pi, np.pi, n)
+    mex = true_pt * np.cos(true_phi) + rng.normal(0.0, sigma, n)
+    mey = true_pt * np.sin(true_phi) + rng.normal(0.0, sigma, n)
+    return np.hypot(mex, mey), np.arctan2(mey, mex)
+
+
 def write_nanoaod_like(
-    path: str | os.PathLike[str], n_events: int, seed: int, *, treename: str = "Events"
+    path: str | os.PathLike[str],
+    n_events: int,
+    seed: int,
+    *,
+    treename: str = "Events",
+    process: str = "dy",
 ) -> Path:
     """Write a small NanoAOD-like ROOT file, the same bytes of data for the same arguments.
 
-    The tree has ``run``, ``luminosityBlock``, ``event``, ``MET_pt``, ``MET_phi`` and a jagged
-    muon collection ``Muon_pt``, ``Muon_eta``, ``Muon_phi`` counted by ``nMuon``, which is what
-    ``coffea.nanoevents.NanoAODSchema`` needs to build ``events.MET`` and ``events.Muon``.
+    The events tree has ``run``, ``luminosityBlock``, ``event``, ``genWeight``, ``MET_pt``,
+    ``MET_phi`` and a jagged muon collection ``Muon_pt``, ``Muon_eta``, ``Muon_phi``,
+    ``Muon_mass``, ``Muon_charge`` counted by ``nMuon``, which is what
+    ``coffea.nanoevents.NanoAODSchema`` needs to build ``events.MET`` and ``events.Muon``. A
+    ``Runs`` tree holds one entry, as in NanoAOD: ``run``, ``genEventCount`` (the number of
+    events), ``genEventSumw`` and ``genEventSumw2`` (the sums of ``genWeight`` and of its
+    square, in double precision).
+
+    The distributions imitate ``process``:
+
+    - ``"dy"`` (Drell-Yan, Z to two muons): two opposite-charge muons from a Z boson, so their
+      invariant mass peaks at 91 GeV and each has a pT near 40 GeV; a MET of a few tens of GeV
+      from resolution alone (no neutrinos); generator weights near 1 with 16% negative ones,
+      as in an NLO sample.
+    - ``"ttbar"``: few muons (from W and b decays); a broad MET from the neutrinos with a
+      long tail beyond 100 GeV; almost no negative weights.
+
+    Only muons with pT > 3 GeV and ``abs(eta) < 2.4`` are kept, ordered by decreasing pT.
 
     Parameters
     ----------
@@ -95,55 +195,95 @@ def write_nanoaod_like(
     seed : int
         Seed of the random numbers; the same seed gives the same values.
     treename : str, optional
-        Name of the tree, ``"Events"`` by default.
+        Name of the events tree, ``"Events"`` by default.
+    process : {"dy", "ttbar"}, optional
+        Which physics the distributions imitate; ``"dy"`` by default.
 
     Returns
     -------
     pathlib.Path
         The path written.
 
+    Raises
+    ------
+    ValueError
+        If ``n_events`` is negative or ``process`` is not one of the above.
+
     Examples
     --------
     >>> from chunkwise.examples import write_nanoaod_like
     >>> write_nanoaod_like(tmp_path / "a.root", n_events=1000, seed=1)  # doctest: +SKIP
+    >>> write_nanoaod_like(tmp_path / "t.root", 1000, seed=2, process="ttbar")  # doctest: +SKIP
     """
     if n_events < 0:
         raise ValueError(f"n_events must be >= 0, got {n_events}")
+    if process not in _NEGATIVE_WEIGHT_FRACTION:
+        raise ValueError(
+            f"process must be one of {sorted(_NEGATIVE_WEIGHT_FRACTION)}, got {process!r}"
+        )
     rng = np.random.default_rng(seed)
-    n_muon = rng.poisson(1.2, n_events).astype(np.int32)
-    n_total = int(n_muon.sum())
+    if process == "dy":
+        pt, eta, phi, charge = _z_to_mumu(rng, n_events)
+    else:
+        pt, eta, phi, charge = _ttbar_muons(rng, n_events)
+    # The acceptance of a NanoAOD muon, and NanoAOD's ordering by decreasing pT.
+    accepted = (pt > 3.0) & (np.abs(eta) < 2.4)
+    order = np.argsort(np.where(accepted, -pt, np.inf), axis=1, kind="stable")
+    n_muon = accepted.sum(axis=1).astype(np.int32)
+    keep = np.arange(pt.shape[1]) < n_muon[:, None]
+
+    def muon_field(values: Any, dtype: Any) -> Any:
+        return np.take_along_axis(values, order, axis=1)[keep].astype(dtype)
+
     muons = ak.unflatten(
         ak.zip(
             {
-                "pt": rng.exponential(20.0, n_total).astype(np.float32) + 3.0,
-                "eta": rng.uniform(-2.4, 2.4, n_total).astype(np.float32),
-                "phi": rng.uniform(-np.pi, np.pi, n_total).astype(np.float32),
+                "pt": muon_field(pt, np.float32),
+                "eta": muon_field(eta, np.float32),
+                "phi": muon_field(phi, np.float32),
+                "mass": np.full(int(n_muon.sum()), _MUON_MASS, dtype=np.float32),
+                "charge": muon_field(charge, np.int32),
             }
         ),
         n_muon,
+    )
+    met_pt, met_phi = _met(rng, process, n_events)
+    negative = rng.uniform(size=n_events) < _NEGATIVE_WEIGHT_FRACTION[process]
+    gen_weight = (np.where(negative, -1.0, 1.0) * rng.normal(1.0, 0.03, n_events)).astype(
+        np.float32
     )
     data = {
         "run": np.full(n_events, 1, dtype=np.uint32),
         "luminosityBlock": (np.arange(n_events) // 1000 + 1).astype(np.uint32),
         "event": (np.arange(n_events) + 1 + seed * 1_000_000).astype(np.uint64),
-        "MET_pt": rng.exponential(30.0, n_events).astype(np.float32),
-        "MET_phi": rng.uniform(-np.pi, np.pi, n_events).astype(np.float32),
+        "genWeight": gen_weight,
+        "MET_pt": met_pt.astype(np.float32),
+        "MET_phi": met_phi.astype(np.float32),
         "Muon": muons,
+    }
+    weights = gen_weight.astype(np.float64)  # summed in double precision, as NanoAOD does
+    runs = {
+        "run": np.array([1], dtype=np.uint32),
+        "genEventCount": np.array([n_events], dtype=np.int64),
+        "genEventSumw": np.array([weights.sum()], dtype=np.float64),
+        "genEventSumw2": np.array([(weights**2).sum()], dtype=np.float64),
     }
     path = Path(path)
     with uproot.recreate(path) as f:
         # uproot names a record's counter "n" + name ("nMuon") and its fields "Muon_pt", etc.
         f[treename] = data
+        f["Runs"] = runs
     return path
 
 
 def make_demo_fileset(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Write the demo's files into ``directory`` and return a fileset that names them.
 
-    Two datasets (see ``DEMO_DATASETS``): ``DYJets`` with 5 good files of 2,000 events plus a
-    path that does not exist, and ``TTbar`` with 4 good files of 1,500 events plus a copy of a
-    good file truncated to a third of its size (reading it raises ``OSError``). Calling it again
-    on the same directory rewrites the same files.
+    Two datasets (see ``DEMO_DATASETS``): ``DYJets`` with 5 good Drell-Yan-like files of 2,000
+    events plus a path that does not exist, and ``TTbar`` with 4 good ttbar-like files of 1,500
+    events (see ``write_nanoaod_like``) plus a copy of a good file truncated to a third of its
+    size (reading it raises ``OSError``). Calling it again on the same directory rewrites the
+    same files.
 
     Parameters
     ----------
@@ -172,7 +312,9 @@ def make_demo_fileset(directory: str | os.PathLike[str]) -> dict[str, dict[str, 
         files: dict[str, str] = {}
         for i in range(n_files):
             seed += 1
-            path = write_nanoaod_like(directory / f"{dataset}_{i}.root", n_events, seed)
+            path = write_nanoaod_like(
+                directory / f"{dataset}_{i}.root", n_events, seed, process=DEMO_PROCESSES[dataset]
+            )
             files[str(path)] = "Events"
         fileset[dataset] = {"files": files}
 
