@@ -8,7 +8,7 @@
 4. Run again: everything loads from the cache and the histogram is the same.
 
 Everything goes into one directory (``./chunkwise-demo`` by default): ``files/``, ``cache/``,
-``fileset.json`` and ``met.png``.
+``fileset.json``, ``report.json`` and ``met.png``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def _prepare(directory: Path) -> None:
     # Start from an empty cache, so that the first run really computes.
     shutil.rmtree(directory / "cache", ignore_errors=True)
     (directory / "met.png").unlink(missing_ok=True)
+    (directory / "report.json").unlink(missing_ok=True)
 
 
 def _short(exc: Any) -> str:
@@ -78,6 +79,15 @@ def _chunk_table(report: Any, bad_files: dict[str, dict[str, str]]) -> str:
     return format_table(rows[0], rows[1:], align="l" * len(rows[0]))
 
 
+def _counts(report: Any) -> str:
+    files, chunks = report.file_counts, report.chunk_counts
+    return (
+        f"files: {files['processed']} computed, {files['cached']} from cache, {files['bad']} bad; "
+        f"chunks: {chunks['processed']} computed, {chunks['cached']} cached, "
+        f"{chunks['salvaged']} salvaged, {chunks['failed']} failed"
+    )
+
+
 def run_demo(
     directory: str | os.PathLike[str] = "chunkwise-demo", out: TextIO | None = None
 ) -> int:
@@ -86,8 +96,9 @@ def run_demo(
     Parameters
     ----------
     directory : str or os.PathLike, optional
-        Where to write the ROOT files, the cache, ``fileset.json`` and ``met.png``. It must be
-        new, empty, or a directory an earlier demo made (its cache is then cleared first).
+        Where to write the ROOT files, the cache, ``fileset.json``, ``report.json`` and
+        ``met.png``. It must be new, empty, or a directory an earlier demo made (its cache is
+        then cleared first).
     out : text stream, optional
         Where to print the report; ``sys.stdout`` by default.
 
@@ -168,13 +179,24 @@ def _demo(directory: Path, say: Any) -> int:
                 f"   Chunk {i} had a bad file, so it was salvaged: its {ok} good files of "
                 f"{len(record.parts)} were kept, each cached on its own, instead of none."
             )
-    say(
-        f"   {first.n_processed} computed (a salvaged chunk counts each file), "
-        f"{first.n_cached} from cache, {first.n_failed} failed, in {t_first:.1f} s"
-    )
+    say(f"   {_counts(first)}, in {t_first:.1f} s")
     say()
     say("3. What made it into the result")
     say(first.summary())
+    say()
+    say("   The sum of generator weights (each file's Runs tree) covers exactly the files in")
+    say("   the result, so an MC normalization xsec * lumi / sumw is honest about what is missing:")
+    for dataset in sorted(first.sumw):
+        sumw, gen = first.sumw[dataset], first.gen_events[dataset]
+        if sumw is not None:
+            say(
+                f"   {dataset}: sumw = {sumw:.6g} over {gen:,} generated events "
+                f"({first.completeness[dataset]:.1%} of its files)"
+            )
+    report_json = directory / "report.json"
+    with open(report_json, "w", encoding="utf-8") as f:
+        json.dump(first.to_dict(), f, indent=1)
+    say(f"   wrote {report_json} (the same as chunkwise run --report)")
     png = directory / "met.png"
     if first.output is not None:
         plot_histograms(
@@ -200,8 +222,7 @@ def _demo(directory: Path, say: Any) -> int:
         and dict(first.output["cutflow"]) == dict(second.output["cutflow"])
     )
     say(
-        f"   {second.n_processed} computed, {second.n_cached} from cache, "
-        f"{second.n_failed} failed, in {t_second:.1f} s; "
+        f"   {_counts(second)}, in {t_second:.1f} s; "
         f"same histogram as the first run: {'yes' if same else 'NO'}"
     )
     say()
@@ -209,7 +230,7 @@ def _demo(directory: Path, say: Any) -> int:
     fs = directory / "fileset.json"
     say(f"   chunkwise status {fs} --percentage 20 --cache {cache}")
     say(f"   chunkwise split {fs} --percentage 20 --out {directory / 'chunks'}")
-    ok = same and second.n_processed == 0
+    ok = same and second.file_counts["processed"] == 0 and second.sumw == first.sumw
     if not ok:
         say("The second run did not behave as expected: please report this as a bug.")
     return 0 if ok else 1
