@@ -669,12 +669,28 @@ def test_real_nanoaod_samples(tmp_path: Path) -> None:
     assert report.output["cutflow"]["all events"] == 80
 
 
-def test_summary_is_a_table_per_dataset(cached_run: tuple[RunReport, Any]) -> None:
+def test_summary_is_a_table_per_dataset(
+    cached_run: tuple[RunReport, Any], scenario: dict[str, Any]
+) -> None:
     report, _ = cached_run
     lines = report.summary().splitlines()
-    assert lines[0].split() == ["dataset", "files", "ok", "bad", "total", "events", "fraction"]
+    header = ["dataset", "files", "ok", "bad", "total", "events", "fraction", "sumw"]
+    assert lines[0].split() == header
+    # The demo-like files carry a Runs tree: the sum of genEventSumw over the good files
+    # (the empty file of A too: its generated events count), read here with uproot.
+    sumw = {}
+    for dataset, paths in scenario["good"].items():
+        sumw[dataset] = 0.0
+        for path in paths:
+            with uproot.open(path) as f:
+                sumw[dataset] += float(f["Runs"]["genEventSumw"].array(library="np").sum())
+    assert report.sumw == pytest.approx(sumw, rel=1e-12)
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
-    assert rows == {"A": ["4", "2", "6", "1,200", "66.7%"], "B": ["2", "1", "3", "600", "66.7%"]}
+    assert rows == {
+        "A": ["4", "2", "6", "1,200", "66.7%", f"{sumw['A']:.6g}"],
+        "B": ["2", "1", "3", "600", "66.7%", f"{sumw['B']:.6g}"],
+    }
+    assert "chunks: 5 (" in report.summary() and "files: 9 (" in report.summary()
     assert "INCOMPLETE" in report.summary()
 
 
