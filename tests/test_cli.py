@@ -605,3 +605,15 @@ def test_report_remaining_and_min_completeness(tmp_path: Path, demo_files):
     assert_usage_error(
         cli("status", source, "--cache", cache, "--write-remaining", source), "input fileset"
     )
+
+
+def test_the_bar_counts_files_on_stderr(tmp_path: Path, demo_files):
+    """The progress display goes to stderr (stdout is the summary), counts files, and has an ETA."""
+    _, fileset = demo_files
+    source = write_json(tmp_path / "fileset.json", fileset)
+    result = cli("run", source, "--processor", PROCESSOR, "--files-per-chunk", "3")
+    assert result.returncode == 1
+    assert "chunkwise" in result.stderr and "11/11 files" in result.stderr
+    assert "2/2 chunks, 2 bad files" in result.stderr and "eta" in result.stderr
+    assert "files ·" not in result.stdout
+    assert result.stdout.startswith("dataset")
