@@ -36,12 +36,20 @@ def _with_runs(path: Path, weights: list[float], old_names: bool = False) -> Pat
     suffix = "_" if old_names else ""
     w = np.asarray(weights, dtype=np.float64)
     with uproot.update(path) as f:
+        del f["Runs"]  # the example writer's own, replaced by one with known sums
         f["Runs"] = {
             "run": np.arange(1, len(w) + 1, dtype=np.uint32),
             f"genEventSumw{suffix}": w,
             f"genEventSumw2{suffix}": w**2 / 3,
             f"genEventCount{suffix}": np.full(len(w), 1000, dtype=np.int64),
         }
+    return path
+
+
+def _without_runs(path: Path) -> Path:
+    """A file as data has it: no generator weights."""
+    with uproot.update(path) as f:
+        del f["Runs"]
     return path
 
 
@@ -58,8 +66,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     truncated = d / "mc_truncated.root"
     blob = _with_runs(write_nanoaod_like(d / "mc_t.root", 100, seed=5), [1000.0]).read_bytes()
     truncated.write_bytes(blob[: len(blob) // 2])
-    data = [write_nanoaod_like(d / f"data{i}.root", 150, seed=10 + i) for i in range(2)]
-    mixed = [mc[0], write_nanoaod_like(d / "mixed_norun.root", 100, seed=20)]
+    data = [
+        _without_runs(write_nanoaod_like(d / f"data{i}.root", 150, seed=10 + i)) for i in range(2)
+    ]
+    mixed = [mc[0], _without_runs(write_nanoaod_like(d / "mixed_norun.root", 100, seed=20))]
     return {
         "mc": mc,
         "truncated": truncated,
