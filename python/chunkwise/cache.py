@@ -559,9 +559,9 @@ class _RemoteStore:
         try:
             with self._requests("write", tmp.path):
                 with self.fs.open(tmp.path, "wb") as f:
-                    view = memoryview(data)
-                    for start in range(0, len(view), REMOTE_BLOCK):
-                        f.write(view[start : start + REMOTE_BLOCK])
+                    for start in range(0, len(data), REMOTE_BLOCK):
+                        # bytes: the XRootD client takes no memoryview
+                        f.write(data[start : start + REMOTE_BLOCK])
             with self._requests("move", path.path):
                 self.fs.mv(tmp.path, path.path)
                 self.fs.invalidate_cache(path.path)
