@@ -1019,7 +1019,7 @@ def test_a_root_cache_server_killed_mid_write_leaves_no_torn_entry(
 
     def write_then_die(self: Any, data: bytes) -> int:
         name = Path(self.path).name
-        if ".coffea." in name and name not in entries_started:
+        if ".coffea" in name and name not in entries_started:
             entries_started.append(name)
             if len(entries_started) == 2:  # the second entry: one block, then the server dies
                 written = write(self, data)
