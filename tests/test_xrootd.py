@@ -1066,3 +1066,38 @@ class warnings_ignored:
 
     def __exit__(self, *exc: object) -> None:
         self._catch.__exit__(*exc)
+
+
+def test_the_cli_runs_with_a_root_cache_and_reads_its_status(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(REMOTE_KEY)
+    keyfile.chmod(0o600)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "chunkwise", *args, "--files-per-chunk", "1"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=240)
+
+    run = ["run", str(source), "--processor", "chunkwise.examples:METProcessor"]
+    refused = cli(*run, "--cache", remote.url, "--no-progress")
+    assert refused.returncode == 2, refused.stderr
+    assert "needs a key" in refused.stderr and "Traceback" not in refused.stderr
+    assert list(remote.disk.iterdir()) == []
+
+    keyed = ["--cache", remote.url, "--cache-key-file", str(keyfile)]
+    done = cli(*run, *keyed, "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("cache: ")]
+    assert line.startswith(f"cache: {remote.url}/")
+    tag = line.rsplit("/", 1)[1]
+    assert len(remote.entries()) == 3
+
+    status = cli("status", str(source), *keyed, "--tag", tag)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "all 3 chunks are complete" in status.stdout
+    untagged = cli("status", str(source), *keyed)
+    assert untagged.returncode == 2 and "give --tag" in untagged.stderr
