@@ -39,6 +39,30 @@ the final name, so a reader sees the old entry, the new one or none, never a tor
 temporary file that no writer holds is a leftover of a killed run, which
 ``remove_stale_temporaries`` deletes. Directories this module creates are mode 0o700, entries
 0o600.
+
+A cache on an XRootD server
+---------------------------
+``ChunkCache("root://host//absolute/dir", tag, key=key)`` keeps the same layout and the same
+bytes on a server, through fsspec (``fsspec-xrootd``), for sites with no shared file system.
+All file access goes through a small storage seam, ``_LocalStore`` (the POSIX rules above,
+unchanged) or ``_RemoteStore``: read a whole file (bounded by its size, or a limit), write a
+temporary and move it into place, list a directory, stat, remove, mkdir.
+
+- Trust: XRootD shows no owner or mode that chunkwise could check, so a remote cache is
+  trusted by its key alone. Without a key it is refused (``CacheError``) before any request.
+  Every entry is verified exactly as a local one (LZ4 checksum, the footer's HMAC-SHA256 with
+  the key, ``_check_info``) before anything is unpickled; a truncated or forged entry is
+  corrupt and recomputed. Records and ``tag.json`` are JSON, never unpickled and not
+  authenticated: a forged one can make a run retry files, or ``status`` show a wrong error,
+  never a wrong result (records are checked against their chunk).
+- Atomicity: a file is written as ``.<name>.<random>.tmp`` in its directory (a name no reader
+  opens) and then moved onto its name with XRootD's ``mv``, a ``rename(2)`` on the server that
+  replaces the old file. A server that dies mid-write leaves at most a temporary file; the
+  writer's ``OSError`` becomes the run's ``cache_problem``.
+- Leftovers: no lock can be seen over XRootD, so a temporary counts as a leftover only when it
+  is older than ``REMOTE_STALE_AGE`` (an hour, by the server's modification time).
+- Not supported on a remote cache: ``list_tags`` and ``remove_tag`` (``chunkwise cache ls`` and
+  ``prune``), and modes: who may read and write is the server's authorization.
 """
 
 from __future__ import annotations
