@@ -47,6 +47,7 @@ from coffea.nanoevents import NanoAODSchema
 from coffea.util import coffea_console, load
 
 import chunkwise
+import chunkwise.cache
 import chunkwise.runner
 from chunkwise.examples import METProcessor, write_nanoaod_like
 from chunkwise.runner import RunReport
@@ -850,3 +851,253 @@ def test_the_server_helper_stops_restarts_stalls_and_cleans_up() -> None:
         assert not workdir.exists()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- 7. a cache on root:// ----------------------------------------------------------------------
+REMOTE_KEY = b"a group key of 32 bytes, for tests"
+
+
+class RemoteCache:
+    """A cache directory on a served export (owned by ``nobody``, who the daemon writes as),
+    its ``root://`` URL, and files to run over."""
+
+    def __init__(self, servers: Servers, *, served_data: bool) -> None:
+        import pwd
+
+        self.export = servers.directory()
+        self.data = self.export / "data"
+        self.data.mkdir()
+        self.files = write_good(self.data, "f", 3, seed=70)
+        self.disk = self.export / "cache"  # the cache as the server's disk holds it
+        self.disk.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(self.disk, nobody.pw_uid, nobody.pw_gid)
+        self.server = servers.server(self.export)
+        self.url = self.server.url(self.disk)
+        paths = [self.server.url(p) if served_data else str(p) for p in self.files]
+        self.fileset = fileset_of(D=paths)
+
+    def run(self, key: bytes | None = REMOTE_KEY, **options: Any) -> RunReport:
+        return chunkwise.run(
+            self.fileset,
+            METProcessor(),
+            files_per_chunk=1,
+            cache=self.url,
+            cache_key=key,
+            progress=False,
+            **options,
+        )
+
+    def entries(self) -> list[Path]:
+        return sorted(self.disk.glob("*/*.coffea"))
+
+    def temporaries(self) -> list[Path]:
+        return sorted(p for p in self.disk.glob("*/.*") if p.name.endswith(".tmp"))
+
+
+def test_a_root_cache_is_written_on_the_server_and_a_rerun_loads_it_all(
+    servers: Servers,
+) -> None:
+    remote = RemoteCache(servers, served_data=True)
+    with Timed("remote cache, first run", remote.server) as clock:
+        first = remote.run()
+        clock.what = f"{first.n_processed} processed, {first.n_cached} loaded"
+    assert first.complete and first.n_processed == 3 and first.n_cached == 0
+    assert first.cache_problem is None
+    assert_same_output(first.output, oracle(D=remote.files))
+
+    # on the server's disk: one entry per chunk, the manifest, and no temporary left
+    entries = remote.entries()
+    assert len(entries) == 3
+    (tag_dir,) = {p.parent for p in entries}
+    assert (tag_dir / "tag.json").is_file()
+    assert remote.temporaries() == []
+    assert {p.stem for p in entries} == {c.hash for c in first.chunks}
+    # the bytes are those of a local keyed cache: a local ChunkCache verifies and loads them
+    local = chunkwise.cache.ChunkCache(remote.disk, tag_dir.name, key=REMOTE_KEY)
+    assert all(local.status(p.stem) == "cached" for p in entries)
+    assert str(first.cache.directory) == f"{remote.url}/{tag_dir.name}"
+
+    with Timed("remote cache, rerun", remote.server) as clock:
+        rerun = remote.run()
+        clock.what = f"{rerun.n_processed} processed, {rerun.n_cached} loaded"
+    assert rerun.n_processed == 0 and rerun.n_cached == 3
+    assert rerun.complete
+    assert_same_output(rerun.output, first.output)
+    assert rerun.events == first.events
+
+    # status reads it too (the tag derived from the processor, as run does)
+    status = chunkwise.status(
+        remote.fileset,
+        remote.url,
+        processor_instance=METProcessor(),
+        files_per_chunk=1,
+        cache_key=REMOTE_KEY,
+    )
+    assert status.complete and status.overall.done == 3
+    assert remote.url in status.summary()
+
+
+def test_a_root_cache_without_a_key_is_refused_before_any_work(servers: Servers) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    with pytest.raises(chunkwise.cache.CacheError) as caught:
+        remote.run(key=None)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "root:// cache needs a key" in message and "--cache-key-file" in message
+    assert list(remote.disk.iterdir()) == []  # nothing made on the server
+    with pytest.raises(chunkwise.cache.CacheError, match="needs a key"):
+        chunkwise.status(remote.fileset, remote.url, tag="t", files_per_chunk=1)
+
+
+def test_a_root_cache_entry_truncated_on_the_server_is_corrupt_and_recomputed(
+    servers: Servers,
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    first = remote.run()
+    victim = remote.entries()[1]
+    blob = victim.read_bytes()
+    victim.write_bytes(blob[: len(blob) // 2])  # a torn entry, as a broken copy leaves it
+
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning, match="corrupt"):
+        rerun = remote.run()
+    assert rerun.n_processed == 1 and rerun.n_cached == 2
+    (redone,) = [r for r in rerun.chunks if r.status == "processed"]
+    assert redone.hash == victim.stem
+    assert_same_output(rerun.output, first.output)
+    assert victim.read_bytes() == blob  # written again, whole
+    assert remote.temporaries() == []
+
+
+class _Forged:
+    """Unpickling this creates a file: the proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_root_cache_with_another_key_trusts_nothing_and_unpickles_nothing(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    first = remote.run()
+    entries = remote.entries()
+    tag = entries[0].parent.name
+    # a forger without the key replaces one entry with a pickle that acts when loaded
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    forger = chunkwise.cache.ChunkCache(remote.url, tag, key=b"the forger's own key, 32 bytes")
+    forged = forger.encode_pickled(entries[0].stem, pickle.dumps(_Forged(marker)), {})
+    entries[0].write_bytes(forged)
+
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning, match="digest does not match"):
+        rerun = remote.run()
+    assert not marker.exists()
+    assert rerun.n_processed == 1 and rerun.n_cached == 2
+    assert_same_output(rerun.output, first.output)
+
+    # and a run with another key takes none of the entries: all are recomputed
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning):
+        other = remote.run(key=b"another key that is 32 bytes long")
+    assert other.n_processed == 3 and other.n_cached == 0
+    assert not marker.exists()
+
+
+def test_a_root_cache_server_killed_mid_write_leaves_no_torn_entry(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsspec_xrootd.xrootd import XRootDFile
+
+    remote = RemoteCache(servers, served_data=False)
+    monkeypatch.setattr(chunkwise.cache, "REMOTE_BLOCK", 1024)  # an entry is many requests
+    write = XRootDFile.write
+    entries_started: list[str] = []
+
+    def write_then_die(self: Any, data: bytes) -> int:
+        name = Path(self.path).name
+        if ".coffea" in name and name not in entries_started:
+            entries_started.append(name)
+            if len(entries_started) == 2:  # the second entry: one block, then the server dies
+                written = write(self, data)
+                remote.server.kill()
+                return written
+        return write(self, data)
+
+    monkeypatch.setattr(XRootDFile, "write", write_then_die)
+    with Timed("remote cache, server killed mid-write", remote.server) as clock:
+        with warnings_ignored():
+            first = remote.run()
+        clock.what = f"saved {len(remote.entries())} entries; {first.cache_problem}"
+    assert clock.seconds < NO_HANG
+    monkeypatch.setattr(XRootDFile, "write", write)
+    # the result is complete; the cache says what it could not save
+    assert first.complete and first.n_processed == 3
+    assert first.cache_problem is not None and "1 of 3 entries were saved" in first.cache_problem
+    assert_same_output(first.output, oracle(D=remote.files))
+    # on disk: the first entry, whole; the second only as a partial temporary file
+    entries = remote.entries()
+    assert len(entries) == 1
+    (leftover,) = remote.temporaries()
+    assert 0 < leftover.stat().st_size < 2048
+    tag = entries[0].parent.name
+    local = chunkwise.cache.ChunkCache(remote.disk, tag, key=REMOTE_KEY)
+    assert local.status(entries[0].stem) == "cached"
+
+    remote.server.restart()
+    rerun = remote.run()
+    assert rerun.n_cached == 1 and rerun.n_processed == 2
+    assert_same_output(rerun.output, first.output)
+    assert len(remote.entries()) == 3
+
+
+class warnings_ignored:
+    """The cache's warnings while its server is down (entries it cannot read are corrupt)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", chunkwise.cache.CorruptCacheEntryWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._catch.__exit__(*exc)
+
+
+def test_the_cli_runs_with_a_root_cache_and_reads_its_status(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(REMOTE_KEY)
+    keyfile.chmod(0o600)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "chunkwise", *args, "--files-per-chunk", "1"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=240)
+
+    run = ["run", str(source), "--processor", "chunkwise.examples:METProcessor"]
+    refused = cli(*run, "--cache", remote.url, "--no-progress")
+    assert refused.returncode == 2, refused.stderr
+    assert "needs a key" in refused.stderr and "Traceback" not in refused.stderr
+    assert list(remote.disk.iterdir()) == []
+
+    keyed = ["--cache", remote.url, "--cache-key-file", str(keyfile)]
+    done = cli(*run, *keyed, "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("cache: ")]
+    assert line.startswith(f"cache: {remote.url}/")
+    tag = line.rsplit("/", 1)[1]
+    assert len(remote.entries()) == 3
+
+    status = cli("status", str(source), *keyed, "--tag", tag)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "all 3 chunks are complete" in status.stdout
+    untagged = cli("status", str(source), *keyed)
+    assert untagged.returncode == 2 and "give --tag" in untagged.stderr

@@ -39,6 +39,30 @@ the final name, so a reader sees the old entry, the new one or none, never a tor
 temporary file that no writer holds is a leftover of a killed run, which
 ``remove_stale_temporaries`` deletes. Directories this module creates are mode 0o700, entries
 0o600.
+
+A cache on an XRootD server
+---------------------------
+``ChunkCache("root://host//absolute/dir", tag, key=key)`` keeps the same layout and the same
+bytes on a server, through fsspec (``fsspec-xrootd``), for sites with no shared file system.
+All file access goes through a small storage seam, ``_LocalStore`` (the POSIX rules above,
+unchanged) or ``_RemoteStore``: read a whole file (bounded by its size, or a limit), write a
+temporary and move it into place, list a directory, stat, remove, mkdir.
+
+- Trust: XRootD shows no owner or mode that chunkwise could check, so a remote cache is
+  trusted by its key alone. Without a key it is refused (``CacheError``) before any request.
+  Every entry is verified exactly as a local one (LZ4 checksum, the footer's HMAC-SHA256 with
+  the key, ``_check_info``) before anything is unpickled; a truncated or forged entry is
+  corrupt and recomputed. Records and ``tag.json`` are JSON, never unpickled and not
+  authenticated: a forged one can make a run retry files, or ``status`` show a wrong error,
+  never a wrong result (records are checked against their chunk).
+- Atomicity: a file is written as ``.<name>.<random>.tmp`` in its directory (a name no reader
+  opens) and then moved onto its name with XRootD's ``mv``, a ``rename(2)`` on the server that
+  replaces the old file. A server that dies mid-write leaves at most a temporary file; the
+  writer's ``OSError`` becomes the run's ``cache_problem``.
+- Leftovers: no lock can be seen over XRootD, so a temporary counts as a leftover only when it
+  is older than ``REMOTE_STALE_AGE`` (an hour, by the server's modification time).
+- Not supported on a remote cache: ``list_tags`` and ``remove_tag`` (``chunkwise cache ls`` and
+  ``prune``), and modes: who may read and write is the server's authorization.
 """
 
 from __future__ import annotations
@@ -52,6 +76,8 @@ import json
 import math
 import os
 import pickle
+import posixpath
+import secrets
 import stat
 import struct
 import tempfile
@@ -299,6 +325,315 @@ def _digest(key: bytes | None, *parts: bytes) -> bytes:
     return h.digest()
 
 
+# -- storage: the local file system, or a remote one through fsspec ----------------------------
+#: Seconds each request to a remote cache's server may take (fsspec-xrootd's ``timeout``).
+REMOTE_TIMEOUT = 60
+#: A remote temporary file older than this (seconds, by the server's clock) is a leftover: no
+#: lock can be seen over XRootD, and no single entry takes an hour to write.
+REMOTE_STALE_AGE = 3600.0
+#: Bytes per read or write request to a remote cache, so that each request of a large entry
+#: finishes well within ``REMOTE_TIMEOUT``.
+REMOTE_BLOCK = 8 * 1024 * 1024
+_REMOTE_SCHEMES = ("root://", "roots://")
+
+
+def is_remote(root: str | os.PathLike[str]) -> bool:
+    """True for a ``root://`` (or ``roots://``) cache URL, the one kind of remote cache."""
+    return isinstance(root, str) and root.startswith(_REMOTE_SCHEMES)
+
+
+def _check_local_root(root: str | os.PathLike[str]) -> None:
+    """Refuse a URL that would otherwise become an odd local directory (``s3:/bucket``), and a
+    root:// URL made a ``Path`` (which merged its ``//``)."""
+    text = os.fspath(root)
+    if isinstance(text, bytes):
+        return
+    scheme, sep, _ = text.partition("://")
+    if (sep and len(scheme) > 1 and scheme.isalnum()) or text.startswith(("root:/", "roots:/")):
+        raise CacheError(
+            f"cache {text!r}: the only remote caches are root:// ones, given as a string "
+            "root://host//absolute/dir; otherwise give a local directory"
+        )
+
+
+class _LocalStore:
+    """The POSIX file system: regular files only, ``flock``'d temporaries and ``os.replace``."""
+
+    remote = False
+
+    @staticmethod
+    def read(path: Path, limit: int | None = None) -> bytes | None:
+        return _read_regular(path, limit)
+
+    @staticmethod
+    def write_atomic(path: Path, data: bytes, shared: bool) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            # Held until the file is renamed and closed: remove_stale_temporaries never
+            # deletes a file that a live writer holds.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if shared:  # the group reads and replaces a shared cache's entries
+                os.fchmod(fd, 0o660)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                # No fsync of the directory after the rename: a power cut can then at worst
+                # lose the new name (a cache miss, recomputed), never expose a torn entry.
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @staticmethod
+    def listdir(path: Path) -> list[str]:
+        return os.listdir(path)
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        path.unlink()
+
+    @staticmethod
+    def probe(directory: Path) -> None:
+        fd, probe = tempfile.mkstemp(prefix=".chunkwise-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+
+    @staticmethod
+    def temporaries(directory: Path, min_age: float) -> Iterator[Path]:
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        now = time.time()
+        for name in names:
+            if not _is_our_temporary(name):
+                continue
+            path = directory / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                if now - st.st_mtime < min_age:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer holds it
+                yield path
+            finally:
+                os.close(fd)
+
+
+class RemotePath:
+    """A file or directory of a remote cache: ``str()`` is its URL (``root://host//a/b``).
+
+    It has what ``ChunkCache`` and its callers use of ``pathlib.Path`` (``/``, ``name``,
+    ``parent``, ``with_name``, ``is_file``, ``is_dir``), and no ``__fspath__``, so that no
+    ``os`` function can mistake it for a local path.
+    """
+
+    __slots__ = ("path", "store")
+
+    def __init__(self, store: _RemoteStore, path: str) -> None:
+        self.store = store
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.store.url(self.path)
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and str(other) == str(self)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(self.store, posixpath.join(self.path, name))
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def parent(self) -> RemotePath:
+        return RemotePath(self.store, posixpath.dirname(self.path))
+
+    def with_name(self, name: str) -> RemotePath:
+        return self.parent / name
+
+    def is_file(self) -> bool:
+        return self.store.kind(self) == "file"
+
+    def is_dir(self) -> bool:
+        return self.store.kind(self) == "directory"
+
+
+def _not_found(err: BaseException) -> bool:
+    """An XRootD "no such file" (kXR_NotFound, 3011) as fsspec-xrootd words it."""
+    text = str(err).lower()
+    return "[3011]" in text or "no such file" in text
+
+
+class _RemoteStore:
+    """A directory tree on an XRootD server, through fsspec (``fsspec-xrootd``).
+
+    Each operation is one or a few XRootD requests, each limited to ``REMOTE_TIMEOUT`` seconds,
+    under chunkwise's short XRootD connection retries (a dead server fails in seconds, not the
+    client's default minutes). Its errors are ``OSError``; "no such file" is
+    ``FileNotFoundError``. fsspec's listings cache is off: another client's writes are seen.
+
+    Atomicity is the server's rename: a file is written under a temporary name in the same
+    directory (``.<name>.<random>.tmp``, which no reader opens) and then moved onto its name
+    (XRootD's ``mv``, a ``rename(2)`` on the server's file system, which replaces the target).
+    """
+
+    remote = True
+
+    def __init__(self, url: str) -> None:
+        try:
+            import fsspec
+            import fsspec_xrootd  # noqa: F401  (registers nothing, but says what is missing)
+        except ImportError:
+            raise CacheError(
+                f"cache {url!r}: a root:// cache needs fsspec-xrootd and the XRootD client; "
+                "pip install fsspec-xrootd xrootd"
+            ) from None
+        try:
+            fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False, timeout=REMOTE_TIMEOUT)
+        except Exception as exc:
+            raise CacheError(f"cache {url!r}: not a usable root:// URL ({exc})") from None
+        if not path.startswith("/") or "?" in path:
+            raise CacheError(
+                f"cache {url!r}: give an absolute directory on the server, with two slashes "
+                "after the host: root://host//absolute/dir"
+            )
+        self.fs = fs
+        self.url_given = url
+        self.root = posixpath.normpath(path)
+
+    def url(self, path: str) -> str:
+        return str(self.fs.unstrip_protocol(path))
+
+    @contextlib.contextmanager
+    def _requests(self, what: str, path: str) -> Iterator[None]:
+        """Fail fast, and turn every error into an OSError naming the operation and the URL."""
+        from chunkwise._coffea import _xrootd_fails_fast
+
+        try:
+            with _xrootd_fails_fast([self.url_given]):
+                yield
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # fsspec-xrootd raises OSError, the client sometimes others
+            if _not_found(exc):
+                raise FileNotFoundError(errno.ENOENT, "no such file", self.url(path)) from None
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise OSError(errno.EIO, f"{what} failed: {detail}", self.url(path)) from None
+
+    def info(self, path: RemotePath) -> dict[str, Any] | None:
+        """``fs.info`` of ``path``, or None if there is no such file."""
+        try:
+            with self._requests("stat", path.path):
+                return dict(self.fs.info(path.path))
+        except FileNotFoundError:
+            return None
+
+    def kind(self, path: RemotePath) -> str | None:
+        """``"file"``, ``"directory"``, ``"other"``, or None if there is nothing."""
+        info = self.info(path)
+        return None if info is None else str(info.get("type"))
+
+    def read(self, path: RemotePath, limit: int | None = None) -> bytes | None:
+        info = self.info(path)
+        if info is None:
+            return None
+        if info.get("type") != "file":
+            raise _Unsafe("not a regular file")
+        size = int(info.get("size") or 0)
+        if limit is not None and size > limit:
+            raise _Unsafe(f"{size} bytes, more than a record can be")
+        if size == 0:
+            return b""
+        blocks = []
+        with self._requests("read", path.path):
+            # A handle of its own (not fsspec-xrootd's cache of read handles, which could
+            # still point at the file that a move has since replaced), closed at once.
+            with self.fs.open(path.path, "rb", cache_type="none", size=size) as f:
+                left = size
+                while left > 0:
+                    block = f.read(min(left, REMOTE_BLOCK))
+                    if not block:
+                        break  # shorter than it was: the verification calls it corrupt
+                    blocks.append(block)
+                    left -= len(block)
+        return b"".join(blocks)
+
+    def write_atomic(self, path: RemotePath, data: bytes, shared: bool) -> None:
+        del shared  # permissions are the server's (its authorization), not chunkwise's
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        try:
+            with self._requests("write", tmp.path):
+                with self.fs.open(tmp.path, "wb") as f:
+                    for start in range(0, len(data), REMOTE_BLOCK):
+                        # bytes: the XRootD client takes no memoryview
+                        f.write(data[start : start + REMOTE_BLOCK])
+            with self._requests("move", path.path):
+                self.fs.mv(tmp.path, path.path)
+                self.fs.invalidate_cache(path.path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                with self._requests("remove", tmp.path):
+                    self.fs.rm_file(tmp.path)
+            raise
+
+    def listdir(self, path: RemotePath) -> list[str]:
+        return [name for name, _ in self._listing(path)]
+
+    def _listing(self, path: RemotePath) -> list[tuple[str, dict[str, Any]]]:
+        with self._requests("list", path.path):
+            items = self.fs.ls(path.path, detail=True)
+        if len(items) == 1 and posixpath.normpath(items[0]["name"]) == path.path:
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+        return [(posixpath.basename(item["name"].rstrip("/")), item) for item in items]
+
+    def remove(self, path: RemotePath) -> None:
+        with self._requests("remove", path.path):
+            self.fs.rm_file(path.path)
+
+    def makedirs(self, path: RemotePath) -> None:
+        with self._requests("mkdir", path.path):
+            self.fs.makedirs(path.path, exist_ok=True)
+
+    def probe(self, directory: RemotePath) -> None:
+        probe = directory / f".chunkwise-probe.{secrets.token_hex(8)}"
+        with self._requests("write", probe.path):
+            with self.fs.open(probe.path, "wb") as f:
+                f.write(b"chunkwise")
+        self.remove(probe)
+
+    def temporaries(self, directory: RemotePath, min_age: float) -> Iterator[RemotePath]:
+        try:
+            listing = self._listing(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        now = time.time()
+        for name, item in listing:
+            if not _is_our_temporary(name) or item.get("type") != "file":
+                continue
+            if now - float(item.get("mtime") or now) < max(min_age, REMOTE_STALE_AGE):
+                continue
+            yield directory / name
+
+
 class ChunkCache:
     """Hash-keyed, crash-safe storage of chunk outputs under ``<root>/<tag>/``.
 
@@ -353,7 +688,16 @@ class ChunkCache:
                 f"cache key must be non-empty bytes (e.g. chunkwise.cache.load_key(path)), "
                 f"got {type(key).__name__}"
             )
-        self.root = Path(root)
+        self._store: _LocalStore | _RemoteStore
+        if is_remote(root):
+            assert isinstance(root, str)
+            remote = _RemoteStore(root)
+            self._store = remote
+            self.root: Path | RemotePath = RemotePath(remote, remote.root)
+        else:
+            _check_local_root(root)
+            self._store = _LocalStore()
+            self.root = Path(root)
         self.tag = tag
         self.directory = self.root / tag if tag else self.root
         self.key = key
@@ -363,7 +707,7 @@ class ChunkCache:
         return f"ChunkCache({str(self.root)!r}, tag={self.tag!r})"
 
     # -- paths: the one source of truth ---------------------------------------------------------
-    def path(self, chunk_hash: str) -> Path:
+    def path(self, chunk_hash: str) -> Path | RemotePath:
         """Path of the entry for ``chunk_hash``: ``<root>/<tag>/<hash>.coffea``."""
         if not _is_hash(chunk_hash):
             raise ValueError(
@@ -372,16 +716,16 @@ class ChunkCache:
             )
         return self.directory / f"{chunk_hash}{ENTRY_SUFFIX}"
 
-    def salvage_path(self, chunk_hash: str) -> Path:
+    def salvage_path(self, chunk_hash: str) -> Path | RemotePath:
         """Path of the salvage record for ``chunk_hash``: ``<root>/<tag>/<hash>.salvage.json``."""
         return self.path(chunk_hash).with_name(f"{chunk_hash}{SALVAGE_SUFFIX}")
 
-    def failure_path(self, chunk_hash: str) -> Path:
+    def failure_path(self, chunk_hash: str) -> Path | RemotePath:
         """Where the failure record of a chunk lost whole goes: ``<hash>.failed.json``."""
         return self.path(chunk_hash).with_name(f"{chunk_hash}{FAILURE_SUFFIX}")
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> Path | RemotePath:
         """Path of the tag's manifest: ``<root>/<tag>/tag.json``."""
         return self.directory / MANIFEST_NAME
 
@@ -433,6 +777,33 @@ class ChunkCache:
             )
         return True
 
+    def _check_remote_directory(self, path: RemotePath, create: bool) -> bool:
+        """A remote cache is trusted by its key alone: XRootD shows no owner that could be
+        checked, so without a key it is refused before any request is made."""
+        if self.key is None:
+            raise CacheError(
+                f"cache {str(self.root)!r} is remote: chunkwise cannot see who may write "
+                "there, so a root:// cache needs a key that authenticates every entry; give "
+                "one (cache_key=chunkwise.cache.load_key(FILE) / --cache-key-file FILE)"
+            )
+        store = self._store
+        assert isinstance(store, _RemoteStore)
+        try:
+            kind = store.kind(path)
+            if kind is None and create:
+                store.makedirs(path)
+                kind = store.kind(path)
+        except OSError as err:
+            raise CacheError(
+                f"cache {str(path)!r}: {err.strerror or err}; check that the server is up and "
+                "that you may write there"
+            ) from None
+        if kind is None:
+            return False
+        if kind != "directory":
+            raise CacheError(f"cache {str(path)!r} is not a directory; give a directory")
+        return True
+
     def check(self, *, create: bool = False) -> bool:
         """Check that the cache's directories may be trusted (and create them if asked).
 
@@ -449,9 +820,10 @@ class ChunkCache:
         """
         if self._checked:
             return True
-        exists = self._check_directory(self.root, create)
+        check = self._check_remote_directory if self._store.remote else self._check_directory
+        exists = check(self.root, create)  # type: ignore[operator]
         if exists and self.tag:
-            exists = self._check_directory(self.directory, create)
+            exists = check(self.directory, create)  # type: ignore[operator]
         self._checked = exists
         return exists
 
@@ -471,9 +843,7 @@ class ChunkCache:
         """
         self.check(create=True)
         try:
-            fd, probe = tempfile.mkstemp(prefix=".chunkwise-probe.", dir=self.directory)
-            os.close(fd)
-            os.unlink(probe)
+            self._store.probe(self.directory)  # type: ignore[arg-type]
         except OSError as err:
             raise CacheError(
                 f"cache {str(self.directory)!r} is not writable ({err.strerror or err}); "
@@ -490,7 +860,7 @@ class ChunkCache:
         if not self.check():
             return "miss", None
         try:
-            blob = _read_regular(self.path(chunk_hash))
+            blob = self._store.read(self.path(chunk_hash))
         except _Unsafe as err:
             return "corrupt", f"not read: {err}"
         except OSError as err:
@@ -606,18 +976,22 @@ class ChunkCache:
         ``bad_files`` name every file of the chunk), or ``None``."""
         return self._load_record(self.failure_path(chunk_hash), chunk_hash, "failure")
 
-    def _load_record(self, path: Path, chunk_hash: str, what: str) -> SalvageRecord | None:
+    def _load_record(
+        self, path: Path | RemotePath, chunk_hash: str, what: str
+    ) -> SalvageRecord | None:
         if not self.check():
             return None
         try:
-            blob = _read_regular(path, limit=_MAX_SALVAGE_BYTES)
+            blob = self._store.read(path, limit=_MAX_SALVAGE_BYTES)
             if blob is None:
                 return None
             record = SalvageRecord.from_json(blob.decode("utf-8"))
             if record.chunk_hash != chunk_hash:
                 raise ValueError(f"record names chunk {record.chunk_hash!r}")
             return record
-        except (_Unsafe, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (_Unsafe, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            if isinstance(exc, OSError) and not self._store.remote:
+                raise
             warnings.warn(
                 f"chunkwise: ignoring unreadable {what} record {path} ({exc})",
                 CorruptCacheEntryWarning,
@@ -631,16 +1005,22 @@ class ChunkCache:
         if not self.tag or not self.check():
             return None
         try:
-            blob = _read_regular(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
+            blob = self._store.read(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
             data = json.loads(blob.decode("utf-8")) if blob is not None else None
         except (_Unsafe, ValueError, UnicodeDecodeError):
+            return None
+        except OSError:
+            if not self._store.remote:
+                raise
             return None
         return data if isinstance(data, dict) else None
 
     def hashes(self) -> Iterator[str]:
         """Yield the hashes that have an entry file (verified or not) in this tag's directory."""
+        if self._store.remote and not self.check():
+            return
         try:
-            names = os.listdir(self.directory)
+            names = self._store.listdir(self.directory)
         except (FileNotFoundError, NotADirectoryError):
             return
         for name in sorted(names):
@@ -648,66 +1028,30 @@ class ChunkCache:
                 yield name[: -len(ENTRY_SUFFIX)]
 
     # -- temporary files ------------------------------------------------------------------------
-    def temporaries(self, min_age: float = 60.0) -> Iterator[Path]:
+    def temporaries(self, min_age: float = 60.0) -> Iterator[Path | RemotePath]:
         """Yield chunkwise's temporary files in this tag's directory that no writer holds and
-        that are older than ``min_age`` seconds: leftovers of killed runs."""
-        try:
-            names = os.listdir(self.directory)
-        except (FileNotFoundError, NotADirectoryError):
+        that are older than ``min_age`` seconds: leftovers of killed runs.
+
+        On a remote cache no lock can be seen, so a temporary counts as a leftover only when
+        it is older than ``REMOTE_STALE_AGE`` seconds (by the server's modification time).
+        """
+        if self._store.remote and not self.check():
             return
-        now = time.time()
-        for name in names:
-            if not _is_our_temporary(name):
-                continue
-            path = self.directory / name
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                continue
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                    continue
-                if now - st.st_mtime < min_age:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live writer holds it
-                yield path
-            finally:
-                os.close(fd)
+        yield from self._store.temporaries(self.directory, min_age)
 
     def remove_stale_temporaries(self, min_age: float = 60.0) -> int:
         """Delete the temporary files of ``temporaries``; return how many were deleted."""
         removed = 0
         for path in list(self.temporaries(min_age)):
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                self._store.remove(path)
                 removed += 1
         return removed
 
     # -- writing --------------------------------------------------------------------------------
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, path: Path | RemotePath, data: bytes) -> None:
         self.check(create=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-        try:
-            # Held until the file is renamed and closed: remove_stale_temporaries never
-            # deletes a file that a live writer holds.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if self.key is not None:  # the group reads and replaces a shared cache's entries
-                os.fchmod(fd, 0o660)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-                # No fsync of the directory after the rename: a power cut can then at worst
-                # lose the new name (a cache miss, recomputed), never expose a torn entry.
-                os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        self._store.write_atomic(path, data, shared=self.key is not None)
 
     def encode(self, chunk_hash: str, output: Any, info: Mapping[str, Any] | None = None) -> bytes:
         """The bytes of an entry, as ``save`` would write them (see ``save`` for the arguments).
@@ -736,13 +1080,15 @@ class ChunkCache:
             b"".join((pickled_output, trailer, footer)), content_checksum=True, store_size=True
         )
 
-    def write(self, chunk_hash: str, data: bytes) -> Path:
+    def write(self, chunk_hash: str, data: bytes) -> Path | RemotePath:
         """Atomically write ``encode``'s bytes as the entry of ``chunk_hash``; returns its path."""
         path = self.path(chunk_hash)
         self._write_atomic(path, data)
         return path
 
-    def save(self, chunk_hash: str, output: Any, info: Mapping[str, Any] | None = None) -> Path:
+    def save(
+        self, chunk_hash: str, output: Any, info: Mapping[str, Any] | None = None
+    ) -> Path | RemotePath:
         """Atomically write ``output`` as the entry of ``chunk_hash``.
 
         Parameters
@@ -757,24 +1103,24 @@ class ChunkCache:
 
         Returns
         -------
-        pathlib.Path
-            The entry's path, readable with ``coffea.util.load``.
+        pathlib.Path or RemotePath
+            The entry's path, readable with ``coffea.util.load`` (a local one).
         """
         return self.write(chunk_hash, self.encode(chunk_hash, output, info))
 
-    def save_salvage(self, record: SalvageRecord) -> Path:
+    def save_salvage(self, record: SalvageRecord) -> Path | RemotePath:
         """Atomically write ``record`` to ``salvage_path(record.chunk_hash)``."""
         path = self.salvage_path(record.chunk_hash)
         self._write_atomic(path, record.to_json().encode("utf-8"))
         return path
 
-    def save_failure(self, record: SalvageRecord) -> Path:
+    def save_failure(self, record: SalvageRecord) -> Path | RemotePath:
         """Atomically write the record of a chunk lost whole to ``failure_path``."""
         path = self.failure_path(record.chunk_hash)
         self._write_atomic(path, record.to_json().encode("utf-8"))
         return path
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
+    def write_manifest(self, manifest: Mapping[str, Any]) -> Path | RemotePath:
         """Atomically write the tag's manifest."""
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
         self._write_atomic(self.manifest_path, text.encode("utf-8"))
@@ -789,7 +1135,7 @@ class ChunkCache:
         )
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                self._store.remove(path)
 
 
 def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
@@ -868,6 +1214,14 @@ def _ours(name: str) -> bool:
     return False
 
 
+def _no_housekeeping_on_remote(root: str | os.PathLike[str]) -> None:
+    if is_remote(root):
+        raise CacheError(
+            f"cache {root!r}: listing and removing the tags of a root:// cache is not supported "
+            "yet; use xrdfs HOST ls / rm, or chunkwise cache verify --tag TAG"
+        )
+
+
 def list_tags(root: str | os.PathLike[str], *, key: bytes | None = None) -> list[TagSummary]:
     """Summarise every tag directory of a cache (and the flat layout's entries, if any).
 
@@ -876,6 +1230,7 @@ def list_tags(root: str | os.PathLike[str], *, key: bytes | None = None) -> list
     CacheError
         If the root is not a trusted directory (see ``ChunkCache.check``).
     """
+    _no_housekeeping_on_remote(root)
     top = ChunkCache(root, key=key)
     if not top.check():
         return []
@@ -913,6 +1268,7 @@ def remove_tag(root: str | os.PathLike[str], tag: str) -> None:
     CacheError
         If the directory holds anything chunkwise did not write (it is then left whole).
     """
+    _no_housekeeping_on_remote(root)
     cache = ChunkCache(root, tag)
     if not tag:
         raise CacheError("the flat layout has no tag directory to remove")

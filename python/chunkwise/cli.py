@@ -616,6 +616,13 @@ def _resolve_tag(args: argparse.Namespace) -> str:
 
         proc = _load_processor(args.processor)
         return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
+    from chunkwise.cache import is_remote
+
+    if is_remote(args.cache):
+        raise UsageError(
+            f"--cache {args.cache}: the tags of a root:// cache are not looked up; give --tag "
+            "(as 'run' printed it) or --processor"
+        )
     try:
         return find_tag(args.cache)
     except NotADirectoryError:
@@ -1100,7 +1107,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
-    p.add_argument("--cache", required=True, metavar="DIR", help="the cache directory of 'run'")
+    p.add_argument(
+        "--cache",
+        required=True,
+        metavar="DIR",
+        help="the cache directory (or root:// URL) of 'run'",
+    )
     _add_key_option(p)
     _add_split_options(p)
     tag = p.add_argument_group("which cache tag to read (default: the only one in DIR)")
@@ -1155,7 +1167,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_split_options(p)
     _add_runner_options(p)
-    p.add_argument("--cache", metavar="DIR", help="cache chunk outputs here (default: no cache)")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="cache chunk outputs in this directory, or root://host//dir with --cache-key-file "
+        "(default: no cache)",
+    )
     _add_key_option(p)
     p.add_argument(
         "--tag", metavar="T", help="cache tag (default: derived from processor and Runner)"

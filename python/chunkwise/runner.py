@@ -905,6 +905,8 @@ def open_cache(
 ) -> ChunkCache:
     """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
 
+    ``root`` is a local directory or a ``root://host//dir`` URL (a string).
+
     The flat layout (``tag=""``) has no manifest. ``tag=None`` derives the tag from the
     manifest (``chunkwise.tag.cache_tag``), which covers the ``file_sums`` hook.
 
@@ -1003,7 +1005,9 @@ def run(
     strategy, datasets, percentage, files_per_chunk, treename
         Passed to ``chunkwise.split_fileset`` when ``fileset`` is a dict.
     cache : str or os.PathLike, optional
-        Cache directory (created user-only). ``None``: no cache, nothing is written.
+        Cache directory (created user-only), or a directory on an XRootD server given as
+        ``"root://host//absolute/dir"`` (for sites without a shared file system; it needs
+        ``cache_key``, see ``chunkwise.cache``). ``None``: no cache, nothing is written.
     cache_tag : str, optional
         Sub-directory of ``cache``. ``None`` derives it from everything that can change the
         output: the processor's code and state, the Runner settings that matter and the
@@ -1024,7 +1028,8 @@ def run(
     cache_key : bytes, optional
         The key of a cache shared by a group (read it with ``chunkwise.cache.load_key``):
         entries are authenticated with it before anything is unpickled. Without a key, the
-        cache's directories must be yours and writable by no one else.
+        cache's directories must be yours and writable by no one else; a root:// cache always
+        needs one.
     force_tag : bool, optional
         Write into an explicit ``cache_tag`` even though its manifest says another processor
         or other settings made it (default False: refused, since their outputs would mix).
