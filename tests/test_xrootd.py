@@ -1101,3 +1101,11 @@ def test_the_cli_runs_with_a_root_cache_and_reads_its_status(
     assert "all 3 chunks are complete" in status.stdout
     untagged = cli("status", str(source), *keyed)
     assert untagged.returncode == 2 and "give --tag" in untagged.stderr
+
+
+def test_status_on_a_server_cache_asks_for_the_tag() -> None:
+    """No tag listing over XRootD: status on a root:// cache without a tag says what to give,
+    rather than reading an empty flat layout and calling everything never run."""
+    fileset = {"A": {"files": {"/data/a.root": "Events"}}}
+    with pytest.raises(ValueError, match="give the tag"):
+        chunkwise.status(fileset, "root://127.0.0.1:1//tmp/cache")

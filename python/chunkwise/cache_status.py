@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chunkwise.cache import ENTRY_SUFFIX, ChunkCache
+from chunkwise.cache import ENTRY_SUFFIX, ChunkCache, is_remote
 from chunkwise.chunks import make_chunks
 from chunkwise.table import format_table
 
@@ -183,6 +183,11 @@ def find_tag(root: str | os.PathLike[str]) -> str:
     ValueError
         If ``root`` holds several tags: the message names them.
     """
+    if is_remote(root):
+        raise ValueError(
+            f"cache {str(root)!r} is on a server, where chunkwise does not list tags: give the "
+            "tag (tag= or --tag), or the processor to derive it from"
+        )
     try:
         names = sorted(os.listdir(root))
     except FileNotFoundError:

@@ -966,12 +966,14 @@ def _cmd_cache_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_explain(args: argparse.Namespace) -> int:
-    from chunkwise.cache import ChunkCache
+    from chunkwise.cache import CacheError, ChunkCache
     from chunkwise.tag import explain, tag_manifest
 
     def manifest_of(tag: str) -> dict[str, Any]:
         try:
             cache = ChunkCache(args.cache, tag)
+        except CacheError as err:
+            raise UsageError(str(err)) from None
         except ValueError as err:
             raise UsageError(f"tag: {err}") from None
         found = _cache_call(cache.read_manifest)
@@ -1003,7 +1005,7 @@ def _cmd_cache_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_verify(args: argparse.Namespace) -> int:
-    from chunkwise.cache import ChunkCache, list_tags
+    from chunkwise.cache import CacheError, ChunkCache, list_tags
 
     key = _cache_key(args)
     tags = [args.tag] if args.tag is not None else [t.tag for t in _cache_call(
@@ -1013,6 +1015,8 @@ def _cmd_cache_verify(args: argparse.Namespace) -> int:
     for tag in tags:
         try:
             cache = ChunkCache(args.cache, tag, key=key)
+        except CacheError as err:
+            raise UsageError(str(err)) from None
         except ValueError as err:
             raise UsageError(f"--tag: {err}") from None
         counts = {"cached": 0, "corrupt": 0}
