@@ -113,6 +113,9 @@ def test_sumw_covers_exactly_the_files_in_the_output(
     assert report.sumw["Data"] is None and report.gen_events["Data"] is None
     assert report.sumw["Mixed"] is None
     assert report.sums["Mixed"] == {"gen_events": None, "sumw": None, "sumw2": None}
+    assert any(
+        n.startswith("Mixed: 1 of its 2 files in the output have sumw") for n in report.notes
+    )
     assert "sumw" in report.summary() and f"{expected['sumw']:.6g}" in report.summary()
 
     # From the cache, the same numbers, with nothing computed.
@@ -276,3 +279,21 @@ def test_report_to_dict_is_json(files: dict[str, Any], tmp_path: Path) -> None:
     parts = {p["path"]: p for p in salvaged[0]["parts"]}
     assert parts[str(files["truncated"])]["status"] == "failed"
     assert parts[str(files["truncated"])]["error"]
+
+
+def test_weights_false_reads_no_runs_tree(files: dict[str, Any], tmp_path: Path) -> None:
+    """weights=False leaves sumw at None; its entries, loaded by a run that wants weights,
+    give None with a note rather than a sum over some of the files."""
+    fileset = {"MC": {"files": {str(p): "Events" for p in files["mc"][:3]}}}
+    kwargs: dict[str, Any] = {"files_per_chunk": 1, "cache": tmp_path, "progress": False}
+    off = chunkwise.run(fileset, METProcessor(), weights=False, **kwargs)
+    assert off.complete and off.sumw == {"MC": None} and off.sums == {"MC": {}}
+    on = chunkwise.run(fileset, METProcessor(), **kwargs)
+    assert on.file_counts["cached"] == 3 and on.sumw == {"MC": None}
+    fresh = chunkwise.run(fileset, METProcessor(), progress=False, files_per_chunk=1)
+    assert fresh.sumw["MC"] == pytest.approx(120.5 + 3.25 - 7.0 + 55.0)
+    # With the hook alone, the file is still opened for it.
+    hooked = chunkwise.run(
+        fileset, METProcessor(), weights=False, file_sums=_lumi_blocks, progress=False
+    )
+    assert hooked.sums["MC"] == {"half": 1.5, "n_runs": 4}

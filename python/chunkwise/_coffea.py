@@ -313,9 +313,9 @@ def _is_users_own_module(name: str) -> bool:
     return top not in _installed_top_level_names()
 
 
-def dumps_processor(processor_instance: Any, file_sums: Any = None) -> bytes:
-    """Pickle the processor (and the ``file_sums`` hook) so that workers which cannot import
-    their modules still load them.
+def dumps_processor(processor_instance: Any, file_sums: Any = None, weights: bool = True) -> bytes:
+    """Pickle the processor (with the ``file_sums`` hook and whether to read the generator
+    weights) so that workers which cannot import their modules still load them.
 
     The modules of the processor's class, of its base classes and of the hook that are the
     user's own code (not installed, not the standard library) are pickled by value with
@@ -338,7 +338,7 @@ def dumps_processor(processor_instance: Any, file_sums: Any = None) -> bytes:
                     continue
                 registered.append(module)
             return cloudpickle.dumps(
-                (processor_instance, file_sums), protocol=pickle.HIGHEST_PROTOCOL
+                (processor_instance, file_sums, weights), protocol=pickle.HIGHEST_PROTOCOL
             )
         finally:
             for module in registered:
@@ -639,14 +639,14 @@ def _run_unit(
     try:
         # A fresh copy per unit: a processor that keeps state on self must not leak it
         # from one file into the next.
-        processor_instance, file_sums = cloudpickle.loads(processor_blob)
+        processor_instance, file_sums, weights = cloudpickle.loads(processor_blob)
         runner = _worker_runner(settings)
     except Exception as exc:
         return _failure("bug", exc)
     try:
         # Read first: a file whose sums cannot be read cannot be normalized, so it is a bad
         # file (or, for an error outside skipbadfiles, a bug) before any work is spent on it.
-        sums = read_file_sums(runner, path, file_sums)
+        sums = read_file_sums(runner, path, file_sums, weights)
     except Exception as exc:
         return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
     try:
@@ -685,7 +685,9 @@ GEN_WEIGHTS = {
 }
 
 
-def read_file_sums(runner: Any, path: str, file_sums: Any = None) -> dict[str, float]:
+def read_file_sums(
+    runner: Any, path: str, file_sums: Any = None, weights: bool = True
+) -> dict[str, float]:
     """A file's per-file quantities: its generator weights, and what ``file_sums`` gives.
 
     Read just before the file is processed, so that they are cached with its output and cover
@@ -700,6 +702,9 @@ def read_file_sums(runner: Any, path: str, file_sums: Any = None) -> dict[str, f
     file_sums : callable, optional
         The user's hook: called with the file opened by uproot, returns ``{name: number}``
         (or None for nothing).
+    weights : bool, optional
+        Read the generator weights (default True). Reading a ``Runs`` tree's metadata with
+        uproot takes a few milliseconds a file.
 
     Returns
     -------
@@ -713,13 +718,13 @@ def read_file_sums(runner: Any, path: str, file_sums: Any = None) -> dict[str, f
         Whatever reading the file or the hook raised; a ``TypeError`` or ``ValueError`` for a
         hook that returns something else than finite numbers under new names.
     """
-    if runner.format != "root":
+    if runner.format != "root" or (not weights and file_sums is None):
         return {}
     import uproot
 
     found: dict[str, float] = {}
     with uproot.open(path, timeout=runner.xrootdtimeout) as f:
-        runs = f["Runs"] if "Runs" in f else None
+        runs = f["Runs"] if weights and "Runs" in f else None
         if hasattr(runs, "arrays"):  # a TTree or an RNTuple
             names = set(runs.keys())
             branches = {

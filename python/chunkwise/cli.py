@@ -746,6 +746,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 replicas=replicas,
                 salvage=not args.no_salvage,
                 progress=not args.no_progress,
+                weights=not args.no_weights,
             )
         except (KeyboardInterrupt, UsageError):
             raise
@@ -1193,6 +1194,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's report as JSON (completeness, sums of weights, bad files, chunks)",
     )
     _add_min_completeness(p, "every file is in the result")
+    p.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="do not read each file's generator weights (its Runs tree, a few ms a file)",
+    )
     plot = p.add_argument_group("the plot")
     plot.add_argument(
         "--plot",

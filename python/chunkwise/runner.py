@@ -527,12 +527,13 @@ class _Engine:
         bar: _Progress,
         policy: RetryPolicy,
         file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
+        weights: bool = True,
     ) -> None:
         self.plan = plan
         self.policy = policy
         self.retries: dict[str, dict[str, int]] = {}
         self.replicas: dict[str, dict[str, str]] = {}
-        self.blob = dumps_processor(processor_instance, file_sums)
+        self.blob = dumps_processor(processor_instance, file_sums, weights)
         self.cache = cache
         self.salvage = salvage
         self.in_flight = in_flight
@@ -833,8 +834,13 @@ class _Engine:
         return record
 
 
-def _count(report: RunReport) -> None:
-    """Fill in a report's counts, bad files, completeness and sums from its chunk records."""
+def _count(report: RunReport) -> dict[str, tuple[str, int, int]]:
+    """Fill in a report's counts, bad files, completeness and sums from its chunk records.
+
+    Returns ``{dataset: (name, files with it, files in the output)}`` for the datasets whose
+    ``sumw`` (or, failing that, another total) only some of the files in the output have.
+    """
+    partial: dict[str, tuple[str, int, int]] = {}
     report.chunk_counts = dict.fromkeys(("processed", "cached", "salvaged", "failed"), 0)
     report.file_counts = dict.fromkeys(("processed", "cached", "bad"), 0)
     sums: dict[str, dict[str, list[float]]] = {}
@@ -865,10 +871,15 @@ def _count(report: RunReport) -> None:
             else None
             for name, (total, files) in sorted(sums.get(dataset, {}).items())
         }
+        for name, (_, files) in sorted(sums.get(dataset, {}).items(), key=lambda i: i[0] != "sumw"):
+            if 0 < files < n_ok:
+                partial[dataset] = (name, int(files), n_ok)
+                break
         report.sumw[dataset] = report.sums[dataset].get("sumw")
         report.sumw2[dataset] = report.sums[dataset].get("sumw2")
         gen = report.sums[dataset].get("gen_events")
         report.gen_events[dataset] = None if gen is None else int(gen)
+    return partial
 
 
 def _retry_policy(
@@ -972,6 +983,7 @@ def run(
     retry_delay: float = 1.0,
     replicas: Mapping[str, str | Sequence[str]] | None = None,
     file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
+    weights: bool = True,
 ) -> RunReport:
     """Run a coffea processor over a fileset chunk by chunk, caching and salvaging.
 
@@ -1055,6 +1067,11 @@ def run(
         it raises counts as the file's (a bad file if in ``skipbadfiles``, else a bug). For
         example ``lambda f: {"lumi_blocks": f["LuminosityBlocks"].num_entries}``. ROOT files
         only. The generator weights (``report.sumw``) are read whether or not it is given.
+    weights : bool, optional
+        Read each file's generator weights from its ``Runs`` tree (default True). uproot takes
+        about 4 ms a file to read a ``Runs`` tree, nothing next to processing a NanoAOD file
+        but noticeable on many tiny files; ``False`` skips it (for data, say) and leaves
+        ``report.sumw`` at ``None``.
     quiet : bool, optional
         ``True`` (default): coffea's progress bars are off in every process, coffea's
         "Performed attempt" retry warnings are dropped (the report has each bad file's final
@@ -1148,6 +1165,7 @@ def run(
             bar,
             policy,
             file_sums,
+            weights,
         )
         try:
             try:
@@ -1171,7 +1189,13 @@ def run(
     if report.cache_problem is not None:
         report.notes.append(report.cache_problem)
     report.chunks = [engine.records[i] for i in sorted(engine.records)]
-    _count(report)
+    partial = _count(report)
+    for dataset, (name, with_it, n_ok) in sorted(partial.items()):
+        report.notes.append(
+            f"{dataset}: {with_it} of its {n_ok} files in the output have {name}, so its {name} "
+            "is None (files without a Runs tree mixed with files with one, or cache entries "
+            "written with weights=False: rerun them with a new cache tag)"
+        )
     if engine.unsummed_entries:
         report.notes.append(
             f"{engine.unsummed_entries} cache entries were written by an older chunkwise that "
