@@ -121,13 +121,19 @@ fn check_files<'a, 'py>(
     if let (Ok(d), Some(g)) = (files.cast_exact::<PyDict>(), gatherer) {
         // One pass that checks and gathers (the plain case), instead of a check now and a
         // gather later: each path's object is visited once while it is still in cache.
-        if let Some(f) = g.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))? {
+        let items = pyobj::DictItems::new(d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
+        if let Some(f) = g.fast_files(d.len(), items)? {
             return Ok(Files::Gathered(f));
         }
     } else if let Ok(d) = files.cast_exact::<PyDict>() {
-        let plain = d
-            .iter()
-            .all(|(k, v)| is_str(&k) && (v.is_none() || is_str(&v)));
+        let mut plain = true;
+        for item in pyobj::DictItems::new(d) {
+            let (k, v) = item?;
+            if !(is_str(&k) && (v.is_none() || is_str(&v))) {
+                plain = false;
+                break;
+            }
+        }
         if plain {
             return Ok(Files::FastDict(d.clone()));
         }
@@ -286,9 +292,11 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     fn files(&self, plan: &mut ChunkPlan<'a>, files: Files<'a, 'py>) -> PyResult<()> {
         let gathered = match &files {
             Files::Gathered(_) | Files::Raw(_) => None,
-            // No Python code runs while we walk the dict, so it cannot change under us.
+            // No Python code runs while we walk the dict, so (with the GIL held) it cannot change
+            // under us; `DictItems` turns a change into a RuntimeError all the same.
             Files::FastDict(d) => {
-                self.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))?
+                let items = pyobj::DictItems::new(d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
+                self.fast_files(d.len(), items)?
             }
             Files::FastSeq(seq) => {
                 let it = seq.try_iter()?;

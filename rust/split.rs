@@ -219,8 +219,10 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     if let Ok(d) = files.cast_exact::<PyDict>() {
         let mut pairs = Vec::with_capacity(d.len());
         let mut plain = true;
-        // No Python code runs in this loop, so the dict cannot change while we walk it.
-        for (k, v) in d.iter() {
+        // No Python code runs in this loop, so (with the GIL held) the dict cannot change while
+        // we walk it; `DictItems` turns a change into a RuntimeError all the same.
+        for item in pyobj::DictItems::new(d) {
+            let (k, v) = item?;
             plain &= k.is_exact_instance_of::<PyString>();
             pairs.push((k, v));
         }

@@ -315,3 +315,81 @@ def test_signatures_are_drop_in():
     assert list(inspect.signature(chunkwise.hash_fileset).parameters) == list(
         inspect.signature(hash_fileset).parameters
     )
+
+
+def _no_panic(call):
+    """Run ``call``; an ordinary exception is fine, a PanicException (a BaseException) is not."""
+    try:
+        call()
+        return "ok"
+    except Exception as e:  # noqa: BLE001 - any ordinary exception is an acceptable outcome
+        return type(e).__name__
+    except BaseException as e:
+        if type(e).__name__ == "PanicException" or type(e).__module__ == "pyo3_runtime":
+            pytest.fail(f"PanicException out of chunkwise: {e!r}")
+        raise
+
+
+def test_mutation_from_python_callbacks_gives_an_exception_not_a_panic():
+    """Objects whose ``__lt__``/``__eq__``/``__hash__`` change the fileset, and garbage-collector
+    callbacks that change it at every allocation, while chunkwise walks it."""
+    import gc
+
+    files = {f"/store/{i:04d}.root": "Events" for i in range(300)}
+    other = {f"/other/{i:04d}.root": "Events" for i in range(300)}
+    counter = [0]
+
+    def mutate():
+        counter[0] += 1
+        i = counter[0]
+        for d in (files, other):
+            d[f"/new/{i}"] = "Events"
+            d.pop(f"/new/{i - 1}", None)
+
+    class Meddler:
+        """A key or preload entry that changes the fileset whenever Python compares or hashes it."""
+
+        def __init__(self, v):
+            self.v = v
+
+        def __lt__(self, o):
+            mutate()
+            return self.v < getattr(o, "v", 0)
+
+        def __eq__(self, o):
+            mutate()
+            return self is o
+
+        def __hash__(self):
+            mutate()
+            return hash(self.v)
+
+    odd = dict(files)
+    odd.update({Meddler(i): "Events" for i in range(5)})
+    fs = {
+        "a": {"files": files, "preload": [Meddler(2), Meddler(1)], "metadata": {"k": 1}},
+        "b": {"files": other, "treename": "Events"},
+        "c": {"files": {Meddler(i): "Events" for i in range(20)}},
+        Meddler(9): {"files": dict(other)},
+    }
+    calls = [
+        lambda: chunkwise.hash_fileset(fs),
+        lambda: chunkwise.hash_filesets([fs, fs]),
+        lambda: chunkwise.split_fileset(fs, percentage=10),
+        lambda: chunkwise.split_fileset(fs, strategy="by_dataset", files_per_chunk=7),
+        lambda: chunkwise.split_fileset(fs, datasets=["a", Meddler(9), "c"], percentage=50),
+        lambda: chunkwise.hash_fileset({"a": {"files": odd}, "b": {"files": other}}),
+    ]
+    outcomes = {_no_panic(c) for c in calls}
+    # The same calls again, with a garbage-collector callback that changes both dicts at every
+    # collection, and collections as frequent as allocations can make them.
+    threshold = gc.get_threshold()
+    gc.callbacks.append(lambda phase, info: mutate())
+    gc.set_threshold(1, 1, 1)
+    try:
+        outcomes |= {_no_panic(c) for c in calls}
+    finally:
+        gc.callbacks.pop()
+        gc.set_threshold(*threshold)
+    assert counter[0] > 0  # the callbacks did run
+    assert "ok" in outcomes
