@@ -15,7 +15,7 @@
 //! `hash_one` takes a faster route that does all three per dataset, visiting each path once, and
 //! replays the strict order above only when it meets an error (see [`hash_one`]).
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 
@@ -27,6 +27,7 @@ use typed_arena::Arena;
 use crate::canonical::{
     digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
 };
+use crate::errors;
 use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
 
@@ -75,20 +76,11 @@ fn check_dataset<'a, 'py>(
 ) -> PyResult<Dataset<'a, 'py>> {
     let py = data.py();
     if !data.is_instance_of::<PyDict>() {
-        return Err(PyTypeError::new_err(format!(
-            "dataset {} is a {}, not a dict: hash_fileset takes a chunk such as split_fileset \
-             returns, {{dataset: {{\"files\": {{path: treename}}, ...}}}}",
-            pyobj::short_repr(&name),
-            pyobj::type_name(data)
-        )));
+        return Err(errors::hash_dataset_type(&name, data));
     }
     let files = pyobj::get_files(data)?;
     if pyobj::is_list_or_tuple(&files) && !data.contains(pyo3::intern!(py, "treename"))? {
-        return Err(PyValueError::new_err(format!(
-            "dataset {} lists its files without a 'treename', so the chunk does not say which \
-             tree to read and cannot be hashed; split it with split_fileset(..., treename=\"Events\")",
-            pyobj::short_repr(&name)
-        )));
+        return Err(errors::hash_list_files_need_treename(&name));
     }
     let files = check_files(&files, gatherer)?;
     let mut extras = Vec::new();
@@ -158,10 +150,7 @@ fn check_files<'a, 'py>(
         }
         return Ok(Files::Sorted(pairs));
     }
-    Err(PyTypeError::new_err(format!(
-        "'files' must be a dict {{path: treename}} or a list of paths, not {}",
-        pyobj::type_name(files)
-    )))
+    Err(errors::hash_files_type(files))
 }
 
 /// Step 2: encode the rare parts in document order.

@@ -3,6 +3,7 @@
 //! This file only declares the Python module; the logic lives in modules named for what they do.
 
 mod canonical;
+mod errors;
 mod escape;
 mod hash;
 mod pipeline;

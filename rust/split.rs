@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple};
 use rayon::prelude::*;
 
+use crate::errors;
 use crate::prefetch::{prefetch_object, AHEAD};
 use crate::pyobj;
 use crate::sort::sorted_order;
@@ -67,12 +68,7 @@ fn parse_binning(
                 Some(v) if (1..=100).contains(&v) && 100 % v == 0 => {
                     Ok(Some(Binning::Bins((100 / v) as usize)))
                 }
-                _ => Err(PyValueError::new_err(format!(
-                    "percentage={} is not allowed: it must be an int that divides 100 \
-                     (1, 2, 4, 5, 10, 20, 25, 50 or 100); for any other chunk size use \
-                     files_per_chunk=N",
-                    pyobj::short_repr(p)
-                ))),
+                _ => Err(errors::bad_percentage(p.py())),
             }
         }
         (None, Some(n)) => {
@@ -134,18 +130,12 @@ fn normalize<'py>(
     treename: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
     let py = fileset.py();
-    let need_treename = |name: &Bound<'py, PyAny>| {
-        PyValueError::new_err(format!(
-            "dataset {} lists its files without a tree name; pass treename=\"Events\" (or the \
-             tree to read) so that each chunk is self-contained",
-            pyobj::short_repr(name)
-        ))
-    };
+
     let out = PyDict::new(py);
     for (name, data) in pyobj::items(fileset)? {
         let value = if pyobj::is_list_or_tuple(&data) {
             let Some(t) = treename else {
-                return Err(need_treename(&name));
+                return Err(errors::split_list_dataset_needs_treename(&name));
             };
             let d = PyDict::new(py);
             d.set_item("files", data.cast::<PySequence>()?.to_list()?)?;
@@ -155,7 +145,7 @@ fn normalize<'py>(
             let files = pyobj::get_files(&data)?;
             if pyobj::is_list_or_tuple(&files) && !data.contains("treename")? {
                 let Some(t) = treename else {
-                    return Err(need_treename(&name));
+                    return Err(errors::split_list_files_need_treename(&name));
                 };
                 let d = PyDict::new(py);
                 d.update(data.cast::<PyMapping>()?)?;
@@ -165,12 +155,7 @@ fn normalize<'py>(
                 data
             }
         } else {
-            return Err(PyTypeError::new_err(format!(
-                "dataset {} is a {}; a fileset maps each dataset to a dict \
-                 {{\"files\": {{path: treename}}, ...}} or to a list of paths",
-                pyobj::short_repr(&name),
-                pyobj::type_name(&data)
-            )));
+            return Err(errors::split_dataset_type(&name, &data));
         };
         out.set_item(name, value)?;
     }
@@ -245,10 +230,7 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     if pyobj::is_list_or_tuple(&files) {
         return Ok(Gathered::Python(pyobj::sorted(&files)?, false));
     }
-    Err(PyTypeError::new_err(format!(
-        "the 'files' of a dataset must be a dict {{path: treename}} or a list of paths, not {}",
-        pyobj::type_name(&files)
-    )))
+    Err(errors::split_files_type(&files))
 }
 
 /// The UTF-8 bytes of every path, or `None` if one has no UTF-8 form (a lone surrogate).
@@ -350,11 +332,7 @@ pub fn split_fileset<'py>(
         None => false,
         Some(s) => {
             if s.ne("by_dataset")? {
-                return Err(PyValueError::new_err(format!(
-                    "unknown strategy {}: use strategy=\"by_dataset\" for one dataset per \
-                     chunk, or strategy=None to mix all datasets in each chunk",
-                    pyobj::short_repr(s)
-                )));
+                return Err(errors::unknown_strategy(s));
             }
             true
         }
