@@ -143,3 +143,14 @@ pub fn hash_files_type(files: &Bound<'_, PyAny>) -> PyErr {
             .and_then(|t| text(py, "Expected 'files' to be a dict or list, got {}", (t,))),
     )
 }
+
+/// `events_per_chunk`: a file without a usable `num_entries` (chunkwise's own option).
+pub fn no_num_entries(path: &Bound<'_, PyAny>, dataset: &Bound<'_, PyAny>) -> PyErr {
+    value_error(text(
+        path.py(),
+        "events_per_chunk needs every file's number of events, but file {!r} of dataset {!r} \
+         has no 'num_entries' (a non-negative int, as coffea.dataset_tools.preprocess writes \
+         it): preprocess the fileset first, or use files_per_chunk",
+        (path, dataset),
+    ))
+}

@@ -50,15 +50,54 @@ impl Binning {
     }
 }
 
-fn parse_binning(
+/// How chunks are cut: by counting files, or by packing files up to a number of events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    Files(Binning),
+    /// At most this many events a bin (see [`pack_events`]).
+    Events(u128),
+}
+
+/// A positive int argument (`files_per_chunk`, `events_per_chunk`), saturated at `max`.
+fn positive_int(name: &str, n: &Bound<'_, PyAny>, max: u128) -> PyResult<u128> {
+    if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not {}",
+            pyobj::type_name(n)
+        )));
+    }
+    // Any size beyond `max` is as good as `max`.
+    let value = match n.extract::<u128>() {
+        Ok(v) => v.min(max),
+        Err(_) if n.gt(0)? => max,
+        Err(_) => 0,
+    };
+    if value == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name}={} is not allowed: it must be at least 1",
+            pyobj::short_repr(n)
+        )));
+    }
+    Ok(value)
+}
+
+/// `events_per_chunk` larger than this behaves as this (2^120 events: more than any fileset).
+pub const MAX_EVENTS: u128 = 1 << 120;
+
+fn parse_cut(
     percentage: Option<&Bound<'_, PyAny>>,
     files_per_chunk: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Option<Binning>> {
-    match (percentage, files_per_chunk) {
-        (Some(_), Some(_)) => Err(PyValueError::new_err(
+    events_per_chunk: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Cut>> {
+    match (percentage, files_per_chunk, events_per_chunk) {
+        (Some(_), Some(_), _) => Err(PyValueError::new_err(
             "pass either percentage or files_per_chunk, not both",
         )),
-        (Some(p), None) => {
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => Err(PyValueError::new_err(
+            "events_per_chunk cannot be combined with percentage or files_per_chunk: pass one \
+             of the three",
+        )),
+        (Some(p), None, None) => {
             let value = if p.is_instance_of::<PyInt>() {
                 p.extract::<i64>().ok()
             } else {
@@ -66,34 +105,47 @@ fn parse_binning(
             };
             match value {
                 Some(v) if (1..=100).contains(&v) && 100 % v == 0 => {
-                    Ok(Some(Binning::Bins((100 / v) as usize)))
+                    Ok(Some(Cut::Files(Binning::Bins((100 / v) as usize))))
                 }
                 _ => Err(errors::bad_percentage(p.py())),
             }
         }
-        (None, Some(n)) => {
-            if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
-                return Err(PyTypeError::new_err(format!(
-                    "files_per_chunk must be an int, not {}",
-                    pyobj::type_name(n)
-                )));
-            }
-            // Any size beyond the machine's is as good as "all files in one chunk".
-            let size = match n.extract::<u64>() {
-                Ok(v) => usize::try_from(v).unwrap_or(usize::MAX),
-                Err(_) if n.gt(0)? => usize::MAX,
-                Err(_) => 0,
-            };
-            match size {
-                1.. => Ok(Some(Binning::FilesPerChunk(size))),
-                0 => Err(PyValueError::new_err(format!(
-                    "files_per_chunk={} is not allowed: it must be at least 1",
-                    pyobj::short_repr(n)
-                ))),
-            }
+        (None, Some(n), None) => {
+            let size = positive_int("files_per_chunk", n, usize::MAX as u128)?;
+            Ok(Some(Cut::Files(Binning::FilesPerChunk(size as usize))))
         }
-        (None, None) => Ok(None),
+        (None, None, Some(n)) => Ok(Some(Cut::Events(positive_int(
+            "events_per_chunk",
+            n,
+            MAX_EVENTS,
+        )?))),
+        (None, None, None) => Ok(None),
     }
+}
+
+/// Greedy packing of files (in sorted order) into bins of at most `limit` events: a file joins
+/// the current bin unless that would take the bin past `limit`; a bin always takes at least one
+/// file, so a file larger than `limit` stands alone. Returns the `[start, end)` ranges.
+///
+/// Each count is clamped to `limit + 1` (a file larger than `limit` behaves the same whatever
+/// its size), so with `limit <= 2^120` the sums cannot overflow.
+pub fn pack_events(entries: impl IntoIterator<Item = u128>, limit: u128) -> Vec<(usize, usize)> {
+    let mut bins = Vec::new();
+    let (mut start, mut sum, mut n) = (0usize, 0u128, 0usize);
+    for (i, e) in entries.into_iter().enumerate() {
+        let e = e.min(limit + 1);
+        if i > start && sum + e > limit {
+            bins.push((start, i));
+            start = i;
+            sum = 0;
+        }
+        sum += e;
+        n = i + 1;
+    }
+    if n > start {
+        bins.push((start, n));
+    }
+    bins
 }
 
 /// Keep the datasets that `datasets` selects, in the order it gives them.
@@ -316,9 +368,81 @@ fn rebuild<'py>(
     Ok(new)
 }
 
+/// A file's `num_entries`, if it has a usable one: its value is a dict (read as `dict.get`
+/// reads it) whose `num_entries` is an int, not a bool, and not negative.
+fn num_entries(value: &Bound<'_, PyAny>) -> PyResult<Option<u128>> {
+    let Ok(d) = value.cast::<PyDict>() else {
+        return Ok(None);
+    };
+    let Some(n) = d.get_item(pyo3::intern!(value.py(), "num_entries"))? else {
+        return Ok(None);
+    };
+    if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
+        return Ok(None);
+    }
+    if let Ok(v) = n.extract::<u64>() {
+        return Ok(Some(u128::from(v)));
+    }
+    // Rare: beyond 64 bits, or negative.
+    match n.extract::<u128>() {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if n.gt(0)? => Ok(Some(u128::MAX)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The `events_per_chunk` bins of one dataset, or the error naming its first file (in sorted
+/// order) without a usable `num_entries`.
+fn event_bins(
+    name: &Bound<'_, PyAny>,
+    files: &Sorted<'_>,
+    limit: u128,
+) -> PyResult<Vec<(usize, usize)>> {
+    let missing = |path: &Bound<'_, PyAny>| Err(errors::no_num_entries(path, name));
+    let counts: Vec<u128> = match files {
+        Sorted::Pairs(pairs, order) => {
+            // Read in the dict's order (the value dicts were usually allocated in that order,
+            // so this walks memory forwards), then look the counts up in sorted order.
+            let by_position = pairs
+                .iter()
+                .map(|(_, v)| num_entries(v))
+                .collect::<PyResult<Vec<_>>>()?;
+            let mut counts = Vec::with_capacity(order.len());
+            for &i in order {
+                match by_position[i as usize] {
+                    Some(c) => counts.push(c),
+                    None => return missing(&pairs[i as usize].0),
+                }
+            }
+            counts
+        }
+        Sorted::Paths(paths, order) => match order.first() {
+            Some(&i) => return missing(&paths[i as usize]),
+            None => Vec::new(),
+        },
+        Sorted::Python(list, true) => {
+            let mut counts = Vec::with_capacity(list.len());
+            for item in list.iter() {
+                let (path, value) = pyobj::unpack2(&item)?;
+                match num_entries(&value)? {
+                    Some(c) => counts.push(c),
+                    None => return missing(&path),
+                }
+            }
+            counts
+        }
+        Sorted::Python(list, false) => match list.iter().next() {
+            Some(path) => return missing(&path),
+            None => Vec::new(),
+        },
+    };
+    Ok(pack_events(counts, limit))
+}
+
 /// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
 #[pyfunction]
-#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None))]
+#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn split_fileset<'py>(
     py: Python<'py>,
     fileset: &Bound<'py, PyAny>,
@@ -327,6 +451,7 @@ pub fn split_fileset<'py>(
     percentage: Option<&Bound<'py, PyAny>>,
     treename: Option<&Bound<'py, PyAny>>,
     files_per_chunk: Option<&Bound<'py, PyAny>>,
+    events_per_chunk: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let by_dataset = match strategy {
         None => false,
@@ -337,11 +462,11 @@ pub fn split_fileset<'py>(
             true
         }
     };
-    let binning = parse_binning(percentage, files_per_chunk)?;
+    let cut = parse_cut(percentage, files_per_chunk, events_per_chunk)?;
     let selected = select(fileset, datasets)?;
     let normalized = normalize(&selected, treename)?;
 
-    let Some(binning) = binning else {
+    let Some(cut) = cut else {
         let out = PyList::empty(py);
         if by_dataset {
             for (name, data) in &normalized {
@@ -365,6 +490,24 @@ pub fn split_fileset<'py>(
         .collect::<PyResult<Vec<_>>>()?;
     let sorted = sort_all(py, gathered)?;
 
+    // Each dataset's bins, as `[start, end)` ranges of its sorted files.
+    let bins: Vec<Vec<(usize, usize)>> = match cut {
+        Cut::Files(binning) => sorted
+            .iter()
+            .map(|files| {
+                let n = files.len();
+                (0..binning.count(std::iter::once(n)))
+                    .map_while(|b| binning.range(b, n))
+                    .collect()
+            })
+            .collect(),
+        Cut::Events(limit) => normalized
+            .iter()
+            .zip(&sorted)
+            .map(|((name, _), files)| event_bins(name, files, limit))
+            .collect::<PyResult<_>>()?,
+    };
+
     let groups: Vec<Vec<usize>> = if by_dataset {
         (0..normalized.len()).map(|i| vec![i]).collect()
     } else {
@@ -372,12 +515,13 @@ pub fn split_fileset<'py>(
     };
     let out = PyList::empty(py);
     for group in groups {
-        let n_bins = binning.count(group.iter().map(|&i| sorted[i].len()));
+        // Bin `b` of the group holds bin `b` of each of its datasets that has one.
+        let n_bins = group.iter().map(|&i| bins[i].len()).max().unwrap_or(0);
         for b in 0..n_bins {
             let chunk = PyDict::new(py);
             for &i in &group {
                 let (name, data) = &normalized[i];
-                if let Some((start, end)) = binning.range(b, sorted[i].len()) {
+                if let Some(&(start, end)) = bins[i].get(b) {
                     chunk.set_item(name, rebuild(data, &sorted[i], start, end)?)?;
                 }
             }
@@ -391,7 +535,28 @@ pub fn split_fileset<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::Binning;
+    use super::{pack_events, Binning};
+
+    #[test]
+    fn events_are_packed_greedily() {
+        assert_eq!(pack_events([], 10), vec![]);
+        assert_eq!(pack_events([3, 3, 3, 3], 10), vec![(0, 3), (3, 4)]);
+        assert_eq!(pack_events([5, 5, 5], 10), vec![(0, 2), (2, 3)]);
+        // A file larger than the limit stands alone, wherever it is.
+        assert_eq!(pack_events([2, 20, 2, 2], 10), vec![(0, 1), (1, 2), (2, 4)]);
+        assert_eq!(pack_events([20], 10), vec![(0, 1)]);
+        // Empty files join any bin; a bin of exactly the limit is full.
+        assert_eq!(pack_events([0, 10, 0, 1], 10), vec![(0, 3), (3, 4)]);
+        // Counts beyond 64 bits (saturated to u128::MAX) cannot overflow the sums.
+        assert_eq!(
+            pack_events([u128::MAX, u128::MAX, 1], super::MAX_EVENTS),
+            vec![(0, 1), (1, 2), (2, 3)]
+        );
+        assert_eq!(
+            pack_events([1 << 100, 1 << 100, 1], super::MAX_EVENTS),
+            vec![(0, 3)]
+        );
+    }
 
     fn bins(b: Binning, n: usize) -> Vec<(usize, usize)> {
         (0..b.count(std::iter::once(n)))

@@ -317,6 +317,7 @@ def test_signatures_are_drop_in():
     assert list(ours)[: len(theirs)] == list(theirs)
     assert all(ours[p].default is None for p in theirs if p != "fileset")
     assert ours["files_per_chunk"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert ours["events_per_chunk"].kind is inspect.Parameter.KEYWORD_ONLY
     assert list(inspect.signature(chunkwise.hash_fileset).parameters) == list(
         inspect.signature(hash_fileset).parameters
     )
@@ -398,3 +399,83 @@ def test_mutation_from_python_callbacks_gives_an_exception_not_a_panic():
         gc.set_threshold(*threshold)
     assert counter[0] > 0  # the callbacks did run
     assert "ok" in outcomes
+
+
+def _preprocessed(counts):
+    return {
+        f"f{i}.root": {"object_path": "Events", "steps": [[0, n]], "num_entries": n, "uuid": "u"}
+        for i, n in enumerate(counts)
+    }
+
+
+def test_events_per_chunk_packs_sorted_files_greedily():
+    fs = {"big": {"files": _preprocessed([40, 30, 50, 200, 10, 10])}, "small": {"files": {}}}
+    fs["small"]["files"] = _preprocessed([60, 60])
+    mixed = chunkwise.split_fileset(fs, events_per_chunk=100)
+    assert [{k: list(v["files"]) for k, v in c.items()} for c in mixed] == [
+        {"big": ["f0.root", "f1.root"], "small": ["f0.root"]},  # 40+30 (+50 would pass 100)
+        {"big": ["f2.root"], "small": ["f1.root"]},  # 50 (+200 would pass 100)
+        {"big": ["f3.root"]},  # 200 > 100 stands alone
+        {"big": ["f4.root", "f5.root"]},
+    ]
+    per_ds = chunkwise.split_fileset(fs, strategy="by_dataset", events_per_chunk=100)
+    assert [(list(c), list(next(iter(c.values()))["files"])) for c in per_ds] == [
+        (["big"], ["f0.root", "f1.root"]),
+        (["big"], ["f2.root"]),
+        (["big"], ["f3.root"]),
+        (["big"], ["f4.root", "f5.root"]),
+        (["small"], ["f0.root"]),
+        (["small"], ["f1.root"]),
+    ]
+    only_small = chunkwise.split_fileset(fs, datasets=["small"], events_per_chunk=2**70)
+    assert only_small == [{"small": fs["small"]}]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "words"),
+    [
+        ({"events_per_chunk": 0}, ValueError, "at least 1"),
+        ({"events_per_chunk": -(2**70)}, ValueError, "at least 1"),
+        ({"events_per_chunk": 2.0}, TypeError, "must be an int"),
+        ({"events_per_chunk": True}, TypeError, "must be an int"),
+        ({"events_per_chunk": 5, "percentage": 20}, ValueError, "cannot be combined"),
+        ({"events_per_chunk": 5, "files_per_chunk": 2}, ValueError, "cannot be combined"),
+    ],
+)
+def test_events_per_chunk_rejects_bad_values(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        chunkwise.split_fileset({"d": {"files": _preprocessed([1])}}, **kwargs)
+
+
+def test_events_per_chunk_names_the_file_without_num_entries():
+    files = _preprocessed([1, 2, 3])
+    files["f1.root"] = {"object_path": "Events"}
+    files["f2.root"] = "Events"
+    with pytest.raises(ValueError, match="file 'f1.root' of dataset 'd' has no 'num_entries'"):
+        chunkwise.split_fileset({"d": {"files": files}}, events_per_chunk=10)
+    with pytest.raises(ValueError, match="file 'a.root' of dataset 'l'"):
+        chunkwise.split_fileset({"l": ["b.root", "a.root"]}, treename="E", events_per_chunk=10)
+
+
+def test_cli_split_events_per_chunk(tmp_path):
+    import json
+
+    source = tmp_path / "preprocessed.json"
+    source.write_text(json.dumps({"d": {"files": _preprocessed([40, 30, 50, 200])}}))
+    out = tmp_path / "chunks"
+    run = [sys.executable, "-m", "chunkwise", "split", str(source), "--out", str(out)]
+    done = subprocess.run([*run, "--events-per-chunk", "100"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["events_per_chunk"] == 100
+    assert [c["datasets"] for c in manifest["chunks"]] == [{"d": 2}, {"d": 1}, {"d": 1}]
+    both = subprocess.run(
+        [*run, "--events-per-chunk", "100", "--files-per-chunk", "2", "--force"],
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    version = subprocess.run(
+        [sys.executable, "-m", "chunkwise", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout.strip() == f"chunkwise {chunkwise.__version__}"
