@@ -446,7 +446,9 @@ def reference_events_split(fileset, events_per_chunk, strategy=None, datasets=No
         elif isinstance(files, (list, tuple)):
             listed.append((False, sorted(files)))
         else:
-            raise TypeError(f"Expected dataset['files'] to be a dict or list, got {type(files).__name__}")
+            raise TypeError(
+                f"Expected dataset['files'] to be a dict or list, got {type(files).__name__}"
+            )
     per_dataset = []
     for (name, data), (is_dict, items) in zip(normalized, listed, strict=True):
         bins, current, total = [], [], 0
@@ -466,9 +468,7 @@ def reference_events_split(fileset, events_per_chunk, strategy=None, datasets=No
     if strategy == "by_dataset":
         return [{name: b} for name, bins in per_dataset for b in bins]
     n_chunks = max((len(bins) for _, bins in per_dataset), default=0)
-    return [
-        {name: bins[i] for name, bins in per_dataset if i < len(bins)} for i in range(n_chunks)
-    ]
+    return [{name: bins[i] for name, bins in per_dataset if i < len(bins)} for i in range(n_chunks)]
 
 
 entry_counts = st.one_of(

@@ -478,4 +478,6 @@ def test_cli_split_events_per_chunk(tmp_path):
     version = subprocess.run(
         [sys.executable, "-m", "chunkwise", "--version"], capture_output=True, text=True
     )
-    assert version.returncode == 0 and version.stdout.strip() == f"chunkwise {chunkwise.__version__}"
+    assert (
+        version.returncode == 0 and version.stdout.strip() == f"chunkwise {chunkwise.__version__}"
+    )
