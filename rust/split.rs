@@ -347,9 +347,12 @@ fn rebuild<'py>(
             let d = PyDict::new(py);
             let order = &order[start..end];
             for (j, &i) in order.iter().enumerate() {
-                // Inserting reads each key's cached hash; the keys are scattered in memory.
+                // Inserting reads each key's cached hash and takes a reference to each value;
+                // both are scattered in memory (values are dicts in a preprocessed fileset).
                 if let Some(&ahead) = order.get(j + AHEAD) {
-                    prefetch_object(&pairs[ahead as usize].0);
+                    let (k, v) = &pairs[ahead as usize];
+                    prefetch_object(k);
+                    prefetch_object(v);
                 }
                 let (k, v) = &pairs[i as usize];
                 d.set_item(k, v)?;
