@@ -25,9 +25,10 @@ use std::sync::mpsc;
 use typed_arena::Arena;
 
 use crate::canonical::{
-    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
+    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, Value,
 };
 use crate::errors;
+use crate::native;
 use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
 
@@ -229,8 +230,12 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         Ok(())
     }
 
-    /// Gather the paths (and distinct tree names) of a plain files container. `None` when a
-    /// string has no UTF-8 form (a lone surrogate).
+    /// Gather the paths and values of a files container whose paths are all `str` with a
+    /// UTF-8 form (`None` otherwise, and Python sorts and encodes the container). Tree names
+    /// are borrowed; other values (preprocessed entries) are encoded here by `native.rs`, and
+    /// the rare ones it declines by Python's encoder once the walk is over (so that no Python
+    /// code runs while the dict is walked). If Python cannot encode one, `None`: the caller's
+    /// Python path raises coffea's error in coffea's order.
     fn fast_files(
         &self,
         len_hint: usize,
@@ -239,9 +244,13 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         let mut files = FastFiles {
             entries: Vec::with_capacity(len_hint),
             values: Vec::new(),
+            json: Vec::new(),
         };
-        // Tree names repeat, usually as one object or a few equal ones: remember the last.
-        let mut last: Option<(Bound<'py, PyAny>, u32)> = None;
+        // Values that repeat (tree names, usually one object or a few equal ones; or one
+        // preprocessed entry shared by many files): remember the last.
+        let mut last: Option<(Bound<'py, PyAny>, Value)> = None;
+        // Entries whose value Python's encoder writes, once the walk is over.
+        let mut rare: Vec<(usize, Bound<'py, PyAny>)> = Vec::new();
         for pair in pairs {
             let (path, value) = pair?;
             let Ok(path) = path.cast_into_exact::<PyString>() else {
@@ -252,30 +261,54 @@ impl<'a, 'py> Gatherer<'a, 'py> {
             };
             let value = match value {
                 Some(v) if !v.is_none() => match &last {
-                    Some((obj, idx)) if obj.is(&v) => *idx,
-                    _ => {
-                        let Ok(v) = v.cast_into_exact::<PyString>() else {
-                            return Ok(None);
-                        };
-                        let Some(text) = self.borrow(v.clone()) else {
-                            return Ok(None);
-                        };
-                        let idx = match files.values.iter().position(|t| *t == text) {
-                            Some(i) => i as u32,
-                            None => {
-                                files.values.push(text);
-                                (files.values.len() - 1) as u32
-                            }
-                        };
-                        last = Some((v.into_any(), idx));
-                        idx
-                    }
+                    Some((obj, val)) if obj.is(&v) => *val,
+                    _ => match self.value(&mut files, &v) {
+                        Some(val) => {
+                            last = Some((v, val));
+                            val
+                        }
+                        None => {
+                            rare.push((files.entries.len(), v));
+                            Value::Null // replaced below
+                        }
+                    },
                 },
-                _ => NULL_VALUE,
+                _ => Value::Null,
             };
             files.entries.push(FileEntry { path, value });
         }
+        for (i, v) in rare {
+            let Ok(text) = pyobj::encode_json(&v) else {
+                return Ok(None);
+            };
+            let start = files.json.len();
+            files.json.extend_from_slice(&text);
+            files.entries[i].value = Value::Json(start as u32, text.len() as u32);
+        }
+        if u32::try_from(files.json.len()).is_err() {
+            // Offsets past 4 GiB of encoded values in one dataset: let Python do it.
+            return Ok(None);
+        }
         Ok(Some(files))
+    }
+
+    /// A tree name (borrowed, each distinct one stored once) or a value encoded natively into
+    /// `files.json`; `None` for a value that Python's encoder must write.
+    fn value(&self, files: &mut FastFiles<'a>, v: &Bound<'py, PyAny>) -> Option<Value> {
+        if let Ok(s) = v.cast_exact::<PyString>() {
+            let text = self.borrow(s.clone())?;
+            let idx = match files.values.iter().position(|t| *t == text) {
+                Some(i) => i,
+                None => {
+                    files.values.push(text);
+                    files.values.len() - 1
+                }
+            };
+            return Some(Value::Str(idx as u32));
+        }
+        let start = files.json.len();
+        native::encode_value(v, &mut files.json)
+            .then(|| Value::Json(start as u32, (files.json.len() - start) as u32))
     }
 
     fn files(&self, plan: &mut ChunkPlan<'a>, files: Files<'a, 'py>) -> PyResult<()> {
@@ -517,7 +550,9 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
                 while files < BATCH_FILES {
                     let Some(chunk) = chunks.next() else { break };
                     let plan = gatherer.chunk(&chunk?)?;
-                    let n = plan.n_entries() + 1;
+                    // Encoded values (preprocessed entries) count by their size, so that a
+                    // batch's memory stays bounded.
+                    let n = plan.n_entries() + plan.n_bytes() / 256 + 1;
                     files += n;
                     group_files += n;
                     group.push((i, plan));

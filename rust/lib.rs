@@ -6,6 +6,7 @@ mod canonical;
 mod errors;
 mod escape;
 mod hash;
+mod native;
 mod pipeline;
 mod prefetch;
 mod pyobj;

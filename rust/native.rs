@@ -1,0 +1,234 @@
+//! Canonical JSON of file-entry values, written by the core itself.
+//!
+//! After coffea's `preprocess`, each file maps to `{"object_path": str, "steps": [[int, int],
+//! ...] or None, "num_entries": int, "uuid": str}`. Sending each of those through Python's `json`
+//! costs far more than hashing their text, so the core writes them: `str` keys; `str`, `int` (any
+//! size), `bool` and `None` values; lists, tuples and dicts of those, a few levels deep. The text
+//! is what `json.dumps(v, sort_keys=True, separators=(",", ":"))` writes (CPython's encoder
+//! writes an `int` as `int.__repr__`, a tuple as a list, and sorts `str` keys by code point,
+//! which is the order of their UTF-8 bytes).
+//!
+//! Anything else (floats, subclasses, other types, non-`str` keys, lone surrogates, deep
+//! nesting) is declined, and the caller has Python's encoder write it: rare values stay
+//! byte-exact and raise coffea's errors. No Python code runs here, so the objects walked cannot
+//! change under us while the GIL is held.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+
+use crate::escape::write_json_str;
+use crate::pyobj::DictItems;
+
+/// Containers nested deeper than this are left to Python (whose encoder raises RecursionError
+/// on absurd depths, as coffea's does).
+const MAX_DEPTH: u32 = 8;
+
+/// Append `v`'s canonical JSON to `out` and return true, or return false (with `out` as it was)
+/// if `v` holds anything this module leaves to Python.
+pub fn encode_value(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
+    let mark = out.len();
+    let ok = write(v, out, 0);
+    if !ok {
+        out.truncate(mark);
+    }
+    ok
+}
+
+fn write(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> bool {
+    if v.is_none() {
+        out.extend_from_slice(b"null");
+        true
+    } else if let Ok(s) = v.cast_exact::<PyString>() {
+        match s.to_str() {
+            Ok(text) => {
+                write_json_str(out, text);
+                true
+            }
+            // A lone surrogate: Python's encoder escapes it.
+            Err(_) => false,
+        }
+    } else if v.is_exact_instance_of::<PyBool>() {
+        out.extend_from_slice(if v.is_truthy().unwrap_or(false) {
+            b"true"
+        } else {
+            b"false"
+        });
+        true
+    } else if v.is_exact_instance_of::<PyInt>() {
+        write_int(v, out)
+    } else if depth >= MAX_DEPTH {
+        false
+    } else if let Ok(list) = v.cast_exact::<PyList>() {
+        write_seq(list.iter(), out, depth)
+    } else if let Ok(tuple) = v.cast_exact::<PyTuple>() {
+        write_seq(tuple.iter(), out, depth)
+    } else if let Ok(dict) = v.cast_exact::<PyDict>() {
+        write_dict(dict, out, depth)
+    } else {
+        false
+    }
+}
+
+fn write_seq<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    out: &mut Vec<u8>,
+    depth: u32,
+) -> bool {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if !write(&item, out, depth + 1) {
+            return false;
+        }
+    }
+    out.push(b']');
+    true
+}
+
+fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: u32) -> bool {
+    // A preprocessed entry has four keys: sort them on the stack when they fit.
+    let mut items: Vec<(&str, Bound<'_, PyAny>)> = Vec::with_capacity(dict.len());
+    let mut keys_alive: Vec<Bound<'_, PyString>> = Vec::with_capacity(dict.len());
+    for item in DictItems::new(dict) {
+        let Ok((k, v)) = item else { return false };
+        let Ok(k) = k.cast_into_exact::<PyString>() else {
+            return false;
+        };
+        keys_alive.push(k);
+        items.push(("", v));
+    }
+    for (slot, key) in items.iter_mut().zip(&keys_alive) {
+        match key.to_str() {
+            Ok(text) => slot.0 = text,
+            Err(_) => return false,
+        }
+    }
+    // Keys are distinct, so an unstable sort gives the one order.
+    items.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (key, value)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, key);
+        out.push(b':');
+        if !write(value, out, depth + 1) {
+            return false;
+        }
+    }
+    out.push(b'}');
+    true
+}
+
+/// An exact `int` in decimal, as `int.__repr__` writes it.
+fn write_int(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
+    let mut overflow = 0;
+    // SAFETY: `v` is a live exact `int` and we hold the GIL. For an `int`, this reads its value
+    // without calling Python code; on overflow it sets `overflow` and raises nothing.
+    let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(v.as_ptr(), &mut overflow) };
+    if overflow == 0 {
+        if n == -1 && PyErr::take(v.py()).is_some() {
+            return false;
+        }
+        write_i64(out, n);
+        return true;
+    }
+    // Beyond 64 bits: `str` of an exact int is its decimal text (it raises ValueError past
+    // sys.get_int_max_str_digits(), and then Python's encoder raises the same error in order).
+    match v.str() {
+        Ok(text) => match text.to_str() {
+            Ok(t) => {
+                out.extend_from_slice(t.as_bytes());
+                true
+            }
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+fn write_i64(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i64_text(n: i64) -> String {
+        let mut out = Vec::new();
+        write_i64(&mut out, n);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn integers() {
+        for n in [0, 1, -1, 9, 10, 99, 100, 123456789, i64::MAX, i64::MIN, -10] {
+            assert_eq!(i64_text(n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn values_match_python_json() {
+        Python::initialize();
+        Python::attach(|py| {
+            let json = py.import("json").unwrap();
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("sort_keys", true).unwrap();
+            kwargs.set_item("separators", (",", ":")).unwrap();
+            let cases = [
+                "{'object_path': 'Events', 'steps': [[0, 100], [100, 200]], 'num_entries': 200, \
+                 'uuid': 'a-b'}",
+                "{'steps': None, 'num_entries': 2**70, 'x': True, 'y': False, 'é': '😀\\n'}",
+                "{'steps': [], 'num_entries': -2**64, 'b': (1, (2, 3)), 'a': {'z': [], 'y': {}}}",
+                "[[-9223372036854775808, 9223372036854775807, 9223372036854775808]]",
+            ];
+            for case in cases {
+                let v = py
+                    .eval(&std::ffi::CString::new(case).unwrap(), None, None)
+                    .unwrap();
+                let want: String = json
+                    .call_method("dumps", (&v,), Some(&kwargs))
+                    .unwrap()
+                    .extract()
+                    .unwrap();
+                let mut out = b"prefix".to_vec();
+                assert!(encode_value(&v, &mut out), "{case}");
+                assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), want, "{case}");
+            }
+            // Left to Python, with the buffer untouched.
+            for case in [
+                "{'num_entries': 1.5}",
+                "{1: 'a'}",
+                "{'a': '\\ud800'}",
+                "{'a': {1, 2}}",
+                "[[[[[[[[[[1]]]]]]]]]]",
+                "{'a': [0, 1.0]}",
+            ] {
+                let v = py
+                    .eval(&std::ffi::CString::new(case).unwrap(), None, None)
+                    .unwrap();
+                let mut out = b"prefix".to_vec();
+                assert!(!encode_value(&v, &mut out), "{case}");
+                assert_eq!(out, b"prefix");
+            }
+        });
+    }
+}
