@@ -73,10 +73,57 @@ json_values = st.recursive(scalars, _containers, max_leaves=8)
 bad_values = st.sampled_from([{1, 2}, b"bytes", object, {"a": 1, 2: "b"}, {(1,): 2}, complex(1, 2)])
 metadata = st.one_of(*[json_values] * 7, bad_values)
 
+# File entries as coffea's preprocess writes them, and variations the core must encode exactly:
+# big and negative ints, bools, None or empty steps, tuples, extra keys, nested values, and rare
+# values (floats, non-str keys, lone surrogates, unencodable objects) that Python's json writes.
+big_ints = st.one_of(
+    st.integers(-(2**63) - 2, -(2**63) + 2),
+    st.integers(2**63 - 2, 2**64 + 2),
+    st.integers(-(2**200), 2**200),
+)
+entry_ints = st.one_of(st.integers(0, 10**6), st.integers(), big_ints, st.booleans())
+steps = st.one_of(
+    st.lists(st.lists(entry_ints, min_size=2, max_size=2), max_size=3),
+    st.lists(st.lists(entry_ints, min_size=2, max_size=2), max_size=3),
+    st.lists(st.tuples(entry_ints, entry_ints), max_size=2),
+    st.lists(st.lists(entry_ints, max_size=3), max_size=2).map(tuple),
+    st.none(),
+    st.just([]),
+    st.just([[]]),
+)
+entry_extras = st.one_of(
+    st.none(),
+    st.booleans(),
+    entry_ints,
+    any_text,
+    steps,
+    json_values,
+    st.sampled_from([b"x", {1, 2}, float("nan"), 1.5, -0.0]),
+)
 preprocessed = st.builds(
-    lambda n, uuid: {"object_path": "Events", "steps": [[0, n]], "num_entries": n, "uuid": uuid},
-    st.integers(0, 10**6),
-    st.uuids().map(str),
+    lambda obj, stp, n, uuid, extra, order: dict(
+        sorted(
+            {
+                "object_path": obj,
+                "steps": stp,
+                "num_entries": n,
+                "uuid": uuid,
+                **extra,
+            }.items(),
+            key=lambda kv: order.index(kv[0]) if kv[0] in order else -1,
+        )
+    ),
+    st.one_of(st.just("Events"), any_text),
+    steps,
+    st.one_of(entry_ints, st.none()),
+    st.one_of(st.uuids().map(str), any_text),
+    st.one_of(
+        st.just({}),
+        st.just({}),
+        st.dictionaries(any_text, entry_extras, max_size=3),
+        st.dictionaries(st.one_of(st.integers(0, 3), st.none()), entry_extras, max_size=2),
+    ),
+    st.permutations(["object_path", "steps", "num_entries", "uuid"]),
 )
 tree_values = st.one_of(
     st.just("Events"),
@@ -580,3 +627,33 @@ def test_events_per_chunk_with_equal_files_is_files_per_chunk(data, fileset, per
     if per_file == 0 and by_files[0] == "ok":
         by_files = outcome(chunkwise.split_fileset, fileset, files_per_chunk=2**70, **kwargs)
     assert_same_outcome(by_events, by_files)
+
+
+# --- preprocessed filesets, whose file entries the core encodes itself ------------------------
+
+preprocessed_chunks = st.dictionaries(
+    names,
+    st.fixed_dictionaries(
+        {
+            "files": st.one_of(
+                st.dictionaries(paths, preprocessed, max_size=8),
+                st.dictionaries(paths, st.one_of(preprocessed, tree_values), max_size=8),
+                st.dictionaries(paths, preprocessed.map(OrderedDict), max_size=3),
+            )
+        },
+        optional={"metadata": json_values, "treename": st.just("Events")},
+    ),
+    max_size=3,
+)
+
+
+@SETTINGS
+@given(chunk=preprocessed_chunks)
+def test_hash_preprocessed_matches_coffea(chunk):
+    theirs = outcome(coffea_tools.hash_fileset, chunk)
+    assert_same_outcome(outcome(chunkwise.hash_fileset, chunk), theirs)
+    many = outcome(chunkwise.hash_filesets, [{}, chunk])
+    if theirs[0] == "ok":
+        assert many == ("ok", [coffea_tools.hash_fileset({}), theirs[1]])
+    else:
+        assert_same_outcome(many, theirs)

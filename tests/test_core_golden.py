@@ -481,3 +481,38 @@ def test_cli_split_events_per_chunk(tmp_path):
     assert (
         version.returncode == 0 and version.stdout.strip() == f"chunkwise {chunkwise.__version__}"
     )
+
+
+def test_large_preprocessed_chunks_match_coffea():
+    """Distinct file entries, natively encoded, on the threaded path, with a few rare values
+    (a float, a lone surrogate, a dict subclass) that Python's json writes, and big ints."""
+    from collections import OrderedDict
+
+    from coffea.dataset_tools import hash_fileset as coffea_hash
+
+    rng = random.Random(11)
+    fs = {}
+    for d in range(3):
+        files = {}
+        for i in range(9000):
+            n = rng.randrange(0, 300_000)
+            files[f"root://x//store/{d}/{rng.getrandbits(64):016x}.root"] = {
+                "object_path": "Events",
+                "steps": [[s, min(s + 100_000, n)] for s in range(0, n, 100_000)] or None,
+                "num_entries": n if i % 1000 else 2**64 + i,
+                "uuid": f"{rng.getrandbits(128):032x}",
+            }
+        fs[f"ds{d}"] = {"files": files, "metadata": {"d": d}}
+    some = iter(fs["ds1"]["files"].values())
+    next(some)["num_entries"] = 1.5
+    next(some)["uuid"] = "\udc80"
+    next(some)["sub"] = OrderedDict(b=1, a=2)  # a dict subclass: Python writes it
+    next(some)["steps"] = ()
+    next(some)["extra"] = {"b": [True, None], "a": -(2**70)}
+    assert chunkwise.hash_fileset(fs) == coffea_hash(fs)
+    assert chunkwise.hash_filesets([fs, {}]) == [coffea_hash(fs), coffea_hash({})]
+    next(some)["bad"] = {1, 2}
+    with pytest.raises(TypeError, match="^Object of type set is not JSON serializable"):
+        chunkwise.hash_fileset(fs)
+    with pytest.raises(TypeError, match="^Object of type set is not JSON serializable"):
+        chunkwise.hash_filesets([{}, fs])
