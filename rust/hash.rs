@@ -251,6 +251,7 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         let mut last: Option<(Bound<'py, PyAny>, Value)> = None;
         // Entries whose value Python's encoder writes, once the walk is over.
         let mut rare: Vec<(usize, Bound<'py, PyAny>)> = Vec::new();
+        let mut reserved = false;
         for pair in pairs {
             let (path, value) = pair?;
             let Ok(path) = path.cast_into_exact::<PyString>() else {
@@ -264,6 +265,15 @@ impl<'a, 'py> Gatherer<'a, 'py> {
                     Some((obj, val)) if obj.is(&v) => *val,
                     _ => match self.value(&mut files, &v) {
                         Some(val) => {
+                            if let (Value::Json(start, _), false) = (val, reserved) {
+                                if start > 0 {
+                                    // A second distinct encoded value: expect one a file, of
+                                    // about the first one's size.
+                                    let each = start as usize + 8;
+                                    files.json.reserve(len_hint.saturating_mul(each));
+                                    reserved = true;
+                                }
+                            }
                             last = Some((v, val));
                             val
                         }

@@ -88,35 +88,94 @@ fn write_seq<'py>(
     true
 }
 
-fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: u32) -> bool {
-    // A preprocessed entry has four keys: sort them on the stack when they fit.
-    let mut items: Vec<(&str, Bound<'_, PyAny>)> = Vec::with_capacity(dict.len());
-    let mut keys_alive: Vec<Bound<'_, PyString>> = Vec::with_capacity(dict.len());
+/// Dicts with up to this many keys are gathered and sorted on the stack (a preprocessed entry
+/// has four).
+const STACK_KEYS: usize = 8;
+
+type Item<'py> = (Bound<'py, PyString>, Bound<'py, PyAny>);
+
+/// Strong references to a dict's items (so that nothing we borrow from can be freed), with
+/// `str` keys only.
+fn gather_items<'py>(dict: &Bound<'py, PyDict>, mut put: impl FnMut(Item<'py>) -> bool) -> bool {
     for item in DictItems::new(dict) {
         let Ok((k, v)) = item else { return false };
         let Ok(k) = k.cast_into_exact::<PyString>() else {
             return false;
         };
-        keys_alive.push(k);
-        items.push(("", v));
-    }
-    for (slot, key) in items.iter_mut().zip(&keys_alive) {
-        match key.to_str() {
-            Ok(text) => slot.0 = text,
-            Err(_) => return false,
+        if !put((k, v)) {
+            return false;
         }
     }
-    // Keys are distinct, so an unstable sort gives the one order.
-    items.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    true
+}
+
+fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: u32) -> bool {
+    if dict.len() > STACK_KEYS {
+        let mut items = Vec::with_capacity(dict.len());
+        if !gather_items(dict, |it| {
+            items.push(it);
+            true
+        }) {
+            return false;
+        }
+        let mut pairs = Vec::with_capacity(items.len());
+        for (k, v) in &items {
+            let Ok(text) = k.to_str() else { return false };
+            pairs.push((text, Some(v)));
+        }
+        return write_pairs(&mut pairs, out, depth);
+    }
+    let mut items: [Option<Item<'_>>; STACK_KEYS] = Default::default();
+    let mut len = 0;
+    if !gather_items(dict, |it| {
+        // More items than it had when we looked: it changed under us.
+        let Some(slot) = items.get_mut(len) else {
+            return false;
+        };
+        *slot = Some(it);
+        len += 1;
+        true
+    }) {
+        return false;
+    }
+    let mut pairs: [(&str, Option<&Bound<'_, PyAny>>); STACK_KEYS] = [("", None); STACK_KEYS];
+    for (pair, item) in pairs.iter_mut().zip(&items[..len]) {
+        let Some((k, v)) = item else { return false };
+        let Ok(text) = k.to_str() else { return false };
+        *pair = (text, Some(v));
+    }
+    write_pairs(&mut pairs[..len], out, depth)
+}
+
+/// Write `{"key":value,...}` with the keys in code-point order (the order of their UTF-8
+/// bytes); `false` if a value is left to Python.
+fn write_pairs(
+    pairs: &mut [(&str, Option<&Bound<'_, PyAny>>)],
+    out: &mut Vec<u8>,
+    depth: u32,
+) -> bool {
+    // Keys are distinct, so any sort gives the one order.
+    if pairs.len() <= STACK_KEYS {
+        for i in 1..pairs.len() {
+            let mut j = i;
+            while j > 0 && pairs[j - 1].0.as_bytes() > pairs[j].0.as_bytes() {
+                pairs.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    } else {
+        pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    }
     out.push(b'{');
-    for (i, (key, value)) in items.iter().enumerate() {
+    for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_json_str(out, key);
         out.push(b':');
-        if !write(value, out, depth + 1) {
-            return false;
+        match value {
+            Some(v) if write(v, out, depth + 1) => {}
+            _ => return false,
         }
     }
     out.push(b'}');
