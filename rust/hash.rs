@@ -520,11 +520,23 @@ fn digest_group(group: Group<'_>) -> Vec<(usize, [u8; 32])> {
         .collect()
 }
 
+/// Worker threads for [`hash_many`]: one per core this process may use (its CPU affinity and
+/// cgroup quota, as `std::thread::available_parallelism` reports them), less the calling thread.
+fn n_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Hash many chunks. This thread gathers the chunks' plans (GIL held) and hands groups of them
-/// to a worker thread that sorts, escapes and hashes them; when the worker has enough queued,
-/// this thread hashes the group itself with the GIL released, so that both cores stay busy.
+/// to worker threads, one per other core, that sort, escape and hash them; when the workers
+/// have enough queued, this thread hashes a group itself with the GIL released, so that every
+/// core stays busy.
 pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
     let py = chunks.py();
+    let workers = n_workers();
     let mut out: Vec<[u8; 32]> = Vec::new();
     let mut chunks = chunks.try_iter()?.peekable();
     while chunks.peek().is_some() {
@@ -532,25 +544,35 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
         let gatherer = Gatherer::new(&keep);
         let queued = AtomicUsize::new(0);
         let base = out.len();
+        let (work_tx, work_rx) = mpsc::sync_channel::<Group<'_>>(4 * workers);
+        let work_rx = std::sync::Mutex::new(work_rx);
         let batch = std::thread::scope(|scope| -> PyResult<Vec<(usize, [u8; 32])>> {
-            let (work_tx, work_rx) = mpsc::sync_channel(8);
-            let queued = &queued;
-            let worker = scope.spawn(move || {
-                let mut done = Vec::new();
-                for group in work_rx {
-                    let group: Group<'_> = group;
-                    done.extend(digest_group(group));
-                    queued.fetch_sub(1, AtomicOrdering::AcqRel);
-                }
-                done
-            });
+            let (queued, work_rx) = (&queued, &work_rx);
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            // The lock is held only to take the next group, not to hash it.
+                            let next = match work_rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => break, // another worker panicked: joining reports it
+                            };
+                            let Ok(group) = next else { break };
+                            done.extend(digest_group(group));
+                            queued.fetch_sub(1, AtomicOrdering::AcqRel);
+                        }
+                        done
+                    })
+                })
+                .collect();
             let mut done = Vec::new();
             let mut hand_over = |group| {
-                if queued.load(AtomicOrdering::Acquire) >= 2 {
+                if queued.load(AtomicOrdering::Acquire) >= 2 * workers {
                     done.extend(py.detach(move || digest_group(group)));
                 } else {
                     queued.fetch_add(1, AtomicOrdering::AcqRel);
-                    // A closed channel means the worker died; joining it reports that.
+                    // A closed channel means the workers died; joining them reports that.
                     let _ = work_tx.send(group);
                 }
             };
@@ -578,11 +600,12 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
                 Ok(())
             })();
             drop(work_tx);
-            let theirs = py
-                .detach(|| worker.join())
-                .map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))?;
+            let theirs: Result<Vec<_>, _> =
+                py.detach(|| handles.into_iter().map(|h| h.join()).collect());
+            let theirs =
+                theirs.map_err(|_| PyRuntimeError::new_err("a hashing thread panicked"))?;
             fed?;
-            done.extend(theirs);
+            done.extend(theirs.into_iter().flatten());
             Ok(done)
         })?;
         out.resize(base + batch.len(), [0; 32]);

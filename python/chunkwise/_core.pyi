@@ -83,6 +83,9 @@ def hash_fileset(chunk: _Fileset) -> str:
 def hash_filesets(chunks: Iterable[_Fileset]) -> list[str]:
     """Return ``[hash_fileset(c) for c in chunks]``, hashing in parallel without the GIL.
 
+    The calling thread reads the chunks (with the GIL) and one worker thread per other core
+    the process may use (its CPU affinity and quota) hashes them.
+
     Parameters
     ----------
     chunks : iterable of dict
