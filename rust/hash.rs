@@ -162,7 +162,13 @@ fn encode_part(part: &mut Part<'_>, as_key: bool) -> PyResult<()> {
         } else if as_key {
             Part::Raw(pyobj::encode_json_key(obj)?)
         } else {
-            Part::Raw(pyobj::encode_json(obj)?)
+            // Small metadata (`{"xsec": 831.76, "is_mc": True}`) is written natively; what
+            // `native.rs` declines, Python's encoder writes (and raises coffea's error on).
+            let mut text = Vec::new();
+            if !native::encode_value(obj, &mut text) {
+                text = pyobj::encode_json(obj)?;
+            }
+            Part::Raw(text)
         };
     }
     Ok(())

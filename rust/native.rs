@@ -3,19 +3,21 @@
 //! After coffea's `preprocess`, each file maps to `{"object_path": str, "steps": [[int, int],
 //! ...] or None, "num_entries": int, "uuid": str}`. Sending each of those through Python's `json`
 //! costs far more than hashing their text, so the core writes them: `str` keys; `str`, `int` (any
-//! size), `bool` and `None` values; lists, tuples and dicts of those, a few levels deep. The text
+//! size), `float`, `bool` and `None` values; lists, tuples and dicts of those, a few levels deep.
+//! The same writer serves small metadata (`{"xsec": 831.76, "is_mc": True}`), which every chunk
+//! of a dataset carries. The text
 //! is what `json.dumps(v, sort_keys=True, separators=(",", ":"))` writes (CPython's encoder
 //! writes an `int` as `int.__repr__`, a tuple as a list, and sorts `str` keys by code point,
 //! which is the order of their UTF-8 bytes).
 //!
-//! Anything else (floats, subclasses, other types, non-`str` keys, lone surrogates, deep
+//! Anything else (subclasses, other types, non-`str` keys, lone surrogates, deep
 //! nesting) is declined, and the caller has Python's encoder write it: rare values stay
 //! byte-exact and raise coffea's errors. No Python code runs here, so the objects walked cannot
 //! change under us while the GIL is held.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::escape::write_json_str;
 use crate::pyobj::DictItems;
@@ -57,6 +59,13 @@ fn write(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> bool {
         true
     } else if v.is_exact_instance_of::<PyInt>() {
         write_int(v, out)
+    } else if let Ok(f) = v.cast_exact::<PyFloat>() {
+        let ok = write_float(f.value(), out);
+        if !ok {
+            // Out of memory: clear the error; Python's encoder, tried next, raises it.
+            drop(PyErr::take(v.py()));
+        }
+        ok
     } else if depth >= MAX_DEPTH {
         false
     } else if let Ok(list) = v.cast_exact::<PyList>() {
@@ -209,6 +218,43 @@ fn write_int(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// A `float` as `json` writes it: `float.__repr__` (CPython's own `PyOS_double_to_string`,
+/// shortest round-trip digits), or `NaN`, `Infinity`, `-Infinity`. `false` if CPython could not
+/// allocate the text.
+fn write_float(x: f64, out: &mut Vec<u8>) -> bool {
+    if x.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return true;
+    }
+    if x.is_infinite() {
+        out.extend_from_slice(if x > 0.0 {
+            b"Infinity".as_slice()
+        } else {
+            b"-Infinity"
+        });
+        return true;
+    }
+    // SAFETY: we hold the GIL (callers hold a `Bound`); `PyOS_double_to_string` runs no Python
+    // code and returns a NUL-terminated buffer from `PyMem_Malloc`, or NULL with MemoryError set.
+    let text = unsafe {
+        ffi::PyOS_double_to_string(
+            x,
+            b'r' as std::ffi::c_char,
+            0,
+            ffi::Py_DTSF_ADD_DOT_0,
+            std::ptr::null_mut(),
+        )
+    };
+    if text.is_null() {
+        return false; // with MemoryError set, which the caller clears
+    }
+    // SAFETY: `text` is a valid NUL-terminated string that we own until we free it below.
+    out.extend_from_slice(unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes());
+    // SAFETY: `text` came from `PyMem_Malloc` and is freed once, with the GIL held.
+    unsafe { ffi::PyMem_Free(text.cast()) };
+    true
+}
+
 fn write_i64(out: &mut Vec<u8>, n: i64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -245,6 +291,53 @@ mod tests {
     }
 
     #[test]
+    fn floats_match_python_repr() {
+        Python::initialize();
+        Python::attach(|py| {
+            let mut xs = vec![
+                0.0,
+                -0.0,
+                1.0,
+                -1.5,
+                0.1,
+                1e-4,
+                1e-5,
+                1.5e-5,
+                1e15,
+                1e16,
+                1.2345678901234567e16,
+                123456789012345.6,
+                1234567890123456.0,
+                1e22,
+                1e100,
+                1.7976931348623157e308,
+                5e-324,
+                2.2250738585072014e-308,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0.30000000000000004,
+                831.76,
+            ];
+            // And a spread of bit patterns: every exponent, varied mantissas.
+            let mut state: u64 = 0x9e3779b97f4a7c15;
+            for _ in 0..20_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                xs.push(f64::from_bits(state));
+            }
+            let repr = py.import("json").unwrap().getattr("dumps").unwrap();
+            for x in xs {
+                let want: String = repr.call1((x,)).unwrap().extract().unwrap();
+                let mut out = Vec::new();
+                assert!(write_float(x, &mut out));
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{x:e}");
+            }
+        });
+    }
+
+    #[test]
     fn values_match_python_json() {
         Python::initialize();
         Python::attach(|py| {
@@ -258,6 +351,7 @@ mod tests {
                 "{'steps': None, 'num_entries': 2**70, 'x': True, 'y': False, 'é': '😀\\n'}",
                 "{'steps': [], 'num_entries': -2**64, 'b': (1, (2, 3)), 'a': {'z': [], 'y': {}}}",
                 "[[-9223372036854775808, 9223372036854775807, 9223372036854775808]]",
+                "{'xsec': 831.76, 'w': [1e-05, 1e16, -0.0, float('nan'), float('-inf')]}",
             ];
             for case in cases {
                 let v = py
@@ -274,12 +368,12 @@ mod tests {
             }
             // Left to Python, with the buffer untouched.
             for case in [
-                "{'num_entries': 1.5}",
+                "{'num_entries': float}",
                 "{1: 'a'}",
                 "{'a': '\\ud800'}",
                 "{'a': {1, 2}}",
                 "[[[[[[[[[[1]]]]]]]]]]",
-                "{'a': [0, 1.0]}",
+                "{'a': [0, 1j]}",
             ] {
                 let v = py
                     .eval(&std::ffi::CString::new(case).unwrap(), None, None)
