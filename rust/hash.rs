@@ -32,31 +32,45 @@ use crate::native;
 use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
 
-/// A value of the document that is either a plain `str` (escaped in Rust) or pre-encoded JSON.
-enum Part<'py> {
+/// A value of the document after step 2: a plain `str` (escaped in Rust) or encoded JSON.
+enum Text<'py> {
     Str(Bound<'py, PyString>),
     Raw(Vec<u8>),
-    /// Not yet encoded (between the check and encode steps).
-    Obj(Bound<'py, PyAny>),
 }
 
+/// A dataset's files after step 1.
 enum Files<'a, 'py> {
     /// An exact `dict` whose keys are all `str` and values all `str` or `None`.
     FastDict(Bound<'py, PyDict>),
     /// An exact `list` or `tuple` of `str`.
     FastSeq(Bound<'py, PyAny>),
-    /// Already sorted by Python (rare keys or values): the canonical list, to be encoded.
+    /// Sorted by Python (rare keys or values): the canonical list, to be encoded in step 2.
     Sorted(Bound<'py, PyList>),
-    Raw(Vec<u8>),
-    /// Gathered already, during the check (when hashing many small chunks).
+    /// Gathered already, during the check.
     Gathered(FastFiles<'a>),
 }
 
-struct Dataset<'a, 'py> {
-    key: Part<'py>,
+/// A dataset's files after step 2: `Sorted` has become `Raw`.
+enum EncodedFiles<'a, 'py> {
+    FastDict(Bound<'py, PyDict>),
+    FastSeq(Bound<'py, PyAny>),
+    Raw(Vec<u8>),
+    Gathered(FastFiles<'a>),
+}
+
+/// A dataset whose structure is checked (step 1): its name and values are not encoded yet.
+struct Checked<'a, 'py> {
+    key: Bound<'py, PyAny>,
     files: Files<'a, 'py>,
     /// `(",\"metadata\":", value)`, ... in document order.
-    extras: Vec<(&'static str, Part<'py>)>,
+    extras: Vec<(&'static str, Bound<'py, PyAny>)>,
+}
+
+/// A dataset ready to be gathered into a plan (step 2 done).
+struct Encoded<'a, 'py> {
+    key: Text<'py>,
+    files: EncodedFiles<'a, 'py>,
+    extras: Vec<(&'static str, Text<'py>)>,
 }
 
 const EXTRAS: [(&str, &str); 3] = [
@@ -74,7 +88,7 @@ fn check_dataset<'a, 'py>(
     name: Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
-) -> PyResult<Dataset<'a, 'py>> {
+) -> PyResult<Checked<'a, 'py>> {
     let py = data.py();
     if !data.is_instance_of::<PyDict>() {
         return Err(errors::hash_dataset_type(&name, data));
@@ -97,10 +111,10 @@ fn check_dataset<'a, 'py>(
         {
             value = pyobj::sorted(&value)?.into_any();
         }
-        extras.push((lit, Part::Obj(value)));
+        extras.push((lit, value));
     }
-    Ok(Dataset {
-        key: Part::Obj(name),
+    Ok(Checked {
+        key: name,
         files,
         extras,
     })
@@ -110,7 +124,6 @@ fn check_files<'a, 'py>(
     files: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
 ) -> PyResult<Files<'a, 'py>> {
-    let py = files.py();
     if let (Ok(d), Some(g)) = (files.cast_exact::<PyDict>(), gatherer) {
         // One pass that checks and gathers (the plain case), instead of a check now and a
         // gather later: each path's object is visited once while it is still in cache.
@@ -144,62 +157,61 @@ fn check_files<'a, 'py>(
         return Ok(Files::FastSeq(files.clone()));
     }
     if pyobj::is_list_or_tuple(files) {
-        let paths = pyobj::sorted(files)?;
-        let pairs = PyList::empty(py);
-        for p in paths.iter() {
-            pairs.append((p, py.None()))?;
-        }
-        return Ok(Files::Sorted(pairs));
+        return Ok(Files::Sorted(pyobj::sorted_with_none(files)?));
     }
     Err(errors::hash_files_type(files))
 }
 
-/// Step 2: encode the rare parts in document order.
-fn encode_part(part: &mut Part<'_>, as_key: bool) -> PyResult<()> {
-    if let Part::Obj(obj) = part {
-        *part = if is_str(obj) {
-            Part::Str(obj.clone().cast_into::<PyString>()?)
-        } else if as_key {
-            Part::Raw(pyobj::encode_json_key(obj)?)
-        } else {
-            // Small metadata (`{"xsec": 831.76, "is_mc": True}`) is written natively; what
-            // `native.rs` declines, Python's encoder writes (and raises coffea's error on).
-            let mut text = Vec::new();
-            if !native::encode_value(obj, &mut text) {
-                text = pyobj::encode_json(obj)?;
+/// Step 2: encode one value of the document (a dataset name if `as_key`).
+fn encode_text<'py>(obj: Bound<'py, PyAny>, as_key: bool) -> PyResult<Text<'py>> {
+    Ok(match obj.cast_into_exact::<PyString>() {
+        Ok(s) => Text::Str(s),
+        Err(e) => {
+            let obj = e.into_inner();
+            if as_key {
+                Text::Raw(pyobj::encode_json_key(&obj)?)
+            } else {
+                // Small metadata (`{"xsec": 831.76, "is_mc": True}`) is written natively; what
+                // `native.rs` declines, Python's encoder writes (and raises coffea's error on).
+                let mut text = Vec::new();
+                if !native::encode_value(&obj, &mut text) {
+                    text = pyobj::encode_json(&obj)?;
+                }
+                Text::Raw(text)
             }
-            Part::Raw(text)
-        };
-    }
-    Ok(())
+        }
+    })
 }
 
-fn encode_dataset(ds: &mut Dataset<'_, '_>) -> PyResult<()> {
-    encode_part(&mut ds.key, true)?;
-    if let Files::Sorted(list) = &ds.files {
-        ds.files = Files::Raw(pyobj::encode_json(list.as_any())?);
-    }
-    for (_, part) in ds.extras.iter_mut() {
-        encode_part(part, false)?;
-    }
-    Ok(())
+/// Step 2 for one dataset, in document order: name, files, then the other keys.
+fn encode_dataset<'a, 'py>(ds: Checked<'a, 'py>) -> PyResult<Encoded<'a, 'py>> {
+    let key = encode_text(ds.key, true)?;
+    let files = match ds.files {
+        Files::FastDict(d) => EncodedFiles::FastDict(d),
+        Files::FastSeq(s) => EncodedFiles::FastSeq(s),
+        Files::Gathered(f) => EncodedFiles::Gathered(f),
+        Files::Sorted(list) => EncodedFiles::Raw(pyobj::encode_json(list.as_any())?),
+    };
+    let extras = ds
+        .extras
+        .into_iter()
+        .map(|(lit, v)| Ok((lit, encode_text(v, false)?)))
+        .collect::<PyResult<_>>()?;
+    Ok(Encoded { key, files, extras })
 }
 
 /// Steps 1 and 2 for a whole chunk.
 fn prepare<'a, 'py>(
     chunk: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
-) -> PyResult<Vec<Dataset<'a, 'py>>> {
+) -> PyResult<Vec<Encoded<'a, 'py>>> {
     let sorted = pyobj::sorted(&chunk.call_method0(pyo3::intern!(chunk.py(), "items"))?)?;
     let mut datasets = Vec::with_capacity(sorted.len());
     for item in sorted.iter() {
         let (name, data) = pyobj::unpack2(&item)?;
         datasets.push(check_dataset(name, &data, gatherer)?);
     }
-    for ds in datasets.iter_mut() {
-        encode_dataset(ds)?;
-    }
-    Ok(datasets)
+    datasets.into_iter().map(encode_dataset).collect()
 }
 
 /// Strong references to every `str` whose UTF-8 bytes a plan borrows. Allocation takes `&self`,
@@ -223,15 +235,14 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         kept.to_str().ok()
     }
 
-    fn part(&self, plan: &mut ChunkPlan<'a>, part: &Part<'py>) -> PyResult<()> {
-        match part {
-            Part::Str(s) => match self.borrow(s.clone()) {
+    fn text(&self, plan: &mut ChunkPlan<'a>, text: Text<'py>) -> PyResult<()> {
+        match text {
+            Text::Str(s) => match self.borrow(s.clone()) {
                 Some(text) => plan.string(text),
                 // Lone surrogates have no UTF-8 form: let Python's encoder escape them.
                 None => plan.raw(pyobj::encode_json(s.as_any())?),
             },
-            Part::Raw(b) => plan.raw(b.clone()),
-            Part::Obj(_) => unreachable!("parts are encoded before they are gathered"),
+            Text::Raw(b) => plan.raw(b),
         }
         Ok(())
     }
@@ -327,66 +338,46 @@ impl<'a, 'py> Gatherer<'a, 'py> {
             .then(|| Value::Json(start as u32, (files.json.len() - start) as u32))
     }
 
-    fn files(&self, plan: &mut ChunkPlan<'a>, files: Files<'a, 'py>) -> PyResult<()> {
-        let gathered = match &files {
-            Files::Gathered(_) | Files::Raw(_) => None,
+    fn files(&self, plan: &mut ChunkPlan<'a>, files: EncodedFiles<'a, 'py>) -> PyResult<()> {
+        // Rare, for the fast containers: a path or tree name with a lone surrogate, or a
+        // fileset that another thread changed since it was checked. Python sorts and encodes.
+        match files {
+            EncodedFiles::Gathered(f) => plan.files(f),
+            EncodedFiles::Raw(b) => plan.raw(b),
             // No Python code runs while we walk the dict, so (with the GIL held) it cannot change
             // under us; `DictItems` turns a change into a RuntimeError all the same.
-            Files::FastDict(d) => {
-                let items = pyobj::DictItems::new(d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
-                self.fast_files(d.len(), items)?
+            EncodedFiles::FastDict(d) => {
+                let items = pyobj::DictItems::new(&d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
+                match self.fast_files(d.len(), items)? {
+                    Some(f) => plan.files(f),
+                    None => plan.raw(pyobj::encode_json(
+                        pyobj::sorted(d.items().as_any())?.as_any(),
+                    )?),
+                }
             }
-            Files::FastSeq(seq) => {
+            EncodedFiles::FastSeq(seq) => {
                 let it = seq.try_iter()?;
-                self.fast_files(seq.len().unwrap_or(0), it.map(|p| p.map(|p| (p, None))))?
-            }
-            Files::Sorted(_) => unreachable!("sorted files are encoded before they are gathered"),
-        };
-        let files = match files {
-            Files::Gathered(f) => {
-                plan.files(f);
-                return Ok(());
-            }
-            Files::Raw(b) => {
-                plan.raw(b);
-                return Ok(());
-            }
-            other => other,
-        };
-        match gathered {
-            Some(f) => plan.files(f),
-            None => {
-                // Rare: a path or tree name with a lone surrogate, or a fileset that another
-                // thread changed since it was checked. Python sorts and encodes it.
-                let list = match files {
-                    Files::FastDict(d) => pyobj::sorted(d.items().as_any())?,
-                    Files::FastSeq(seq) => {
-                        let py = seq.py();
-                        let pairs = PyList::empty(py);
-                        for p in pyobj::sorted(&seq)?.iter() {
-                            pairs.append((p, py.None()))?;
-                        }
-                        pairs
-                    }
-                    _ => unreachable!(),
-                };
-                plan.raw(pyobj::encode_json(list.as_any())?);
+                let paths = it.map(|p| p.map(|p| (p, None)));
+                match self.fast_files(seq.len().unwrap_or(0), paths)? {
+                    Some(f) => plan.files(f),
+                    None => plan.raw(pyobj::encode_json(pyobj::sorted_with_none(&seq)?.as_any())?),
+                }
             }
         }
         Ok(())
     }
 
     /// Append one dataset's `"name":{"files":...,...}` to `plan`.
-    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: Dataset<'a, 'py>, first: bool) -> PyResult<()> {
+    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: Encoded<'a, 'py>, first: bool) -> PyResult<()> {
         if !first {
             plan.lit(",");
         }
-        self.part(plan, &ds.key)?;
+        self.text(plan, ds.key)?;
         plan.lit(":{\"files\":");
         self.files(plan, ds.files)?;
-        for (lit, part) in &ds.extras {
+        for (lit, text) in ds.extras {
             plan.lit(lit);
-            self.part(plan, part)?;
+            self.text(plan, text)?;
         }
         plan.lit("}");
         Ok(())
@@ -395,7 +386,7 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     /// The plan of dataset `i` of `n`, with the chunk's opening and closing braces.
     fn dataset_of_chunk(
         &self,
-        ds: Dataset<'a, 'py>,
+        ds: Encoded<'a, 'py>,
         i: usize,
         n: usize,
     ) -> PyResult<ChunkPlan<'a>> {
@@ -469,8 +460,7 @@ fn hash_streaming(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let n = items.len();
     let plan_of = |i: usize| -> PyResult<ChunkPlan<'_>> {
         let (name, data) = pyobj::unpack2(&items.get_item(i)?)?;
-        let mut ds = check_dataset(name, &data, Some(&gatherer))?;
-        encode_dataset(&mut ds)?;
+        let ds = encode_dataset(check_dataset(name, &data, Some(&gatherer))?)?;
         gatherer.dataset_of_chunk(ds, i, n)
     };
     if n_plain_files(&items) < PIPELINE_AT {

@@ -48,6 +48,16 @@ pub fn encode_json_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(text[1..text.len() - 6].to_vec())
 }
 
+/// `[(p, None) for p in sorted(paths)]`: the canonical files list of list-form files.
+pub fn sorted_with_none<'py>(paths: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let py = paths.py();
+    let pairs = PyList::empty(py);
+    for p in sorted(paths)?.iter() {
+        pairs.append((p, py.None()))?;
+    }
+    Ok(pairs)
+}
+
 /// `a, b = item`, with Python's unpacking errors.
 pub fn unpack2<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     if let Ok(t) = item.cast::<PyTuple>() {
