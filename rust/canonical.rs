@@ -11,22 +11,31 @@ use crate::escape::write_json_str;
 use crate::prefetch::{prefetch, AHEAD};
 use crate::sort::sort_by_path;
 
-/// One `[path, treename]` pair of a dataset's `files` list.
+/// One `[path, value]` pair of a dataset's `files` list.
 #[derive(Clone, Copy, Debug)]
 pub struct FileEntry<'a> {
     pub path: &'a str,
-    /// Index into [`FastFiles::values`], or [`NULL_VALUE`] for JSON `null`.
-    pub value: u32,
+    pub value: Value,
 }
 
-pub const NULL_VALUE: u32 = u32::MAX;
+/// The value of a file entry: a tree name, a preprocessed entry, or JSON `null`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    /// Index into [`FastFiles::values`] (tree names repeat: each is escaped once).
+    Str(u32),
+    /// `FastFiles::json[start..start + len]`: the value's canonical JSON text, encoded already.
+    Json(u32, u32),
+}
 
-/// A dataset's files whose paths and tree names are all plain `str` (or `None`).
+/// A dataset's files, gathered: plain `str` paths and values the core encodes itself.
 #[derive(Debug, Default)]
 pub struct FastFiles<'a> {
     pub entries: Vec<FileEntry<'a>>,
     /// Distinct tree-name strings, referenced by index from the entries.
     pub values: Vec<&'a str>,
+    /// The canonical JSON text of the other values (preprocessed entries), one after another.
+    pub json: Vec<u8>,
 }
 
 /// A piece of the canonical JSON text.
@@ -67,6 +76,18 @@ impl<'a> ChunkPlan<'a> {
             .iter()
             .map(|p| match p {
                 Piece::Files(f) => f.entries.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// How many bytes of encoded text the plan holds (for batching).
+    pub fn n_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Files(f) => f.json.len(),
+                Piece::Raw(b) => b.len(),
                 _ => 0,
             })
             .sum()
@@ -172,11 +193,17 @@ fn write_files<S: Sink>(sink: &mut S, files: &FastFiles<'_>) {
         sink.bytes(if i == 0 { b"[" } else { b",[" });
         sink.string(e.path);
         sink.bytes(b",");
-        if e.value == NULL_VALUE {
-            sink.bytes(b"null]");
-        } else {
-            sink.bytes(&encoded[e.value as usize]);
-            sink.bytes(b"]");
+        match e.value {
+            Value::Null => sink.bytes(b"null]"),
+            Value::Str(i) => {
+                sink.bytes(&encoded[i as usize]);
+                sink.bytes(b"]");
+            }
+            Value::Json(start, len) => {
+                let start = start as usize;
+                sink.bytes(&files.json[start..start + len as usize]);
+                sink.bytes(b"]");
+            }
         }
     }
     sink.bytes(b"]");
@@ -247,23 +274,28 @@ mod tests {
             entries: vec![
                 FileEntry {
                     path: "b.root",
-                    value: 0,
+                    value: Value::Str(0),
                 },
                 FileEntry {
                     path: "a.root",
-                    value: NULL_VALUE,
+                    value: Value::Null,
                 },
                 FileEntry {
                     path: "é.root",
-                    value: 0,
+                    value: Value::Str(0),
+                },
+                FileEntry {
+                    path: "c.root",
+                    value: Value::Json(3, 7),
                 },
             ],
             values: vec!["Events"],
+            json: b"xx,{\"n\":1}yy".to_vec(),
         });
         plan.lit(",\"metadata\":");
         plan.raw(b"{\"x\":1}".to_vec());
         plan.lit("}}");
-        let text = r#"{"ds":{"files":[["a.root",null],["b.root","Events"],["\u00e9.root","Events"]],"metadata":{"x":1}}}"#;
+        let text = r#"{"ds":{"files":[["a.root",null],["b.root","Events"],["c.root",{"n":1}],["\u00e9.root","Events"]],"metadata":{"x":1}}}"#;
         assert_eq!(hex(&digest(&mut plan)), sha_hex(text));
     }
 
@@ -276,9 +308,13 @@ mod tests {
             entries: paths
                 .iter()
                 .rev()
-                .map(|p| FileEntry { path: p, value: 0 })
+                .map(|p| FileEntry {
+                    path: p,
+                    value: Value::Str(0),
+                })
                 .collect(),
             values: vec!["Events"],
+            json: Vec::new(),
         });
         plan.lit("}}");
         let mut text = String::from("{\"d\":{\"files\":[");

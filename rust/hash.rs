@@ -15,7 +15,7 @@
 //! `hash_one` takes a faster route that does all three per dataset, visiting each path once, and
 //! replays the strict order above only when it meets an error (see [`hash_one`]).
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 
@@ -25,36 +25,52 @@ use std::sync::mpsc;
 use typed_arena::Arena;
 
 use crate::canonical::{
-    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, NULL_VALUE,
+    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, Value,
 };
+use crate::errors;
+use crate::native;
 use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
 
-/// A value of the document that is either a plain `str` (escaped in Rust) or pre-encoded JSON.
-enum Part<'py> {
+/// A value of the document after step 2: a plain `str` (escaped in Rust) or encoded JSON.
+enum Text<'py> {
     Str(Bound<'py, PyString>),
     Raw(Vec<u8>),
-    /// Not yet encoded (between the check and encode steps).
-    Obj(Bound<'py, PyAny>),
 }
 
+/// A dataset's files after step 1.
 enum Files<'a, 'py> {
     /// An exact `dict` whose keys are all `str` and values all `str` or `None`.
     FastDict(Bound<'py, PyDict>),
     /// An exact `list` or `tuple` of `str`.
     FastSeq(Bound<'py, PyAny>),
-    /// Already sorted by Python (rare keys or values): the canonical list, to be encoded.
+    /// Sorted by Python (rare keys or values): the canonical list, to be encoded in step 2.
     Sorted(Bound<'py, PyList>),
-    Raw(Vec<u8>),
-    /// Gathered already, during the check (when hashing many small chunks).
+    /// Gathered already, during the check.
     Gathered(FastFiles<'a>),
 }
 
-struct Dataset<'a, 'py> {
-    key: Part<'py>,
+/// A dataset's files after step 2: `Sorted` has become `Raw`.
+enum EncodedFiles<'a, 'py> {
+    FastDict(Bound<'py, PyDict>),
+    FastSeq(Bound<'py, PyAny>),
+    Raw(Vec<u8>),
+    Gathered(FastFiles<'a>),
+}
+
+/// A dataset whose structure is checked (step 1): its name and values are not encoded yet.
+struct Checked<'a, 'py> {
+    key: Bound<'py, PyAny>,
     files: Files<'a, 'py>,
     /// `(",\"metadata\":", value)`, ... in document order.
-    extras: Vec<(&'static str, Part<'py>)>,
+    extras: Vec<(&'static str, Bound<'py, PyAny>)>,
+}
+
+/// A dataset ready to be gathered into a plan (step 2 done).
+struct Encoded<'a, 'py> {
+    key: Text<'py>,
+    files: EncodedFiles<'a, 'py>,
+    extras: Vec<(&'static str, Text<'py>)>,
 }
 
 const EXTRAS: [(&str, &str); 3] = [
@@ -72,23 +88,14 @@ fn check_dataset<'a, 'py>(
     name: Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
-) -> PyResult<Dataset<'a, 'py>> {
+) -> PyResult<Checked<'a, 'py>> {
     let py = data.py();
     if !data.is_instance_of::<PyDict>() {
-        return Err(PyTypeError::new_err(format!(
-            "dataset {} is a {}, not a dict: hash_fileset takes a chunk such as split_fileset \
-             returns, {{dataset: {{\"files\": {{path: treename}}, ...}}}}",
-            pyobj::short_repr(&name),
-            pyobj::type_name(data)
-        )));
+        return Err(errors::hash_dataset_type(&name, data));
     }
     let files = pyobj::get_files(data)?;
     if pyobj::is_list_or_tuple(&files) && !data.contains(pyo3::intern!(py, "treename"))? {
-        return Err(PyValueError::new_err(format!(
-            "dataset {} lists its files without a 'treename', so the chunk does not say which \
-             tree to read and cannot be hashed; split it with split_fileset(..., treename=\"Events\")",
-            pyobj::short_repr(&name)
-        )));
+        return Err(errors::hash_list_files_need_treename(&name));
     }
     let files = check_files(&files, gatherer)?;
     let mut extras = Vec::new();
@@ -104,10 +111,10 @@ fn check_dataset<'a, 'py>(
         {
             value = pyobj::sorted(&value)?.into_any();
         }
-        extras.push((lit, Part::Obj(value)));
+        extras.push((lit, value));
     }
-    Ok(Dataset {
-        key: Part::Obj(name),
+    Ok(Checked {
+        key: name,
         files,
         extras,
     })
@@ -117,17 +124,22 @@ fn check_files<'a, 'py>(
     files: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
 ) -> PyResult<Files<'a, 'py>> {
-    let py = files.py();
     if let (Ok(d), Some(g)) = (files.cast_exact::<PyDict>(), gatherer) {
         // One pass that checks and gathers (the plain case), instead of a check now and a
         // gather later: each path's object is visited once while it is still in cache.
-        if let Some(f) = g.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))? {
+        let items = pyobj::DictItems::new(d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
+        if let Some(f) = g.fast_files(d.len(), items)? {
             return Ok(Files::Gathered(f));
         }
     } else if let Ok(d) = files.cast_exact::<PyDict>() {
-        let plain = d
-            .iter()
-            .all(|(k, v)| is_str(&k) && (v.is_none() || is_str(&v)));
+        let mut plain = true;
+        for item in pyobj::DictItems::new(d) {
+            let (k, v) = item?;
+            if !(is_str(&k) && (v.is_none() || is_str(&v))) {
+                plain = false;
+                break;
+            }
+        }
         if plain {
             return Ok(Files::FastDict(d.clone()));
         }
@@ -145,59 +157,61 @@ fn check_files<'a, 'py>(
         return Ok(Files::FastSeq(files.clone()));
     }
     if pyobj::is_list_or_tuple(files) {
-        let paths = pyobj::sorted(files)?;
-        let pairs = PyList::empty(py);
-        for p in paths.iter() {
-            pairs.append((p, py.None()))?;
+        return Ok(Files::Sorted(pyobj::sorted_with_none(files)?));
+    }
+    Err(errors::hash_files_type(files))
+}
+
+/// Step 2: encode one value of the document (a dataset name if `as_key`).
+fn encode_text<'py>(obj: Bound<'py, PyAny>, as_key: bool) -> PyResult<Text<'py>> {
+    Ok(match obj.cast_into_exact::<PyString>() {
+        Ok(s) => Text::Str(s),
+        Err(e) => {
+            let obj = e.into_inner();
+            if as_key {
+                Text::Raw(pyobj::encode_json_key(&obj)?)
+            } else {
+                // Small metadata (`{"xsec": 831.76, "is_mc": True}`) is written natively; what
+                // `native.rs` declines, Python's encoder writes (and raises coffea's error on).
+                let mut text = Vec::new();
+                if !native::encode_value(&obj, &mut text) {
+                    text = pyobj::encode_json(&obj)?;
+                }
+                Text::Raw(text)
+            }
         }
-        return Ok(Files::Sorted(pairs));
-    }
-    Err(PyTypeError::new_err(format!(
-        "'files' must be a dict {{path: treename}} or a list of paths, not {}",
-        pyobj::type_name(files)
-    )))
+    })
 }
 
-/// Step 2: encode the rare parts in document order.
-fn encode_part(part: &mut Part<'_>, as_key: bool) -> PyResult<()> {
-    if let Part::Obj(obj) = part {
-        *part = if is_str(obj) {
-            Part::Str(obj.clone().cast_into::<PyString>()?)
-        } else if as_key {
-            Part::Raw(pyobj::encode_json_key(obj)?)
-        } else {
-            Part::Raw(pyobj::encode_json(obj)?)
-        };
-    }
-    Ok(())
-}
-
-fn encode_dataset(ds: &mut Dataset<'_, '_>) -> PyResult<()> {
-    encode_part(&mut ds.key, true)?;
-    if let Files::Sorted(list) = &ds.files {
-        ds.files = Files::Raw(pyobj::encode_json(list.as_any())?);
-    }
-    for (_, part) in ds.extras.iter_mut() {
-        encode_part(part, false)?;
-    }
-    Ok(())
+/// Step 2 for one dataset, in document order: name, files, then the other keys.
+fn encode_dataset<'a, 'py>(ds: Checked<'a, 'py>) -> PyResult<Encoded<'a, 'py>> {
+    let key = encode_text(ds.key, true)?;
+    let files = match ds.files {
+        Files::FastDict(d) => EncodedFiles::FastDict(d),
+        Files::FastSeq(s) => EncodedFiles::FastSeq(s),
+        Files::Gathered(f) => EncodedFiles::Gathered(f),
+        Files::Sorted(list) => EncodedFiles::Raw(pyobj::encode_json(list.as_any())?),
+    };
+    let extras = ds
+        .extras
+        .into_iter()
+        .map(|(lit, v)| Ok((lit, encode_text(v, false)?)))
+        .collect::<PyResult<_>>()?;
+    Ok(Encoded { key, files, extras })
 }
 
 /// Steps 1 and 2 for a whole chunk.
 fn prepare<'a, 'py>(
     chunk: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
-) -> PyResult<Vec<Dataset<'a, 'py>>> {
+) -> PyResult<Vec<Encoded<'a, 'py>>> {
     let sorted = pyobj::sorted(&chunk.call_method0(pyo3::intern!(chunk.py(), "items"))?)?;
     let mut datasets = Vec::with_capacity(sorted.len());
     for item in sorted.iter() {
         let (name, data) = pyobj::unpack2(&item)?;
         datasets.push(check_dataset(name, &data, gatherer)?);
     }
-    for ds in datasets.iter_mut() {
-        encode_dataset(ds)?;
-    }
-    Ok(datasets)
+    datasets.into_iter().map(encode_dataset).collect()
 }
 
 /// Strong references to every `str` whose UTF-8 bytes a plan borrows. Allocation takes `&self`,
@@ -221,21 +235,24 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         kept.to_str().ok()
     }
 
-    fn part(&self, plan: &mut ChunkPlan<'a>, part: &Part<'py>) -> PyResult<()> {
-        match part {
-            Part::Str(s) => match self.borrow(s.clone()) {
+    fn text(&self, plan: &mut ChunkPlan<'a>, text: Text<'py>) -> PyResult<()> {
+        match text {
+            Text::Str(s) => match self.borrow(s.clone()) {
                 Some(text) => plan.string(text),
                 // Lone surrogates have no UTF-8 form: let Python's encoder escape them.
                 None => plan.raw(pyobj::encode_json(s.as_any())?),
             },
-            Part::Raw(b) => plan.raw(b.clone()),
-            Part::Obj(_) => unreachable!("parts are encoded before they are gathered"),
+            Text::Raw(b) => plan.raw(b),
         }
         Ok(())
     }
 
-    /// Gather the paths (and distinct tree names) of a plain files container. `None` when a
-    /// string has no UTF-8 form (a lone surrogate).
+    /// Gather the paths and values of a files container whose paths are all `str` with a
+    /// UTF-8 form (`None` otherwise, and Python sorts and encodes the container). Tree names
+    /// are borrowed; other values (preprocessed entries) are encoded here by `native.rs`, and
+    /// the rare ones it declines by Python's encoder once the walk is over (so that no Python
+    /// code runs while the dict is walked). If Python cannot encode one, `None`: the caller's
+    /// Python path raises coffea's error in coffea's order.
     fn fast_files(
         &self,
         len_hint: usize,
@@ -244,9 +261,14 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         let mut files = FastFiles {
             entries: Vec::with_capacity(len_hint),
             values: Vec::new(),
+            json: Vec::new(),
         };
-        // Tree names repeat, usually as one object or a few equal ones: remember the last.
-        let mut last: Option<(Bound<'py, PyAny>, u32)> = None;
+        // Values that repeat (tree names, usually one object or a few equal ones; or one
+        // preprocessed entry shared by many files): remember the last.
+        let mut last: Option<(Bound<'py, PyAny>, Value)> = None;
+        // Entries whose value Python's encoder writes, once the walk is over.
+        let mut rare: Vec<(usize, Bound<'py, PyAny>)> = Vec::new();
+        let mut reserved = false;
         for pair in pairs {
             let (path, value) = pair?;
             let Ok(path) = path.cast_into_exact::<PyString>() else {
@@ -257,90 +279,105 @@ impl<'a, 'py> Gatherer<'a, 'py> {
             };
             let value = match value {
                 Some(v) if !v.is_none() => match &last {
-                    Some((obj, idx)) if obj.is(&v) => *idx,
-                    _ => {
-                        let Ok(v) = v.cast_into_exact::<PyString>() else {
-                            return Ok(None);
-                        };
-                        let Some(text) = self.borrow(v.clone()) else {
-                            return Ok(None);
-                        };
-                        let idx = match files.values.iter().position(|t| *t == text) {
-                            Some(i) => i as u32,
-                            None => {
-                                files.values.push(text);
-                                (files.values.len() - 1) as u32
+                    Some((obj, val)) if obj.is(&v) => *val,
+                    _ => match self.value(&mut files, &v) {
+                        Some(val) => {
+                            if let (Value::Json(start, _), false) = (val, reserved) {
+                                if start > 0 {
+                                    // A second distinct encoded value: expect one a file, of
+                                    // about the first one's size.
+                                    let each = start as usize + 8;
+                                    files.json.reserve(len_hint.saturating_mul(each));
+                                    reserved = true;
+                                }
                             }
-                        };
-                        last = Some((v.into_any(), idx));
-                        idx
-                    }
+                            last = Some((v, val));
+                            val
+                        }
+                        None => {
+                            rare.push((files.entries.len(), v));
+                            Value::Null // replaced below
+                        }
+                    },
                 },
-                _ => NULL_VALUE,
+                _ => Value::Null,
             };
             files.entries.push(FileEntry { path, value });
+        }
+        for (i, v) in rare {
+            let Ok(text) = pyobj::encode_json(&v) else {
+                return Ok(None);
+            };
+            let start = files.json.len();
+            files.json.extend_from_slice(&text);
+            files.entries[i].value = Value::Json(start as u32, text.len() as u32);
+        }
+        if u32::try_from(files.json.len()).is_err() {
+            // Offsets past 4 GiB of encoded values in one dataset: let Python do it.
+            return Ok(None);
         }
         Ok(Some(files))
     }
 
-    fn files(&self, plan: &mut ChunkPlan<'a>, files: Files<'a, 'py>) -> PyResult<()> {
-        let gathered = match &files {
-            Files::Gathered(_) | Files::Raw(_) => None,
-            // No Python code runs while we walk the dict, so it cannot change under us.
-            Files::FastDict(d) => {
-                self.fast_files(d.len(), d.iter().map(|(k, v)| Ok((k, Some(v)))))?
+    /// A tree name (borrowed, each distinct one stored once) or a value encoded natively into
+    /// `files.json`; `None` for a value that Python's encoder must write.
+    fn value(&self, files: &mut FastFiles<'a>, v: &Bound<'py, PyAny>) -> Option<Value> {
+        if let Ok(s) = v.cast_exact::<PyString>() {
+            let text = self.borrow(s.clone())?;
+            let idx = match files.values.iter().position(|t| *t == text) {
+                Some(i) => i,
+                None => {
+                    files.values.push(text);
+                    files.values.len() - 1
+                }
+            };
+            return Some(Value::Str(idx as u32));
+        }
+        let start = files.json.len();
+        native::encode_value(v, &mut files.json)
+            .then(|| Value::Json(start as u32, (files.json.len() - start) as u32))
+    }
+
+    fn files(&self, plan: &mut ChunkPlan<'a>, files: EncodedFiles<'a, 'py>) -> PyResult<()> {
+        // Rare, for the fast containers: a path or tree name with a lone surrogate, or a
+        // fileset that another thread changed since it was checked. Python sorts and encodes.
+        match files {
+            EncodedFiles::Gathered(f) => plan.files(f),
+            EncodedFiles::Raw(b) => plan.raw(b),
+            // No Python code runs while we walk the dict, so (with the GIL held) it cannot change
+            // under us; `DictItems` turns a change into a RuntimeError all the same.
+            EncodedFiles::FastDict(d) => {
+                let items = pyobj::DictItems::new(&d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
+                match self.fast_files(d.len(), items)? {
+                    Some(f) => plan.files(f),
+                    None => plan.raw(pyobj::encode_json(
+                        pyobj::sorted(d.items().as_any())?.as_any(),
+                    )?),
+                }
             }
-            Files::FastSeq(seq) => {
+            EncodedFiles::FastSeq(seq) => {
                 let it = seq.try_iter()?;
-                self.fast_files(seq.len().unwrap_or(0), it.map(|p| p.map(|p| (p, None))))?
-            }
-            Files::Sorted(_) => unreachable!("sorted files are encoded before they are gathered"),
-        };
-        let files = match files {
-            Files::Gathered(f) => {
-                plan.files(f);
-                return Ok(());
-            }
-            Files::Raw(b) => {
-                plan.raw(b);
-                return Ok(());
-            }
-            other => other,
-        };
-        match gathered {
-            Some(f) => plan.files(f),
-            None => {
-                // Rare: a path or tree name with a lone surrogate, or a fileset that another
-                // thread changed since it was checked. Python sorts and encodes it.
-                let list = match files {
-                    Files::FastDict(d) => pyobj::sorted(d.items().as_any())?,
-                    Files::FastSeq(seq) => {
-                        let py = seq.py();
-                        let pairs = PyList::empty(py);
-                        for p in pyobj::sorted(&seq)?.iter() {
-                            pairs.append((p, py.None()))?;
-                        }
-                        pairs
-                    }
-                    _ => unreachable!(),
-                };
-                plan.raw(pyobj::encode_json(list.as_any())?);
+                let paths = it.map(|p| p.map(|p| (p, None)));
+                match self.fast_files(seq.len().unwrap_or(0), paths)? {
+                    Some(f) => plan.files(f),
+                    None => plan.raw(pyobj::encode_json(pyobj::sorted_with_none(&seq)?.as_any())?),
+                }
             }
         }
         Ok(())
     }
 
     /// Append one dataset's `"name":{"files":...,...}` to `plan`.
-    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: Dataset<'a, 'py>, first: bool) -> PyResult<()> {
+    fn dataset(&self, plan: &mut ChunkPlan<'a>, ds: Encoded<'a, 'py>, first: bool) -> PyResult<()> {
         if !first {
             plan.lit(",");
         }
-        self.part(plan, &ds.key)?;
+        self.text(plan, ds.key)?;
         plan.lit(":{\"files\":");
         self.files(plan, ds.files)?;
-        for (lit, part) in &ds.extras {
+        for (lit, text) in ds.extras {
             plan.lit(lit);
-            self.part(plan, part)?;
+            self.text(plan, text)?;
         }
         plan.lit("}");
         Ok(())
@@ -349,7 +386,7 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     /// The plan of dataset `i` of `n`, with the chunk's opening and closing braces.
     fn dataset_of_chunk(
         &self,
-        ds: Dataset<'a, 'py>,
+        ds: Encoded<'a, 'py>,
         i: usize,
         n: usize,
     ) -> PyResult<ChunkPlan<'a>> {
@@ -423,8 +460,7 @@ fn hash_streaming(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     let n = items.len();
     let plan_of = |i: usize| -> PyResult<ChunkPlan<'_>> {
         let (name, data) = pyobj::unpack2(&items.get_item(i)?)?;
-        let mut ds = check_dataset(name, &data, Some(&gatherer))?;
-        encode_dataset(&mut ds)?;
+        let ds = encode_dataset(check_dataset(name, &data, Some(&gatherer))?)?;
         gatherer.dataset_of_chunk(ds, i, n)
     };
     if n_plain_files(&items) < PIPELINE_AT {
@@ -480,11 +516,23 @@ fn digest_group(group: Group<'_>) -> Vec<(usize, [u8; 32])> {
         .collect()
 }
 
+/// Worker threads for [`hash_many`]: one per core this process may use (its CPU affinity and
+/// cgroup quota, as `std::thread::available_parallelism` reports them), less the calling thread.
+fn n_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Hash many chunks. This thread gathers the chunks' plans (GIL held) and hands groups of them
-/// to a worker thread that sorts, escapes and hashes them; when the worker has enough queued,
-/// this thread hashes the group itself with the GIL released, so that both cores stay busy.
+/// to worker threads, one per other core, that sort, escape and hash them; when the workers
+/// have enough queued, this thread hashes a group itself with the GIL released, so that every
+/// core stays busy.
 pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
     let py = chunks.py();
+    let workers = n_workers();
     let mut out: Vec<[u8; 32]> = Vec::new();
     let mut chunks = chunks.try_iter()?.peekable();
     while chunks.peek().is_some() {
@@ -492,25 +540,35 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
         let gatherer = Gatherer::new(&keep);
         let queued = AtomicUsize::new(0);
         let base = out.len();
+        let (work_tx, work_rx) = mpsc::sync_channel::<Group<'_>>(4 * workers);
+        let work_rx = std::sync::Mutex::new(work_rx);
         let batch = std::thread::scope(|scope| -> PyResult<Vec<(usize, [u8; 32])>> {
-            let (work_tx, work_rx) = mpsc::sync_channel(8);
-            let queued = &queued;
-            let worker = scope.spawn(move || {
-                let mut done = Vec::new();
-                for group in work_rx {
-                    let group: Group<'_> = group;
-                    done.extend(digest_group(group));
-                    queued.fetch_sub(1, AtomicOrdering::AcqRel);
-                }
-                done
-            });
+            let (queued, work_rx) = (&queued, &work_rx);
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            // The lock is held only to take the next group, not to hash it.
+                            let next = match work_rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => break, // another worker panicked: joining reports it
+                            };
+                            let Ok(group) = next else { break };
+                            done.extend(digest_group(group));
+                            queued.fetch_sub(1, AtomicOrdering::AcqRel);
+                        }
+                        done
+                    })
+                })
+                .collect();
             let mut done = Vec::new();
             let mut hand_over = |group| {
-                if queued.load(AtomicOrdering::Acquire) >= 2 {
+                if queued.load(AtomicOrdering::Acquire) >= 2 * workers {
                     done.extend(py.detach(move || digest_group(group)));
                 } else {
                     queued.fetch_add(1, AtomicOrdering::AcqRel);
-                    // A closed channel means the worker died; joining it reports that.
+                    // A closed channel means the workers died; joining them reports that.
                     let _ = work_tx.send(group);
                 }
             };
@@ -520,7 +578,9 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
                 while files < BATCH_FILES {
                     let Some(chunk) = chunks.next() else { break };
                     let plan = gatherer.chunk(&chunk?)?;
-                    let n = plan.n_entries() + 1;
+                    // Encoded values (preprocessed entries) count by their size, so that a
+                    // batch's memory stays bounded.
+                    let n = plan.n_entries() + plan.n_bytes() / 256 + 1;
                     files += n;
                     group_files += n;
                     group.push((i, plan));
@@ -536,11 +596,12 @@ pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
                 Ok(())
             })();
             drop(work_tx);
-            let theirs = py
-                .detach(|| worker.join())
-                .map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))?;
+            let theirs: Result<Vec<_>, _> =
+                py.detach(|| handles.into_iter().map(|h| h.join()).collect());
+            let theirs =
+                theirs.map_err(|_| PyRuntimeError::new_err("a hashing thread panicked"))?;
             fed?;
-            done.extend(theirs);
+            done.extend(theirs.into_iter().flatten());
             Ok(done)
         })?;
         out.resize(base + batch.len(), [0; 32]);

@@ -3,8 +3,10 @@
 //! This file only declares the Python module; the logic lives in modules named for what they do.
 
 mod canonical;
+mod errors;
 mod escape;
 mod hash;
+mod native;
 mod pipeline;
 mod prefetch;
 mod pyobj;
@@ -19,7 +21,7 @@ fn hash_fileset(chunk: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(canonical::hex(&hash::hash_one(chunk)?))
 }
 
-/// Return the digests of many chunks, hashing them on two cores with the GIL released.
+/// Return the digests of many chunks, hashing them in parallel with the GIL released.
 #[pyfunction]
 fn hash_filesets(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(hash::hash_many(chunks)?
@@ -28,7 +30,14 @@ fn hash_filesets(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         .collect())
 }
 
-#[pymodule(gil_used = false)]
+// `gil_used = true`: the core is not known to be sound without the GIL, so a free-threaded
+// CPython (3.13t and later) re-enables the GIL when it imports this module, with a warning.
+// `split.rs` and `hash.rs` walk the caller's dicts and lists and read their `str` objects
+// (borrowing their UTF-8 bytes while the GIL is released) on the promise that, while this thread
+// holds the GIL and runs no Python code, no other thread can change them; on a free-threaded
+// build another thread could, and nothing here locks or copies what is walked. It has not been
+// built or tested under a free-threaded interpreter, so it does not claim to support one.
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_fileset, m)?)?;
     m.add_function(wrap_pyfunction!(hash_filesets, m)?)?;

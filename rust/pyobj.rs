@@ -1,7 +1,7 @@
 //! Small helpers that apply Python's own protocols to arbitrary objects, so that rare inputs get
 //! exactly the behaviour (and the exceptions) of the equivalent Python expression.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -46,6 +46,16 @@ pub fn encode_json_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let text = encode_json(one.as_any())?;
     // `{<key>:null}`
     Ok(text[1..text.len() - 6].to_vec())
+}
+
+/// `[(p, None) for p in sorted(paths)]`: the canonical files list of list-form files.
+pub fn sorted_with_none<'py>(paths: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let py = paths.py();
+    let pairs = PyList::empty(py);
+    for p in sorted(paths)?.iter() {
+        pairs.append((p, py.None()))?;
+    }
+    Ok(pairs)
 }
 
 /// `a, b = item`, with Python's unpacking errors.
@@ -130,5 +140,122 @@ pub fn short_repr(obj: &Bound<'_, PyAny>) -> String {
         format!("{head}...")
     } else {
         r
+    }
+}
+
+/// The items of an exact or subclassed `dict`, read with `PyDict_Next`, as a fallible iterator.
+///
+/// PyO3's own dict iterator panics when the dict changes size during iteration, and the
+/// resulting `PanicException` is a `BaseException` that `except Exception` does not catch. This
+/// one reports the change as Python does, with a `RuntimeError`, and stops.
+///
+/// The module is declared `gil_used = true`: while the GIL is held and the loop runs no Python
+/// code, the dict cannot change; the check covers code that does run Python (a finalizer or a
+/// garbage-collector callback that an allocation triggers), so that the worst outcome is an
+/// exception.
+pub struct DictItems<'py> {
+    dict: Bound<'py, PyDict>,
+    pos: pyo3::ffi::Py_ssize_t,
+    len: pyo3::ffi::Py_ssize_t,
+    remaining: pyo3::ffi::Py_ssize_t,
+    done: bool,
+}
+
+impl<'py> DictItems<'py> {
+    pub fn new(dict: &Bound<'py, PyDict>) -> Self {
+        // SAFETY: `dict` is a live `dict` (or subclass) and we hold the GIL.
+        let len = unsafe { pyo3::ffi::PyDict_Size(dict.as_ptr()) };
+        DictItems {
+            dict: dict.clone(),
+            pos: 0,
+            len,
+            remaining: len,
+            done: false,
+        }
+    }
+}
+
+impl<'py> Iterator for DictItems<'py> {
+    type Item = PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let py = self.dict.py();
+        // SAFETY: as in `new`.
+        let now = unsafe { pyo3::ffi::PyDict_Size(self.dict.as_ptr()) };
+        if now != self.len {
+            self.done = true;
+            return Some(Err(PyRuntimeError::new_err(
+                "dictionary changed size during iteration",
+            )));
+        }
+        let mut key = std::ptr::null_mut();
+        let mut value = std::ptr::null_mut();
+        // SAFETY: we hold the GIL; `PyDict_Next` bounds-checks `pos` against the dict's current
+        // table, so it is sound even if the dict was changed since the last call; it writes
+        // borrowed references to `key` and `value`.
+        let found = unsafe {
+            pyo3::ffi::PyDict_Next(self.dict.as_ptr(), &mut self.pos, &mut key, &mut value)
+        };
+        if found == 0 {
+            self.done = true;
+            return None;
+        }
+        if self.remaining == 0 {
+            // The same size, but more items than it had: keys were replaced under us.
+            self.done = true;
+            return Some(Err(PyRuntimeError::new_err(
+                "dictionary keys changed during iteration",
+            )));
+        }
+        self.remaining -= 1;
+        // SAFETY: `PyDict_Next` returned non-null borrowed references to objects the dict holds;
+        // no Python code ran since, so they are alive, and `from_borrowed_ptr` takes a new
+        // strong reference to each before anything else can run.
+        let (k, v) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, key),
+                Bound::from_borrowed_ptr(py, value),
+            )
+        };
+        Some(Ok((k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dict_items_reports_a_change_as_runtime_error() {
+        Python::initialize();
+        Python::attach(|py| {
+            let d = PyDict::new(py);
+            for i in 0..4 {
+                d.set_item(i, i).unwrap();
+            }
+            let all: Vec<_> = DictItems::new(&d).collect::<PyResult<_>>().unwrap();
+            assert_eq!(all.len(), 4);
+
+            let mut it = DictItems::new(&d);
+            it.next().unwrap().unwrap();
+            d.set_item(10, 10).unwrap();
+            let err = it.next().unwrap().unwrap_err();
+            assert!(err.is_instance_of::<PyRuntimeError>(py));
+            assert!(err.to_string().contains("changed size"));
+            assert!(it.next().is_none());
+
+            // Same size, different keys: caught once the walk finds more items than it had.
+            let d = PyDict::new(py);
+            d.set_item("a", 1).unwrap();
+            let mut it = DictItems::new(&d);
+            it.next().unwrap().unwrap();
+            d.del_item("a").unwrap();
+            d.set_item("b", 2).unwrap();
+            let err = it.next().unwrap().unwrap_err();
+            assert!(err.to_string().contains("keys changed"));
+        });
     }
 }

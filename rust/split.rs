@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple};
 use rayon::prelude::*;
 
+use crate::errors;
 use crate::prefetch::{prefetch_object, AHEAD};
 use crate::pyobj;
 use crate::sort::sorted_order;
@@ -49,15 +50,54 @@ impl Binning {
     }
 }
 
-fn parse_binning(
+/// How chunks are cut: by counting files, or by packing files up to a number of events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    Files(Binning),
+    /// At most this many events a bin (see [`pack_events`]).
+    Events(u128),
+}
+
+/// A positive int argument (`files_per_chunk`, `events_per_chunk`), saturated at `max`.
+fn positive_int(name: &str, n: &Bound<'_, PyAny>, max: u128) -> PyResult<u128> {
+    if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not {}",
+            pyobj::type_name(n)
+        )));
+    }
+    // Any size beyond `max` is as good as `max`.
+    let value = match n.extract::<u128>() {
+        Ok(v) => v.min(max),
+        Err(_) if n.gt(0)? => max,
+        Err(_) => 0,
+    };
+    if value == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name}={} is not allowed: it must be at least 1",
+            pyobj::short_repr(n)
+        )));
+    }
+    Ok(value)
+}
+
+/// `events_per_chunk` larger than this behaves as this (2^120 events: more than any fileset).
+pub const MAX_EVENTS: u128 = 1 << 120;
+
+fn parse_cut(
     percentage: Option<&Bound<'_, PyAny>>,
     files_per_chunk: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Option<Binning>> {
-    match (percentage, files_per_chunk) {
-        (Some(_), Some(_)) => Err(PyValueError::new_err(
+    events_per_chunk: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Cut>> {
+    match (percentage, files_per_chunk, events_per_chunk) {
+        (Some(_), Some(_), _) => Err(PyValueError::new_err(
             "pass either percentage or files_per_chunk, not both",
         )),
-        (Some(p), None) => {
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => Err(PyValueError::new_err(
+            "events_per_chunk cannot be combined with percentage or files_per_chunk: pass one \
+             of the three",
+        )),
+        (Some(p), None, None) => {
             let value = if p.is_instance_of::<PyInt>() {
                 p.extract::<i64>().ok()
             } else {
@@ -65,39 +105,47 @@ fn parse_binning(
             };
             match value {
                 Some(v) if (1..=100).contains(&v) && 100 % v == 0 => {
-                    Ok(Some(Binning::Bins((100 / v) as usize)))
+                    Ok(Some(Cut::Files(Binning::Bins((100 / v) as usize))))
                 }
-                _ => Err(PyValueError::new_err(format!(
-                    "percentage={} is not allowed: it must be an int that divides 100 \
-                     (1, 2, 4, 5, 10, 20, 25, 50 or 100); for any other chunk size use \
-                     files_per_chunk=N",
-                    pyobj::short_repr(p)
-                ))),
+                _ => Err(errors::bad_percentage(p.py())),
             }
         }
-        (None, Some(n)) => {
-            if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
-                return Err(PyTypeError::new_err(format!(
-                    "files_per_chunk must be an int, not {}",
-                    pyobj::type_name(n)
-                )));
-            }
-            // Any size beyond the machine's is as good as "all files in one chunk".
-            let size = match n.extract::<u64>() {
-                Ok(v) => usize::try_from(v).unwrap_or(usize::MAX),
-                Err(_) if n.gt(0)? => usize::MAX,
-                Err(_) => 0,
-            };
-            match size {
-                1.. => Ok(Some(Binning::FilesPerChunk(size))),
-                0 => Err(PyValueError::new_err(format!(
-                    "files_per_chunk={} is not allowed: it must be at least 1",
-                    pyobj::short_repr(n)
-                ))),
-            }
+        (None, Some(n), None) => {
+            let size = positive_int("files_per_chunk", n, usize::MAX as u128)?;
+            Ok(Some(Cut::Files(Binning::FilesPerChunk(size as usize))))
         }
-        (None, None) => Ok(None),
+        (None, None, Some(n)) => Ok(Some(Cut::Events(positive_int(
+            "events_per_chunk",
+            n,
+            MAX_EVENTS,
+        )?))),
+        (None, None, None) => Ok(None),
     }
+}
+
+/// Greedy packing of files (in sorted order) into bins of at most `limit` events: a file joins
+/// the current bin unless that would take the bin past `limit`; a bin always takes at least one
+/// file, so a file larger than `limit` stands alone. Returns the `[start, end)` ranges.
+///
+/// Each count is clamped to `limit + 1` (a file larger than `limit` behaves the same whatever
+/// its size), so with `limit <= 2^120` the sums cannot overflow.
+pub fn pack_events(entries: impl IntoIterator<Item = u128>, limit: u128) -> Vec<(usize, usize)> {
+    let mut bins = Vec::new();
+    let (mut start, mut sum, mut n) = (0usize, 0u128, 0usize);
+    for (i, e) in entries.into_iter().enumerate() {
+        let e = e.min(limit + 1);
+        if i > start && sum + e > limit {
+            bins.push((start, i));
+            start = i;
+            sum = 0;
+        }
+        sum += e;
+        n = i + 1;
+    }
+    if n > start {
+        bins.push((start, n));
+    }
+    bins
 }
 
 /// Keep the datasets that `datasets` selects, in the order it gives them.
@@ -134,18 +182,12 @@ fn normalize<'py>(
     treename: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
     let py = fileset.py();
-    let need_treename = |name: &Bound<'py, PyAny>| {
-        PyValueError::new_err(format!(
-            "dataset {} lists its files without a tree name; pass treename=\"Events\" (or the \
-             tree to read) so that each chunk is self-contained",
-            pyobj::short_repr(name)
-        ))
-    };
+
     let out = PyDict::new(py);
     for (name, data) in pyobj::items(fileset)? {
         let value = if pyobj::is_list_or_tuple(&data) {
             let Some(t) = treename else {
-                return Err(need_treename(&name));
+                return Err(errors::split_list_dataset_needs_treename(&name));
             };
             let d = PyDict::new(py);
             d.set_item("files", data.cast::<PySequence>()?.to_list()?)?;
@@ -155,7 +197,7 @@ fn normalize<'py>(
             let files = pyobj::get_files(&data)?;
             if pyobj::is_list_or_tuple(&files) && !data.contains("treename")? {
                 let Some(t) = treename else {
-                    return Err(need_treename(&name));
+                    return Err(errors::split_list_files_need_treename(&name));
                 };
                 let d = PyDict::new(py);
                 d.update(data.cast::<PyMapping>()?)?;
@@ -165,12 +207,7 @@ fn normalize<'py>(
                 data
             }
         } else {
-            return Err(PyTypeError::new_err(format!(
-                "dataset {} is a {}; a fileset maps each dataset to a dict \
-                 {{\"files\": {{path: treename}}, ...}} or to a list of paths",
-                pyobj::short_repr(&name),
-                pyobj::type_name(&data)
-            )));
+            return Err(errors::split_dataset_type(&name, &data));
         };
         out.set_item(name, value)?;
     }
@@ -219,8 +256,10 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     if let Ok(d) = files.cast_exact::<PyDict>() {
         let mut pairs = Vec::with_capacity(d.len());
         let mut plain = true;
-        // No Python code runs in this loop, so the dict cannot change while we walk it.
-        for (k, v) in d.iter() {
+        // No Python code runs in this loop, so (with the GIL held) the dict cannot change while
+        // we walk it; `DictItems` turns a change into a RuntimeError all the same.
+        for item in pyobj::DictItems::new(d) {
+            let (k, v) = item?;
             plain &= k.is_exact_instance_of::<PyString>();
             pairs.push((k, v));
         }
@@ -243,10 +282,7 @@ fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
     if pyobj::is_list_or_tuple(&files) {
         return Ok(Gathered::Python(pyobj::sorted(&files)?, false));
     }
-    Err(PyTypeError::new_err(format!(
-        "the 'files' of a dataset must be a dict {{path: treename}} or a list of paths, not {}",
-        pyobj::type_name(&files)
-    )))
+    Err(errors::split_files_type(&files))
 }
 
 /// The UTF-8 bytes of every path, or `None` if one has no UTF-8 form (a lone surrogate).
@@ -311,9 +347,12 @@ fn rebuild<'py>(
             let d = PyDict::new(py);
             let order = &order[start..end];
             for (j, &i) in order.iter().enumerate() {
-                // Inserting reads each key's cached hash; the keys are scattered in memory.
+                // Inserting reads each key's cached hash and takes a reference to each value;
+                // both are scattered in memory (values are dicts in a preprocessed fileset).
                 if let Some(&ahead) = order.get(j + AHEAD) {
-                    prefetch_object(&pairs[ahead as usize].0);
+                    let (k, v) = &pairs[ahead as usize];
+                    prefetch_object(k);
+                    prefetch_object(v);
                 }
                 let (k, v) = &pairs[i as usize];
                 d.set_item(k, v)?;
@@ -332,9 +371,81 @@ fn rebuild<'py>(
     Ok(new)
 }
 
+/// A file's `num_entries`, if it has a usable one: its value is a dict (read as `dict.get`
+/// reads it) whose `num_entries` is an int, not a bool, and not negative.
+fn num_entries(value: &Bound<'_, PyAny>) -> PyResult<Option<u128>> {
+    let Ok(d) = value.cast::<PyDict>() else {
+        return Ok(None);
+    };
+    let Some(n) = d.get_item(pyo3::intern!(value.py(), "num_entries"))? else {
+        return Ok(None);
+    };
+    if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
+        return Ok(None);
+    }
+    if let Ok(v) = n.extract::<u64>() {
+        return Ok(Some(u128::from(v)));
+    }
+    // Rare: beyond 64 bits, or negative.
+    match n.extract::<u128>() {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if n.gt(0)? => Ok(Some(u128::MAX)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The `events_per_chunk` bins of one dataset, or the error naming its first file (in sorted
+/// order) without a usable `num_entries`.
+fn event_bins(
+    name: &Bound<'_, PyAny>,
+    files: &Sorted<'_>,
+    limit: u128,
+) -> PyResult<Vec<(usize, usize)>> {
+    let missing = |path: &Bound<'_, PyAny>| Err(errors::no_num_entries(path, name));
+    let counts: Vec<u128> = match files {
+        Sorted::Pairs(pairs, order) => {
+            // Read in the dict's order (the value dicts were usually allocated in that order,
+            // so this walks memory forwards), then look the counts up in sorted order.
+            let by_position = pairs
+                .iter()
+                .map(|(_, v)| num_entries(v))
+                .collect::<PyResult<Vec<_>>>()?;
+            let mut counts = Vec::with_capacity(order.len());
+            for &i in order {
+                match by_position[i as usize] {
+                    Some(c) => counts.push(c),
+                    None => return missing(&pairs[i as usize].0),
+                }
+            }
+            counts
+        }
+        Sorted::Paths(paths, order) => match order.first() {
+            Some(&i) => return missing(&paths[i as usize]),
+            None => Vec::new(),
+        },
+        Sorted::Python(list, true) => {
+            let mut counts = Vec::with_capacity(list.len());
+            for item in list.iter() {
+                let (path, value) = pyobj::unpack2(&item)?;
+                match num_entries(&value)? {
+                    Some(c) => counts.push(c),
+                    None => return missing(&path),
+                }
+            }
+            counts
+        }
+        Sorted::Python(list, false) => match list.iter().next() {
+            Some(path) => return missing(&path),
+            None => Vec::new(),
+        },
+    };
+    Ok(pack_events(counts, limit))
+}
+
 /// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
 #[pyfunction]
-#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None))]
+#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn split_fileset<'py>(
     py: Python<'py>,
     fileset: &Bound<'py, PyAny>,
@@ -343,25 +454,22 @@ pub fn split_fileset<'py>(
     percentage: Option<&Bound<'py, PyAny>>,
     treename: Option<&Bound<'py, PyAny>>,
     files_per_chunk: Option<&Bound<'py, PyAny>>,
+    events_per_chunk: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let by_dataset = match strategy {
         None => false,
         Some(s) => {
             if s.ne("by_dataset")? {
-                return Err(PyValueError::new_err(format!(
-                    "unknown strategy {}: use strategy=\"by_dataset\" for one dataset per \
-                     chunk, or strategy=None to mix all datasets in each chunk",
-                    pyobj::short_repr(s)
-                )));
+                return Err(errors::unknown_strategy(s));
             }
             true
         }
     };
-    let binning = parse_binning(percentage, files_per_chunk)?;
+    let cut = parse_cut(percentage, files_per_chunk, events_per_chunk)?;
     let selected = select(fileset, datasets)?;
     let normalized = normalize(&selected, treename)?;
 
-    let Some(binning) = binning else {
+    let Some(cut) = cut else {
         let out = PyList::empty(py);
         if by_dataset {
             for (name, data) in &normalized {
@@ -385,6 +493,24 @@ pub fn split_fileset<'py>(
         .collect::<PyResult<Vec<_>>>()?;
     let sorted = sort_all(py, gathered)?;
 
+    // Each dataset's bins, as `[start, end)` ranges of its sorted files.
+    let bins: Vec<Vec<(usize, usize)>> = match cut {
+        Cut::Files(binning) => sorted
+            .iter()
+            .map(|files| {
+                let n = files.len();
+                (0..binning.count(std::iter::once(n)))
+                    .map_while(|b| binning.range(b, n))
+                    .collect()
+            })
+            .collect(),
+        Cut::Events(limit) => normalized
+            .iter()
+            .zip(&sorted)
+            .map(|((name, _), files)| event_bins(name, files, limit))
+            .collect::<PyResult<_>>()?,
+    };
+
     let groups: Vec<Vec<usize>> = if by_dataset {
         (0..normalized.len()).map(|i| vec![i]).collect()
     } else {
@@ -392,12 +518,13 @@ pub fn split_fileset<'py>(
     };
     let out = PyList::empty(py);
     for group in groups {
-        let n_bins = binning.count(group.iter().map(|&i| sorted[i].len()));
+        // Bin `b` of the group holds bin `b` of each of its datasets that has one.
+        let n_bins = group.iter().map(|&i| bins[i].len()).max().unwrap_or(0);
         for b in 0..n_bins {
             let chunk = PyDict::new(py);
             for &i in &group {
                 let (name, data) = &normalized[i];
-                if let Some((start, end)) = binning.range(b, sorted[i].len()) {
+                if let Some(&(start, end)) = bins[i].get(b) {
                     chunk.set_item(name, rebuild(data, &sorted[i], start, end)?)?;
                 }
             }
@@ -411,7 +538,28 @@ pub fn split_fileset<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::Binning;
+    use super::{pack_events, Binning};
+
+    #[test]
+    fn events_are_packed_greedily() {
+        assert_eq!(pack_events([], 10), vec![]);
+        assert_eq!(pack_events([3, 3, 3, 3], 10), vec![(0, 3), (3, 4)]);
+        assert_eq!(pack_events([5, 5, 5], 10), vec![(0, 2), (2, 3)]);
+        // A file larger than the limit stands alone, wherever it is.
+        assert_eq!(pack_events([2, 20, 2, 2], 10), vec![(0, 1), (1, 2), (2, 4)]);
+        assert_eq!(pack_events([20], 10), vec![(0, 1)]);
+        // Empty files join any bin; a bin of exactly the limit is full.
+        assert_eq!(pack_events([0, 10, 0, 1], 10), vec![(0, 3), (3, 4)]);
+        // Counts beyond 64 bits (saturated to u128::MAX) cannot overflow the sums.
+        assert_eq!(
+            pack_events([u128::MAX, u128::MAX, 1], super::MAX_EVENTS),
+            vec![(0, 1), (1, 2), (2, 3)]
+        );
+        assert_eq!(
+            pack_events([1 << 100, 1 << 100, 1], super::MAX_EVENTS),
+            vec![(0, 3)]
+        );
+    }
 
     fn bins(b: Binning, n: usize) -> Vec<(usize, usize)> {
         (0..b.count(std::iter::once(n)))

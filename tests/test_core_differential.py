@@ -2,7 +2,7 @@
 
 For every generated fileset and argument set, both implementations must return equal values of
 the same container types with the same key order, byte-identical digests, or the same exception
-type.
+type with a message that starts with coffea's exact text (chunkwise may add a hint after it).
 """
 
 from __future__ import annotations
@@ -73,10 +73,57 @@ json_values = st.recursive(scalars, _containers, max_leaves=8)
 bad_values = st.sampled_from([{1, 2}, b"bytes", object, {"a": 1, 2: "b"}, {(1,): 2}, complex(1, 2)])
 metadata = st.one_of(*[json_values] * 7, bad_values)
 
+# File entries as coffea's preprocess writes them, and variations the core must encode exactly:
+# big and negative ints, bools, None or empty steps, tuples, extra keys, nested values, and rare
+# values (floats, non-str keys, lone surrogates, unencodable objects) that Python's json writes.
+big_ints = st.one_of(
+    st.integers(-(2**63) - 2, -(2**63) + 2),
+    st.integers(2**63 - 2, 2**64 + 2),
+    st.integers(-(2**200), 2**200),
+)
+entry_ints = st.one_of(st.integers(0, 10**6), st.integers(), big_ints, st.booleans())
+steps = st.one_of(
+    st.lists(st.lists(entry_ints, min_size=2, max_size=2), max_size=3),
+    st.lists(st.lists(entry_ints, min_size=2, max_size=2), max_size=3),
+    st.lists(st.tuples(entry_ints, entry_ints), max_size=2),
+    st.lists(st.lists(entry_ints, max_size=3), max_size=2).map(tuple),
+    st.none(),
+    st.just([]),
+    st.just([[]]),
+)
+entry_extras = st.one_of(
+    st.none(),
+    st.booleans(),
+    entry_ints,
+    any_text,
+    steps,
+    json_values,
+    st.sampled_from([b"x", {1, 2}, float("nan"), 1.5, -0.0]),
+)
 preprocessed = st.builds(
-    lambda n, uuid: {"object_path": "Events", "steps": [[0, n]], "num_entries": n, "uuid": uuid},
-    st.integers(0, 10**6),
-    st.uuids().map(str),
+    lambda obj, stp, n, uuid, extra, order: dict(
+        sorted(
+            {
+                "object_path": obj,
+                "steps": stp,
+                "num_entries": n,
+                "uuid": uuid,
+                **extra,
+            }.items(),
+            key=lambda kv: order.index(kv[0]) if kv[0] in order else -1,
+        )
+    ),
+    st.one_of(st.just("Events"), any_text),
+    steps,
+    st.one_of(entry_ints, st.none()),
+    st.one_of(st.uuids().map(str), any_text),
+    st.one_of(
+        st.just({}),
+        st.just({}),
+        st.dictionaries(any_text, entry_extras, max_size=3),
+        st.dictionaries(st.one_of(st.integers(0, 3), st.none()), entry_extras, max_size=2),
+    ),
+    st.permutations(["object_path", "steps", "num_entries", "uuid"]),
 )
 tree_values = st.one_of(
     st.just("Events"),
@@ -214,14 +261,21 @@ def outcome(fn, *args, **kwargs):
         return "ok", fn(*args, **kwargs)
     except RecursionError:
         raise
-    except Exception as e:  # noqa: BLE001 - the exception type is what we compare
-        return "err", type(e)
+    except Exception as e:  # noqa: BLE001 - the exception's type and text are what we compare
+        return "err", e
 
 
 def assert_same_outcome(ours, theirs):
-    assert ours[0] == theirs[0], f"chunkwise {ours} vs coffea {theirs}"
+    """The same value, or the same exception type with a message that starts with coffea's."""
+    assert ours[0] == theirs[0], f"chunkwise {ours!r} vs coffea {theirs!r}"
     if ours[0] == "err":
-        assert ours[1] is theirs[1], f"exception type: chunkwise {ours[1]} vs coffea {theirs[1]}"
+        mine, coffeas = ours[1], theirs[1]
+        assert type(mine) is type(coffeas), (
+            f"exception type: chunkwise {mine!r} vs coffea {coffeas!r}"
+        )
+        assert str(mine).startswith(str(coffeas)), (
+            f"message: chunkwise {str(mine)!r} does not start with coffea's {str(coffeas)!r}"
+        )
     else:
         assert_same(ours[1], theirs[1])
 
@@ -261,7 +315,7 @@ def test_hash_fileset_matches_coffea(chunk):
     if theirs[0] == "ok":
         assert many == ("ok", [theirs[1], coffea_tools.hash_fileset({}), theirs[1]])
     else:
-        assert many == theirs
+        assert_same_outcome(many, theirs)
 
 
 @settings(max_examples=max(EXAMPLES // 5, 50), deadline=None)
@@ -377,3 +431,229 @@ def test_hash_unusual_containers_match_coffea(chunk):
     assert_same_outcome(
         outcome(chunkwise.hash_fileset, chunk), outcome(coffea_tools.hash_fileset, chunk)
     )
+
+
+# --- events_per_chunk, against a plain-Python reference of the rule ---------------------------
+
+
+class _NoNumEntries(Exception):
+    """The reference's error: this file has no usable ``num_entries``."""
+
+    def __init__(self, path, dataset):
+        super().__init__(path, dataset)
+        self.path, self.dataset = path, dataset
+
+
+def _num_entries(value):
+    """The file's ``num_entries`` if usable: an int (not a bool) >= 0 in a dict."""
+    if not isinstance(value, dict):
+        return None
+    n = dict.get(value, "num_entries")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return None
+    return n
+
+
+def reference_events_split(fileset, events_per_chunk, strategy=None, datasets=None, treename=None):
+    """The ``events_per_chunk`` rule, written plainly.
+
+    Datasets are selected and normalized as coffea does (coffea itself does that part). Then,
+    per dataset, files in sorted path order are packed greedily: a file joins the current bin
+    unless that would take the bin past ``events_per_chunk`` events, and a bin always takes at
+    least one file. ``strategy="by_dataset"`` gives each dataset's bins in turn; ``None`` puts
+    the i-th bin of every dataset in the i-th chunk.
+
+    Parameters
+    ----------
+    fileset, strategy, datasets, treename
+        As for ``split_fileset``.
+    events_per_chunk : int
+        The most events a bin holds, unless one file alone has more.
+
+    Returns
+    -------
+    list of dict
+        The chunks.
+
+    Raises
+    ------
+    _NoNumEntries
+        For the first file (datasets in order, files in sorted order) without a usable
+        ``num_entries``, once every dataset's files have been sorted.
+    """
+    whole = coffea_tools.split_fileset(
+        fileset, strategy="by_dataset", datasets=datasets, treename=treename
+    )
+    normalized = [next(iter(c.items())) for c in whole]
+    listed = []
+    for _, data in normalized:
+        files = data.get("files", {})
+        if isinstance(files, dict):
+            listed.append((True, sorted(files.items())))
+        elif isinstance(files, (list, tuple)):
+            listed.append((False, sorted(files)))
+        else:
+            raise TypeError(
+                f"Expected dataset['files'] to be a dict or list, got {type(files).__name__}"
+            )
+    per_dataset = []
+    for (name, data), (is_dict, items) in zip(normalized, listed, strict=True):
+        bins, current, total = [], [], 0
+        for item in items:
+            n = _num_entries(item[1]) if is_dict else None
+            if n is None:
+                raise _NoNumEntries(item[0] if is_dict else item, name)
+            if current and total + n > events_per_chunk:
+                bins.append(current)
+                current, total = [], 0
+            current.append(item)
+            total += n
+        if current:
+            bins.append(current)
+        rebuilt = [{**data, "files": dict(b) if is_dict else list(b)} for b in bins]
+        per_dataset.append((name, rebuilt))
+    if strategy == "by_dataset":
+        return [{name: b} for name, bins in per_dataset for b in bins]
+    n_chunks = max((len(bins) for _, bins in per_dataset), default=0)
+    return [{name: bins[i] for name, bins in per_dataset if i < len(bins)} for i in range(n_chunks)]
+
+
+entry_counts = st.one_of(
+    st.integers(0, 120),
+    st.integers(0, 120),
+    st.integers(0, 120),
+    st.just(0),
+    st.integers(2**63 - 2, 2**70),
+)
+
+
+@st.composite
+def file_entries(draw):
+    """A preprocessed file entry, mostly usable, sometimes without a usable ``num_entries``."""
+    n = draw(entry_counts)
+    entry = {"object_path": "Events", "steps": [[0, n]], "num_entries": n, "uuid": "u"}
+    kind = draw(st.integers(0, 30))
+    if kind == 0:
+        del entry["num_entries"]
+    elif kind == 1:
+        entry["num_entries"] = draw(st.sampled_from([None, True, -1, 1.5, "7", -(2**70)]))
+    elif kind == 2:
+        return draw(st.sampled_from(["Events", None]))
+    elif kind == 3:
+        return OrderedDict(entry)
+    return entry
+
+
+preprocessed_files = st.one_of(
+    st.dictionaries(paths, file_entries(), max_size=12),
+    st.dictionaries(paths, file_entries(), max_size=12),
+    st.dictionaries(paths, file_entries(), max_size=12),
+    st.dictionaries(st.one_of(paths, st.integers(-3, 3)), file_entries(), max_size=4),
+    st.lists(paths, max_size=3),
+    st.sampled_from([None, 5]),
+)
+
+
+@st.composite
+def preprocessed_datasets(draw):
+    data = {"files": draw(preprocessed_files)}
+    if draw(st.booleans()):
+        data["metadata"] = {"xsec": 1.0}
+    if draw(st.integers(0, 3)) == 0:
+        data["treename"] = "Events"
+    return data
+
+
+preprocessed_filesets = st.dictionaries(names, preprocessed_datasets(), max_size=4)
+
+
+def _events_outcome(fileset, n, **kwargs):
+    try:
+        return "ok", reference_events_split(fileset, n, **kwargs)
+    except _NoNumEntries as e:
+        return "missing", e
+    except Exception as e:  # noqa: BLE001 - compared by type and text
+        return "err", e
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    fileset=preprocessed_filesets,
+    n=st.one_of(st.integers(1, 300), st.integers(1, 300), st.just(2**70)),
+)
+def test_events_per_chunk_matches_the_reference(data, fileset, n):
+    kwargs = {
+        "strategy": data.draw(st.sampled_from([None, "by_dataset"])),
+        "datasets": data.draw(dataset_selections(fileset)),
+        "treename": data.draw(st.sampled_from([None, "Events"])),
+    }
+    ours = outcome(chunkwise.split_fileset, fileset, events_per_chunk=n, **kwargs)
+    ref = _events_outcome(fileset, n, **kwargs)
+    if ref[0] == "missing":
+        assert ours[0] == "err" and type(ours[1]) is ValueError, ours
+        assert f"file {ref[1].path!r} of dataset {ref[1].dataset!r}" in str(ours[1])
+    else:
+        assert_same_outcome(ours, ref)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    fileset=st.dictionaries(
+        names,
+        st.fixed_dictionaries(
+            {"files": st.one_of(plain_files_dict, odd_files_dict)},
+            optional={"metadata": json_values, "treename": st.just("Events")},
+        ),
+        max_size=4,
+    ),
+    per_file=st.integers(0, 1000),
+    k=st.integers(1, 13),
+)
+def test_events_per_chunk_with_equal_files_is_files_per_chunk(data, fileset, per_file, k):
+    """With every file holding the same number of events, bins of k files' worth of events are
+    bins of k files: exactly the chunks files_per_chunk=k gives (same shapes, types and order)."""
+    for d in fileset.values():
+        d["files"] = {p: {"num_entries": per_file, "uuid": "u"} for p in d["files"]}
+    kwargs = {
+        "strategy": data.draw(strategies),
+        "datasets": data.draw(dataset_selections(fileset)),
+    }
+    by_files = outcome(chunkwise.split_fileset, fileset, files_per_chunk=k, **kwargs)
+    # Empty files all fit in one bin, whatever k is.
+    n = max(per_file * k, 1)
+    by_events = outcome(chunkwise.split_fileset, fileset, events_per_chunk=n, **kwargs)
+    if per_file == 0 and by_files[0] == "ok":
+        by_files = outcome(chunkwise.split_fileset, fileset, files_per_chunk=2**70, **kwargs)
+    assert_same_outcome(by_events, by_files)
+
+
+# --- preprocessed filesets, whose file entries the core encodes itself ------------------------
+
+preprocessed_chunks = st.dictionaries(
+    names,
+    st.fixed_dictionaries(
+        {
+            "files": st.one_of(
+                st.dictionaries(paths, preprocessed, max_size=8),
+                st.dictionaries(paths, st.one_of(preprocessed, tree_values), max_size=8),
+                st.dictionaries(paths, preprocessed.map(OrderedDict), max_size=3),
+            )
+        },
+        optional={"metadata": json_values, "treename": st.just("Events")},
+    ),
+    max_size=3,
+)
+
+
+@SETTINGS
+@given(chunk=preprocessed_chunks)
+def test_hash_preprocessed_matches_coffea(chunk):
+    theirs = outcome(coffea_tools.hash_fileset, chunk)
+    assert_same_outcome(outcome(chunkwise.hash_fileset, chunk), theirs)
+    many = outcome(chunkwise.hash_filesets, [{}, chunk])
+    if theirs[0] == "ok":
+        assert many == ("ok", [coffea_tools.hash_fileset({}), theirs[1]])
+    else:
+        assert_same_outcome(many, theirs)

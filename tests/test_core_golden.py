@@ -184,15 +184,20 @@ def test_files_per_chunk_rejects_bad_values(kwargs, exc):
         chunkwise.split_fileset({"d": {"files": {"a": "Events"}}}, **kwargs)
 
 
-def test_error_messages_say_what_to_do():
-    with pytest.raises(ValueError, match="treename="):
-        chunkwise.split_fileset({"d": ["a.root"]})
-    with pytest.raises(ValueError, match="files_per_chunk"):
-        chunkwise.split_fileset({"d": {"files": {}}}, percentage=30)
-    with pytest.raises(ValueError, match="by_dataset"):
+def test_error_messages_are_coffeas_then_say_what_to_do():
+    # coffea's own test matches these words (`pytest.raises(ValueError, match="Unknown strategy")`).
+    with pytest.raises(ValueError, match="^Unknown strategy 'per_file'. Use 'by_dataset' or None."):
         chunkwise.split_fileset({}, strategy="per_file")
-    with pytest.raises(TypeError, match="not a dict"):
+    with pytest.raises(ValueError, match="^Dataset 'd' uses list-format files;.*treename=\""):
+        chunkwise.split_fileset({"d": ["a.root"]})
+    with pytest.raises(ValueError, match="^'percentage' must be an int.*files_per_chunk=N"):
+        chunkwise.split_fileset({"d": {"files": {}}}, percentage=30)
+    with pytest.raises(TypeError, match="^Unsupported dataset value type for 'd': list"):
         chunkwise.hash_fileset({"d": ["a.root"]})
+    # A name Rust cannot hold (a lone surrogate) is formatted as coffea's f-string formats it.
+    with pytest.raises(ValueError) as e:
+        chunkwise.split_fileset({"x\ud800": {"files": ["a"]}})
+    assert str(e.value).startswith("Dataset 'x\ud800' uses list-format files without")
 
 
 def test_deep_metadata_raises_recursion_error_not_a_crash():
@@ -312,6 +317,202 @@ def test_signatures_are_drop_in():
     assert list(ours)[: len(theirs)] == list(theirs)
     assert all(ours[p].default is None for p in theirs if p != "fileset")
     assert ours["files_per_chunk"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert ours["events_per_chunk"].kind is inspect.Parameter.KEYWORD_ONLY
     assert list(inspect.signature(chunkwise.hash_fileset).parameters) == list(
         inspect.signature(hash_fileset).parameters
     )
+
+
+def _no_panic(call):
+    """Run ``call``; an ordinary exception is fine, a PanicException (a BaseException) is not."""
+    try:
+        call()
+        return "ok"
+    except Exception as e:  # noqa: BLE001 - any ordinary exception is an acceptable outcome
+        return type(e).__name__
+    except BaseException as e:
+        if type(e).__name__ == "PanicException" or type(e).__module__ == "pyo3_runtime":
+            pytest.fail(f"PanicException out of chunkwise: {e!r}")
+        raise
+
+
+def test_mutation_from_python_callbacks_gives_an_exception_not_a_panic():
+    """Objects whose ``__lt__``/``__eq__``/``__hash__`` change the fileset, and garbage-collector
+    callbacks that change it at every allocation, while chunkwise walks it."""
+    import gc
+
+    files = {f"/store/{i:04d}.root": "Events" for i in range(300)}
+    other = {f"/other/{i:04d}.root": "Events" for i in range(300)}
+    counter = [0]
+
+    def mutate():
+        counter[0] += 1
+        i = counter[0]
+        for d in (files, other):
+            d[f"/new/{i}"] = "Events"
+            d.pop(f"/new/{i - 1}", None)
+
+    class Meddler:
+        """A key or preload entry that changes the fileset whenever Python compares or hashes it."""
+
+        def __init__(self, v):
+            self.v = v
+
+        def __lt__(self, o):
+            mutate()
+            return self.v < getattr(o, "v", 0)
+
+        def __eq__(self, o):
+            mutate()
+            return self is o
+
+        def __hash__(self):
+            mutate()
+            return hash(self.v)
+
+    odd = dict(files)
+    odd.update({Meddler(i): "Events" for i in range(5)})
+    fs = {
+        "a": {"files": files, "preload": [Meddler(2), Meddler(1)], "metadata": {"k": 1}},
+        "b": {"files": other, "treename": "Events"},
+        "c": {"files": {Meddler(i): "Events" for i in range(20)}},
+        Meddler(9): {"files": dict(other)},
+    }
+    calls = [
+        lambda: chunkwise.hash_fileset(fs),
+        lambda: chunkwise.hash_filesets([fs, fs]),
+        lambda: chunkwise.split_fileset(fs, percentage=10),
+        lambda: chunkwise.split_fileset(fs, strategy="by_dataset", files_per_chunk=7),
+        lambda: chunkwise.split_fileset(fs, datasets=["a", Meddler(9), "c"], percentage=50),
+        lambda: chunkwise.hash_fileset({"a": {"files": odd}, "b": {"files": other}}),
+    ]
+    outcomes = {_no_panic(c) for c in calls}
+    # The same calls again, with a garbage-collector callback that changes both dicts at every
+    # collection, and collections as frequent as allocations can make them.
+    threshold = gc.get_threshold()
+    gc.callbacks.append(lambda phase, info: mutate())
+    gc.set_threshold(1, 1, 1)
+    try:
+        outcomes |= {_no_panic(c) for c in calls}
+    finally:
+        gc.callbacks.pop()
+        gc.set_threshold(*threshold)
+    assert counter[0] > 0  # the callbacks did run
+    assert "ok" in outcomes
+
+
+def _preprocessed(counts):
+    return {
+        f"f{i}.root": {"object_path": "Events", "steps": [[0, n]], "num_entries": n, "uuid": "u"}
+        for i, n in enumerate(counts)
+    }
+
+
+def test_events_per_chunk_packs_sorted_files_greedily():
+    fs = {"big": {"files": _preprocessed([40, 30, 50, 200, 10, 10])}, "small": {"files": {}}}
+    fs["small"]["files"] = _preprocessed([60, 60])
+    mixed = chunkwise.split_fileset(fs, events_per_chunk=100)
+    assert [{k: list(v["files"]) for k, v in c.items()} for c in mixed] == [
+        {"big": ["f0.root", "f1.root"], "small": ["f0.root"]},  # 40+30 (+50 would pass 100)
+        {"big": ["f2.root"], "small": ["f1.root"]},  # 50 (+200 would pass 100)
+        {"big": ["f3.root"]},  # 200 > 100 stands alone
+        {"big": ["f4.root", "f5.root"]},
+    ]
+    per_ds = chunkwise.split_fileset(fs, strategy="by_dataset", events_per_chunk=100)
+    assert [(list(c), list(next(iter(c.values()))["files"])) for c in per_ds] == [
+        (["big"], ["f0.root", "f1.root"]),
+        (["big"], ["f2.root"]),
+        (["big"], ["f3.root"]),
+        (["big"], ["f4.root", "f5.root"]),
+        (["small"], ["f0.root"]),
+        (["small"], ["f1.root"]),
+    ]
+    only_small = chunkwise.split_fileset(fs, datasets=["small"], events_per_chunk=2**70)
+    assert only_small == [{"small": fs["small"]}]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "words"),
+    [
+        ({"events_per_chunk": 0}, ValueError, "at least 1"),
+        ({"events_per_chunk": -(2**70)}, ValueError, "at least 1"),
+        ({"events_per_chunk": 2.0}, TypeError, "must be an int"),
+        ({"events_per_chunk": True}, TypeError, "must be an int"),
+        ({"events_per_chunk": 5, "percentage": 20}, ValueError, "cannot be combined"),
+        ({"events_per_chunk": 5, "files_per_chunk": 2}, ValueError, "cannot be combined"),
+    ],
+)
+def test_events_per_chunk_rejects_bad_values(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        chunkwise.split_fileset({"d": {"files": _preprocessed([1])}}, **kwargs)
+
+
+def test_events_per_chunk_names_the_file_without_num_entries():
+    files = _preprocessed([1, 2, 3])
+    files["f1.root"] = {"object_path": "Events"}
+    files["f2.root"] = "Events"
+    with pytest.raises(ValueError, match="file 'f1.root' of dataset 'd' has no 'num_entries'"):
+        chunkwise.split_fileset({"d": {"files": files}}, events_per_chunk=10)
+    with pytest.raises(ValueError, match="file 'a.root' of dataset 'l'"):
+        chunkwise.split_fileset({"l": ["b.root", "a.root"]}, treename="E", events_per_chunk=10)
+
+
+def test_cli_split_events_per_chunk(tmp_path):
+    import json
+
+    source = tmp_path / "preprocessed.json"
+    source.write_text(json.dumps({"d": {"files": _preprocessed([40, 30, 50, 200])}}))
+    out = tmp_path / "chunks"
+    run = [sys.executable, "-m", "chunkwise", "split", str(source), "--out", str(out)]
+    done = subprocess.run([*run, "--events-per-chunk", "100"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["events_per_chunk"] == 100
+    assert [c["datasets"] for c in manifest["chunks"]] == [{"d": 2}, {"d": 1}, {"d": 1}]
+    both = subprocess.run(
+        [*run, "--events-per-chunk", "100", "--files-per-chunk", "2", "--force"],
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    version = subprocess.run(
+        [sys.executable, "-m", "chunkwise", "--version"], capture_output=True, text=True
+    )
+    assert (
+        version.returncode == 0 and version.stdout.strip() == f"chunkwise {chunkwise.__version__}"
+    )
+
+
+def test_large_preprocessed_chunks_match_coffea():
+    """Distinct file entries, natively encoded, on the threaded path, with a few rare values
+    (a float, a lone surrogate, a dict subclass) that Python's json writes, and big ints."""
+    from collections import OrderedDict
+
+    from coffea.dataset_tools import hash_fileset as coffea_hash
+
+    rng = random.Random(11)
+    fs = {}
+    for d in range(3):
+        files = {}
+        for i in range(9000):
+            n = rng.randrange(0, 300_000)
+            files[f"root://x//store/{d}/{rng.getrandbits(64):016x}.root"] = {
+                "object_path": "Events",
+                "steps": [[s, min(s + 100_000, n)] for s in range(0, n, 100_000)] or None,
+                "num_entries": n if i % 1000 else 2**64 + i,
+                "uuid": f"{rng.getrandbits(128):032x}",
+            }
+        fs[f"ds{d}"] = {"files": files, "metadata": {"d": d}}
+    some = iter(fs["ds1"]["files"].values())
+    next(some)["num_entries"] = 1.5
+    next(some)["uuid"] = "\udc80"
+    next(some)["sub"] = OrderedDict(b=1, a=2)  # a dict subclass: Python writes it
+    next(some)["steps"] = ()
+    next(some)["extra"] = {"b": [True, None], "a": -(2**70)}
+    assert chunkwise.hash_fileset(fs) == coffea_hash(fs)
+    assert chunkwise.hash_filesets([fs, {}]) == [coffea_hash(fs), coffea_hash({})]
+    next(some)["bad"] = {1, 2}
+    with pytest.raises(TypeError, match="^Object of type set is not JSON serializable"):
+        chunkwise.hash_fileset(fs)
+    with pytest.raises(TypeError, match="^Object of type set is not JSON serializable"):
+        chunkwise.hash_filesets([{}, fs])

@@ -15,6 +15,7 @@ def split_fileset(
     treename: str | None = None,
     *,
     files_per_chunk: int | None = None,
+    events_per_chunk: int | None = None,
 ) -> list[dict[Any, Any]]:
     """Split a fileset into independent chunks, exactly as coffea 2026.9.0 does.
 
@@ -36,6 +37,15 @@ def split_fileset(
     files_per_chunk : int or None
         Keyword-only, chunkwise's own: chunks of at most this many files of each dataset.
         Cannot be combined with ``percentage``.
+    events_per_chunk : int or None
+        Keyword-only, chunkwise's own: for a preprocessed fileset, whose file entries carry
+        ``num_entries`` (as ``coffea.dataset_tools.preprocess`` writes them). Per dataset,
+        files in sorted path order are packed greedily: a file joins the current bin unless
+        that would take the bin past this many events, and a bin always takes at least one
+        file, so a larger file stands alone. Bins compose with ``strategy`` and ``datasets`` as
+        with ``files_per_chunk``. A file without a non-negative int ``num_entries`` raises
+        ValueError naming it; so does combining this with ``percentage`` or
+        ``files_per_chunk``. Values above 2**120 behave as 2**120.
 
     Returns
     -------
@@ -72,6 +82,9 @@ def hash_fileset(chunk: _Fileset) -> str:
 
 def hash_filesets(chunks: Iterable[_Fileset]) -> list[str]:
     """Return ``[hash_fileset(c) for c in chunks]``, hashing in parallel without the GIL.
+
+    The calling thread reads the chunks (with the GIL) and one worker thread per other core
+    the process may use (its CPU affinity and quota) hashes them.
 
     Parameters
     ----------

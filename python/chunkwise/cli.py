@@ -118,6 +118,13 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="each chunk gets at most N files of every dataset",
     )
+    size.add_argument(
+        "--events-per-chunk",
+        type=_positive_int,
+        metavar="N",
+        help="each chunk gets files of every dataset worth at most N events, by their "
+        "num_entries (a preprocessed fileset); a larger file gets a chunk of its own",
+    )
     group.add_argument(
         "--datasets",
         type=_dataset_list,
@@ -211,6 +218,7 @@ def _split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> li
             percentage=args.percentage,
             treename=args.treename,
             files_per_chunk=args.files_per_chunk,
+            events_per_chunk=args.events_per_chunk,
         )
     except (ValueError, TypeError) as err:
         raise UsageError(f"{source}: {_one_line(err)}") from None
@@ -308,6 +316,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
             "strategy": args.strategy,
             "percentage": args.percentage,
             "files_per_chunk": args.files_per_chunk,
+            "events_per_chunk": args.events_per_chunk,
             "datasets": args.datasets,
             "treename": args.treename,
         },
