@@ -739,3 +739,30 @@ def test_preprocessed_fileset_runs_and_is_keyed_by_its_own_hash(scenario, oracle
     cached = {p.stem for p in (tmp_path / "cache").rglob("*.coffea")}
     whole = {c.hash for c in report.chunks if c.status == "processed"}
     assert whole and whole <= cached
+
+
+def test_events_per_chunk_through_run_and_status(tmp_path: Path) -> None:
+    """run and status split a preprocessed fileset by num_entries, as split_fileset does."""
+    sizes = [900, 300, 300, 200, 1500]
+    paths = [
+        write_nanoaod_like(tmp_path / f"f{i}.root", n, seed=40 + i) for i, n in enumerate(sizes)
+    ]
+    fileset = {
+        "D": {
+            "files": {
+                str(p): {"object_path": "Events", "steps": None, "num_entries": n, "uuid": "u"}
+                for p, n in zip(paths, sizes, strict=True)
+            }
+        }
+    }
+    report = chunkwise.run(
+        fileset, METProcessor(), events_per_chunk=1000, cache=tmp_path / "c", progress=False
+    )
+    # Sorted by path: [900], [300 300 200], [1500] (a file over N stands alone).
+    assert [sum(r.events.values()) for r in report.chunks] == [900, 800, 1500]
+    assert report.complete and report.events == {"D": sum(sizes)}
+    expected = chunkwise.split_fileset(fileset, events_per_chunk=1000)
+    assert [r.hash for r in report.chunks] == chunkwise.hash_filesets(expected)
+    assert chunkwise.status(fileset, tmp_path / "c", events_per_chunk=1000).complete
+    with pytest.raises(ValueError, match="events_per_chunk"):
+        chunkwise.run(fileset, METProcessor(), events_per_chunk=1000, files_per_chunk=2)

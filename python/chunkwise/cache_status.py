@@ -213,6 +213,7 @@ def status(
     percentage: int | None = None,
     files_per_chunk: int | None = None,
     treename: str | None = None,
+    events_per_chunk: int | None = None,
     cache_key: bytes | None = None,
 ) -> StatusReport:
     """Look each chunk of a fileset up in the cache of ``chunkwise.run``; run nothing.
@@ -230,7 +231,7 @@ def status(
         in ``cache``.
     processor_instance, runner : optional
         Derive the tag as ``run`` does (``chunkwise.tag.cache_tag``).
-    strategy, datasets, percentage, files_per_chunk, treename
+    strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
         As for ``chunkwise.split_fileset``.
     cache_key : bytes, optional
         The key of a shared cache, as given to ``run``.
@@ -262,6 +263,7 @@ def status(
         percentage=percentage,
         files_per_chunk=files_per_chunk,
         treename=treename,
+        events_per_chunk=events_per_chunk,
     )
     if tag is None:
         if processor_instance is not None:

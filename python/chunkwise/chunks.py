@@ -108,6 +108,7 @@ def make_chunks(
     percentage: int | None = None,
     files_per_chunk: int | None = None,
     treename: str | None = None,
+    events_per_chunk: int | None = None,
 ) -> list[Chunk]:
     """Split a fileset (or take a list of chunks as they are) and hash every chunk.
 
@@ -117,7 +118,7 @@ def make_chunks(
         A coffea fileset, split with ``chunkwise.split_fileset`` and the other arguments, or a
         list of chunks already split (then the other arguments must be left unset). A list of
         :class:`Chunk` values is returned as it is.
-    strategy, datasets, percentage, files_per_chunk, treename
+    strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
         As for ``chunkwise.split_fileset``.
 
     Returns
@@ -138,7 +139,13 @@ def make_chunks(
     """
     if isinstance(fileset, Mapping):
         filesets = _core.split_fileset(
-            dict(fileset), strategy, datasets, percentage, treename, files_per_chunk=files_per_chunk
+            dict(fileset),
+            strategy,
+            datasets,
+            percentage,
+            treename,
+            files_per_chunk=files_per_chunk,
+            events_per_chunk=events_per_chunk,
         )
     elif isinstance(fileset, Sequence) and not isinstance(fileset, (str, bytes)):
         split_args = {
@@ -146,6 +153,7 @@ def make_chunks(
             "datasets": datasets,
             "percentage": percentage,
             "files_per_chunk": files_per_chunk,
+            "events_per_chunk": events_per_chunk,
             "treename": treename,
         }
         given = [name for name, value in split_args.items() if value is not None]

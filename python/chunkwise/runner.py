@@ -971,6 +971,7 @@ def run(
     percentage: int | None = None,
     files_per_chunk: int | None = None,
     treename: str | None = None,
+    events_per_chunk: int | None = None,
     cache: str | Path | None = None,
     cache_tag: str | None = None,
     salvage: bool = True,
@@ -1014,8 +1015,9 @@ def run(
         (schema, chunksize, skipbadfiles, retries, xrootdtimeout, ...) apply to every file. The
         Runner passed in is never changed. ``None`` means ``default_runner()``:
         IterativeExecutor and NanoAODSchema.
-    strategy, datasets, percentage, files_per_chunk, treename
-        Passed to ``chunkwise.split_fileset`` when ``fileset`` is a dict.
+    strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
+        Passed to ``chunkwise.split_fileset`` when ``fileset`` is a dict
+        (``events_per_chunk`` packs the files of a preprocessed fileset by ``num_entries``).
     cache : str or os.PathLike, optional
         Cache directory (created user-only), or a directory on an XRootD server given as
         ``"root://host//absolute/dir"`` (for sites without a shared file system; it needs
@@ -1130,6 +1132,7 @@ def run(
         percentage=percentage,
         files_per_chunk=files_per_chunk,
         treename=treename,
+        events_per_chunk=events_per_chunk,
     )
     execution = plan(runner)
     report = RunReport(notes=list(execution.notes))
