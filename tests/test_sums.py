@@ -282,18 +282,86 @@ def test_report_to_dict_is_json(files: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_weights_false_reads_no_runs_tree(files: dict[str, Any], tmp_path: Path) -> None:
-    """weights=False leaves sumw at None; its entries, loaded by a run that wants weights,
-    give None with a note rather than a sum over some of the files."""
+    """weights=False leaves sumw at None, and its entries get a tag of their own: a later run
+    that wants weights never loads entries without them."""
     fileset = {"MC": {"files": {str(p): "Events" for p in files["mc"][:3]}}}
     kwargs: dict[str, Any] = {"files_per_chunk": 1, "cache": tmp_path, "progress": False}
     off = chunkwise.run(fileset, METProcessor(), weights=False, **kwargs)
     assert off.complete and off.sumw == {"MC": None} and off.sums == {"MC": {}}
     on = chunkwise.run(fileset, METProcessor(), **kwargs)
-    assert on.file_counts["cached"] == 3 and on.sumw == {"MC": None}
-    fresh = chunkwise.run(fileset, METProcessor(), progress=False, files_per_chunk=1)
-    assert fresh.sumw["MC"] == pytest.approx(120.5 + 3.25 - 7.0 + 55.0)
+    assert on.file_counts["processed"] == 3 and on.cache.tag != off.cache.tag
+    assert on.sumw["MC"] == pytest.approx(120.5 + 3.25 - 7.0 + 55.0)
+    again = chunkwise.run(fileset, METProcessor(), weights=False, **kwargs)
+    assert again.file_counts["cached"] == 3
     # With the hook alone, the file is still opened for it.
     hooked = chunkwise.run(
         fileset, METProcessor(), weights=False, file_sums=_lumi_blocks, progress=False
     )
     assert hooked.sums["MC"] == {"half": 1.5, "n_runs": 4}
+    # status finds the tag of a run with a hook when given the same hook.
+    chunkwise.run(fileset, METProcessor(), file_sums=_lumi_blocks, **kwargs)
+    kwargs.pop("progress"), kwargs.pop("cache")
+    found = chunkwise.status(
+        fileset, tmp_path, processor_instance=METProcessor(), file_sums=_lumi_blocks, **kwargs
+    )
+    assert found.complete
+    off_status = chunkwise.status(
+        fileset, tmp_path, processor_instance=METProcessor(), weights=False, **kwargs
+    )
+    assert off_status.complete and off_status.cache.tag == off.cache.tag
+
+
+def test_non_finite_weights_make_a_bad_file(files: dict[str, Any], tmp_path: Path) -> None:
+    path = _with_runs(write_nanoaod_like(tmp_path / "nan.root", 50, seed=7), [float("nan")])
+    fileset = {"MC": {"files": {str(path): "Events", str(files["mc"][1]): "Events"}}}
+    report = chunkwise.run(fileset, METProcessor(), files_per_chunk=1, progress=False)
+    assert list(report.bad_files["MC"]) == [str(path)]
+    assert "BadWeightsError" in report.bad_files["MC"][str(path)]
+    assert "genEventSumw sums to nan" in report.bad_files["MC"][str(path)]
+    assert report.sumw["MC"] == pytest.approx(-7.0)
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_salvage_off_loses_the_chunk_even_with_files_cached(
+    files: dict[str, Any], tmp_path: Path
+) -> None:
+    good = [str(p) for p in files["mc"][:2]]
+    fileset = {"MC": {"files": dict.fromkeys([*good, str(files["truncated"])], "Events")}}
+    first = {"MC": {"files": dict.fromkeys(good, "Events")}}
+    chunkwise.run(first, METProcessor(), files_per_chunk=1, cache=tmp_path, progress=False)
+    lost = chunkwise.run(
+        fileset, METProcessor(), files_per_chunk=10, cache=tmp_path, salvage=False, progress=False
+    )
+    assert [r.status for r in lost.chunks] == ["failed"] and lost.output is None
+    assert lost.completeness == {"MC": 0.0} and lost.sumw == {"MC": None}
+    kept = chunkwise.run(
+        fileset, METProcessor(), files_per_chunk=10, cache=tmp_path, progress=False
+    )
+    assert [r.status for r in kept.chunks] == ["salvaged"]
+    assert kept.file_counts == {"processed": 0, "cached": 2, "bad": 1}
+    assert kept.sumw["MC"] == pytest.approx(120.5 + 3.25 - 7.0)
+
+
+def test_maxchunks_gives_no_sumw(files: dict[str, Any]) -> None:
+    fileset = {"MC": {"files": {str(files["mc"][0]): "Events"}}}
+    runner = processor.Runner(
+        executor=processor.IterativeExecutor(),
+        schema=NanoAODSchema,
+        skipbadfiles=True,
+        chunksize=100,
+        maxchunks=1,
+    )
+    report = chunkwise.run(fileset, METProcessor(), runner, progress=False)
+    assert report.events == {"MC": 100}
+    assert report.sumw == {"MC": None} and report.gen_events == {"MC": None}
+    assert any("maxchunks" in note and "sumw" in note for note in report.notes)
+
+
+def test_remaining_fileset_keeps_the_form(files: dict[str, Any], tmp_path: Path) -> None:
+    paths = [str(p) for p in files["mc"][:2]] + [str(files["truncated"])]
+    bare = {"MC": paths}
+    chunkwise.run(bare, METProcessor(), treename="Events", cache=tmp_path, cache_tag="t")
+    status = chunkwise.status(bare, tmp_path, tag="t", treename="Events")
+    assert status.remaining_fileset(bare) == {"MC": [str(files["truncated"])]}
+    with pytest.raises(TypeError, match="not a list of chunks"):
+        status.remaining_fileset(chunkwise.split_fileset(bare, treename="Events"))  # type: ignore[arg-type]

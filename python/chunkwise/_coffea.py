@@ -82,6 +82,11 @@ class ProcessorUnavailableError(RuntimeError):
     """The processor cannot be loaded where the work runs (a module the workers lack)."""
 
 
+class BadWeightsError(OSError):
+    """A file's ``Runs`` tree holds sums of weights that are not finite (NaN or infinite): the
+    file cannot be normalized, so it is a bad file (an ``OSError``, as a corrupt file is)."""
+
+
 class WorkerError(RuntimeError):
     """An exception from a worker that could not be sent back as itself (it does not pickle)."""
 
@@ -724,22 +729,45 @@ def read_file_sums(
 
     found: dict[str, float] = {}
     with uproot.open(path, timeout=runner.xrootdtimeout) as f:
-        runs = f["Runs"] if weights and "Runs" in f else None
-        if hasattr(runs, "arrays"):  # a TTree or an RNTuple
-            names = set(runs.keys())
-            branches = {
-                key: next((b for b in candidates if b in names), None)
-                for key, candidates in GEN_WEIGHTS.items()
-            }
-            if all(branches.values()):
-                arrays = runs.arrays(list(branches.values()), library="np")
-                for key, branch in branches.items():
-                    total = arrays[branch].sum()
-                    found[key] = int(total) if key == "gen_events" else float(total)
+        if weights:
+            try:
+                found.update(_gen_weights(f, path))
+            except Exception as exc:
+                add_note(
+                    exc,
+                    f"chunkwise: raised while reading the Runs tree of {path} for its generator "
+                    "weights; weights=False (--no-weights) skips it",
+                )
+                raise
         if file_sums is not None:
             extra = file_sums(f)
             if extra is not None:
                 found.update(_checked_sums(extra, file_sums))
+    return found
+
+
+def _gen_weights(f: Any, path: str) -> dict[str, float]:
+    import math
+
+    runs = f["Runs"] if "Runs" in f else None
+    if not hasattr(runs, "arrays"):  # neither a TTree nor an RNTuple: data
+        return {}
+    names = set(runs.keys())
+    branches = {
+        key: next((b for b in candidates if b in names), None)
+        for key, candidates in GEN_WEIGHTS.items()
+    }
+    if not all(branches.values()):
+        return {}
+    arrays = runs.arrays(list(branches.values()), library="np")
+    found: dict[str, float] = {}
+    for key, branch in branches.items():
+        total = arrays[branch].sum()
+        if not math.isfinite(float(total)):
+            raise BadWeightsError(
+                f"its Runs tree's {branch} sums to {float(total)}: the file cannot be normalized"
+            )
+        found[key] = int(total) if key == "gen_events" else float(total)
     return found
 
 

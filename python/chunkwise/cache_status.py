@@ -119,13 +119,22 @@ class StatusReport:
             are left out. ``chunkwise.run`` on it (any split) fills the same cache: a later
             run of the whole fileset loads those files from it.
         """
+        if not isinstance(fileset, Mapping):
+            raise TypeError(
+                "remaining_fileset needs the fileset dict that was looked up, not a list of "
+                f"chunks (got {type(fileset).__name__})"
+            )
         out: dict[str, Any] = {}
         for dataset, left in self.remaining.items():
             if not left or dataset not in fileset:
                 continue
-            entry = dict(fileset[dataset])
-            files = entry["files"]
             keep = set(left)
+            spec = fileset[dataset]
+            if not isinstance(spec, Mapping):  # a bare list of files (with a treename option)
+                out[dataset] = [p for p in spec if p in keep]
+                continue
+            entry = dict(spec)
+            files = entry["files"]
             if isinstance(files, Mapping):
                 entry["files"] = {p: v for p, v in files.items() if p in keep}
             else:
@@ -215,6 +224,8 @@ def status(
     treename: str | None = None,
     events_per_chunk: int | None = None,
     cache_key: bytes | None = None,
+    file_sums: Any = None,
+    weights: bool = True,
 ) -> StatusReport:
     """Look each chunk of a fileset up in the cache of ``chunkwise.run``; run nothing.
 
@@ -229,8 +240,9 @@ def status(
         The cache tag (``""`` for the flat layout). By default it is derived from
         ``processor_instance`` and ``runner`` when a processor is given, else it is the one tag
         in ``cache``.
-    processor_instance, runner : optional
-        Derive the tag as ``run`` does (``chunkwise.tag.cache_tag``).
+    processor_instance, runner, file_sums, weights : optional
+        Derive the tag as ``run`` does (``chunkwise.tag.cache_tag``): pass the ``file_sums``
+        and ``weights`` that ``run`` was given, since they are part of the tag.
     strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
         As for ``chunkwise.split_fileset``.
     cache_key : bytes, optional
@@ -269,7 +281,7 @@ def status(
         if processor_instance is not None:
             from chunkwise.tag import cache_tag
 
-            tag = cache_tag(processor_instance, runner)
+            tag = cache_tag(processor_instance, runner, file_sums, weights)
         else:
             tag = find_tag(cache)
     store = ChunkCache(cache, tag, key=cache_key)
@@ -316,12 +328,14 @@ def _look_up(
     if chunk.n_files > 1:  # files cached one by one (salvaged, or run on their own)
         done = {where for part, where in chunk.part_files.items() if store.status(part) == "cached"}
     failed: dict[tuple[str, str], str] = {}
-    salvage = store.load_salvage(chunk.hash) if state == "salvaged" else None
-    if salvage is not None and salvage.misfit(chunk.part_files) is None:
-        failed.update(_named(salvage.bad_files, files))
+    # A chunk lost whole, then salvaged by a later run, has both records: the salvage record,
+    # applied last, has the errors of the last run that tried each file.
     lost = store.load_failure(chunk.hash)
     if lost is not None and lost.chunk_hash == chunk.hash:
         failed.update(_named(lost.bad_files, files))
+    salvage = store.load_salvage(chunk.hash) if state == "salvaged" else None
+    if salvage is not None and salvage.misfit(chunk.part_files) is None:
+        failed.update(_named(salvage.bad_files, files))
     failed = {where: error for where, error in failed.items() if where not in done}
     if done == files:
         return done, {}, "done"

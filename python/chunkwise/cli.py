@@ -289,7 +289,7 @@ def _write_json(data: Any, path: str) -> None:
     from chunkwise.atomic import atomic_write
 
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=1, allow_nan=False)
         f.write("\n")
 
 
@@ -624,7 +624,8 @@ def _resolve_tag(args: argparse.Namespace) -> str:
         from coffea import processor
 
         proc = _load_processor(args.processor)
-        return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()))
+        weights = not getattr(args, "no_weights", False)
+        return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()), None, weights)
     from chunkwise.cache import is_remote
 
     if is_remote(args.cache):
@@ -668,7 +669,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.write_remaining is not None:
         remaining = report.remaining_fileset(fileset)
         _write_json(remaining, args.write_remaining)
-        n = sum(len(data["files"]) for data in remaining.values())
+        n = sum(
+            len(data["files"] if isinstance(data, Mapping) else data) for data in remaining.values()
+        )
         print(
             f"wrote the {n} files not done ({len(remaining)} datasets) to "
             f"{args.write_remaining}" + ("" if n else ": nothing remains"),
@@ -731,6 +734,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 args.force_tag,
                 proc,
                 _make_runner(args, processor.IterativeExecutor()),
+                weights=not args.no_weights,
             )
             cache.prepare()
         except ValueError as err:
@@ -809,10 +813,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
             if plotted.note() is not None:
                 print(plotted.note(), file=sys.stderr)
-    if report.cache_problem is not None:
-        return EXIT_CACHE
     if report.complete:
-        return EXIT_OK
+        return EXIT_OK if report.cache_problem is None else EXIT_CACHE
     n_bad = sum(len(files) for files in report.bad_files.values())
     if _good_enough("run", threshold, report.completeness, f"{n_bad} bad files are left out"):
         return EXIT_OK
@@ -1147,6 +1149,11 @@ def build_parser() -> argparse.ArgumentParser:
         "each dataset's other fields: run it to resubmit",
     )
     _add_min_completeness(p, "every chunk is done")
+    p.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="with --processor: the run had --no-weights (it is part of the tag)",
+    )
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
@@ -1358,3 +1365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "; finished chunks are cached, rerun to resume" if args.command == "run" else ""
         print(f"chunkwise {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as err:  # a crash of chunkwise itself: not "incomplete", not bad input
+        import traceback
+
+        traceback.print_exc()
+        print(
+            f"chunkwise {args.command}: internal error: {type(err).__name__}: {_one_line(err)}; "
+            "please report it",
+            file=sys.stderr,
+        )
+        return EXIT_BUG

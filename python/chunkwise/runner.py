@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chunkwise._coffea import (
+    GEN_WEIGHTS,
     Outcome,
     Plan,
     RetryPolicy,
@@ -673,7 +674,7 @@ class _Engine:
         by_part = state.resumed is not None or bool(state.cached)
         if not by_part and not bad:
             self._finish_whole(state, seconds)
-        elif not by_part and (not self.salvage or chunk.n_files < 2):
+        elif bad and state.resumed is None and (not self.salvage or chunk.n_files < 2):
             self._finish_failed(state, bad, seconds)
         else:
             self._finish_salvaged(state, bad, seconds)
@@ -913,6 +914,7 @@ def open_cache(
     processor_instance: Any,
     runner: Any,
     file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
+    weights: bool = True,
 ) -> ChunkCache:
     """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
 
@@ -932,7 +934,7 @@ def open_cache(
     """
     if tag == "":
         return ChunkCache(root, "", key=key)
-    manifest = tag_manifest(processor_instance, runner, file_sums)
+    manifest = tag_manifest(processor_instance, runner, file_sums, weights)
     cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
     cache.check(create=True)
     existing = cache.read_manifest()
@@ -1146,6 +1148,7 @@ def run(
             processor_instance,
             execution.runner,
             file_sums,
+            weights,
         )
         removed = chunk_cache.prepare()  # before any work: CacheError says what is wrong
         if removed:
@@ -1193,6 +1196,16 @@ def run(
         report.notes.append(report.cache_problem)
     report.chunks = [engine.records[i] for i in sorted(engine.records)]
     partial = _count(report)
+    if execution.maxchunks is not None and any(v is not None for v in report.sumw.values()):
+        for dataset in report.sums:
+            for name in GEN_WEIGHTS:
+                if name in report.sums[dataset]:
+                    report.sums[dataset][name] = None
+            report.sumw[dataset] = report.sumw2[dataset] = report.gen_events[dataset] = None
+        report.notes.append(
+            "sumw, sumw2 and gen_events are None: with maxchunks only part of each file is "
+            "processed, while a Runs tree sums the whole file"
+        )
     for dataset, (name, with_it, n_ok) in sorted(partial.items()):
         report.notes.append(
             f"{dataset}: {with_it} of its {n_ok} files in the output have {name}, so its {name} "

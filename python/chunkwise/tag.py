@@ -714,7 +714,9 @@ def _processor_state(processor: Any) -> dict[str, Any]:
     return {str(k): v for k, v in state.items()}
 
 
-def tag_manifest(processor: Any, runner: Any = None, file_sums: Any = None) -> dict[str, Any]:
+def tag_manifest(
+    processor: Any, runner: Any = None, file_sums: Any = None, weights: bool = True
+) -> dict[str, Any]:
     """Everything that names a processor's cache entries, part by part.
 
     Parameters
@@ -725,6 +727,10 @@ def tag_manifest(processor: Any, runner: Any = None, file_sums: Any = None) -> d
         The Runner; ``None`` means ``chunkwise.runner.default_runner()``, as in ``chunkwise.run``.
     file_sums : callable, optional
         ``chunkwise.run``'s per-file hook, whose results are saved with the entries.
+    weights : bool, optional
+        ``chunkwise.run``'s ``weights``: entries written without the generator weights get a
+        tag of their own (``"weights": false``), so that a run that wants them never loads
+        entries that lack them.
 
     Returns
     -------
@@ -909,6 +915,8 @@ def tag_manifest(processor: Any, runner: Any = None, file_sums: Any = None) -> d
     }
     if hooks:  # absent without a hook, so that the tags of runs without one do not change
         manifest["hooks"] = hooks
+    if not weights:
+        manifest["weights"] = False
     return manifest
 
 
@@ -916,7 +924,9 @@ def _canonical(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def cache_tag(processor: Any, runner: Any = None, file_sums: Any = None) -> str:
+def cache_tag(
+    processor: Any, runner: Any = None, file_sums: Any = None, weights: bool = True
+) -> str:
     """The cache sub-directory name for a processor and Runner configuration.
 
     The tag changes when any part of ``tag_manifest(processor, runner)`` changes:
@@ -960,7 +970,7 @@ def cache_tag(processor: Any, runner: Any = None, file_sums: Any = None) -> str:
     >>> cache_tag(METProcessor(), runner)  # doctest: +SKIP
     'METProcessor-3f1c0a9b7d2e4f60'
     """
-    return tag_of(tag_manifest(processor, runner, file_sums))
+    return tag_of(tag_manifest(processor, runner, file_sums, weights))
 
 
 def tag_of(manifest: Mapping[str, Any]) -> str:
@@ -1020,6 +1030,8 @@ def explain(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     entries("state", lambda k, _: f"state {k!r}")
     entries("runner", lambda k, _: f"runner {k}", values=True)
     entries("hooks", lambda k, _: f"hook {k}")
+    if old.get("weights", True) != new.get("weights", True):
+        lines.append(f"weights {old.get('weights', True)} -> {new.get('weights', True)}")
     a, b = set(old.get("unfingerprintable") or ()), set(new.get("unfingerprintable") or ())
     lines += [f"unfingerprintable now: {p}" for p in sorted(b - a)]
     lines += [f"no longer unfingerprintable: {p}" for p in sorted(a - b)]
