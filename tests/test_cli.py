@@ -617,3 +617,46 @@ def test_the_bar_counts_files_on_stderr(tmp_path: Path, demo_files):
     assert "2/2 chunks, 2 bad files" in result.stderr and "eta" in result.stderr
     assert "files ·" not in result.stdout
     assert result.stdout.startswith("dataset")
+
+
+def test_new_user_findings(tmp_path: Path, demo_files):
+    """What a new user ran into: a wrong tag looked like "nothing ran"; a chunk of only bad
+    files counted as salvaged; a threshold not met said nothing; plot options without --plot."""
+    _, fileset = demo_files
+    source = write_json(tmp_path / "fileset.json", fileset)
+    cache = tmp_path / "cache"
+    split = ("--files-per-chunk", "2", "--strategy", "by_dataset")
+    run = cli("run", source, "--processor", PROCESSOR, *split, "--cache", cache, "--no-progress")
+    assert run.returncode == 1
+
+    wrong = cli("status", source, *split, "--cache", cache, "--tag", "wrongtag")
+    assert_usage_error(wrong, "has no tag 'wrongtag'", "METProcessor-")
+
+    below = cli("status", source, *split, "--cache", cache, "--min-completeness", "0.9")
+    assert below.returncode == 1
+    assert "INCOMPLETE, below --min-completeness 0.9: DYJets 83.3%, TTbar 80.0%" in below.stderr
+
+    report = tmp_path / "r.json"
+    accepted = cli("run", source, "--processor", PROCESSOR, *split, "--cache", cache,
+                   "--no-progress", "--min-completeness", "0.8", "--report", report)  # fmt: skip
+    assert accepted.returncode == 0
+    assert (
+        "accepted as INCOMPLETE by --min-completeness 0.8"
+        in json.loads(report.read_text())["notes"]
+    )
+
+    for option in (("--experiment", "ATLAS"), ("--plot-text", "hi"), ("--lumi", "59.8")):
+        assert_usage_error(
+            cli("run", source, "--processor", PROCESSOR, *option), "give --plot FILE too"
+        )
+    labelled = cli("run", source, "--processor", PROCESSOR, *split, "--cache", cache,
+                   "--no-progress", "--plot", tmp_path / "p.png", "--lumi", "59.8")  # fmt: skip
+    assert "--lumi 59.8 labels the plot" in labelled.stderr
+
+    # A chunk whose every file is bad is failed, not salvaged.
+    bad = write_json(tmp_path / "bad.json", {"D": {"files": {
+        str(tmp_path / "no1.root"): "Events", str(tmp_path / "no2.root"): "Events"}}})  # fmt: skip
+    allbad = cli("run", bad, "--processor", PROCESSOR, "--no-progress", "--report", report)
+    assert allbad.returncode == 1
+    assert "chunks: 1 (0 processed, 0 cached, 0 salvaged, 1 failed)" in allbad.stdout
+    assert [c["status"] for c in json.loads(report.read_text())["chunks"]] == ["failed"]

@@ -285,6 +285,17 @@ def status(
         else:
             tag = find_tag(cache)
     store = ChunkCache(cache, tag, key=cache_key)
+    if tag and not is_remote(cache) and os.path.isdir(cache) and not store.directory.is_dir():
+        held = sorted(
+            n for n in os.listdir(cache) if not n.startswith(".") and os.path.isdir(Path(cache) / n)
+        )
+        if held:  # a typo, or other options than the run's: not "nothing has run yet"
+            raise ValueError(
+                f"cache {str(cache)!r} has no tag {tag!r}; it holds "
+                + ", ".join(repr(t) for t in held)
+                + " (chunkwise cache ls shows them): check --tag, --processor and the options "
+                "that make the tag"
+            )
     report = StatusReport(store)
     report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()

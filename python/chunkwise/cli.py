@@ -285,6 +285,14 @@ def _good_enough(
     return True
 
 
+def _below(command: str, threshold: float, fractions: Mapping[str, float]) -> None:
+    short = ", ".join(f"{d} {f:.1%}" for d, f in sorted(fractions.items()) if f < threshold)
+    print(
+        f"chunkwise {command}: INCOMPLETE, below --min-completeness {threshold:g}: {short}",
+        file=sys.stderr,
+    )
+
+
 def _write_json(data: Any, path: str) -> None:
     from chunkwise.atomic import atomic_write
 
@@ -683,6 +691,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     n_left = report.overall.files - report.overall.files_done
     if _good_enough("status", threshold, fractions, f"{n_left} files are not done"):
         return EXIT_OK
+    if threshold is not None:
+        _below("status", threshold, fractions)
     return EXIT_INCOMPLETE
 
 
@@ -709,8 +719,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     threshold = _min_completeness(args.min_completeness)
     if args.plot is not None and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
         raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png, .pdf or .svg")
-    if args.plot is None and (args.lumi, args.com) != (None, None):
-        raise UsageError("--lumi and --com label the plot: give --plot FILE too")
+    plot_options = (args.lumi, args.com, args.experiment, args.plot_text)
+    if args.plot is None and plot_options != (None, None, None, None):
+        raise UsageError(
+            "--lumi, --com, --experiment and --plot-text label the plot: give --plot FILE too"
+        )
 
     key = _cache_key(args)
     replicas = _replicas(args.replica)
@@ -784,6 +797,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             close()
 
     print(report.summary())
+    n_bad = sum(len(files) for files in report.bad_files.values())
+    accepted = not report.complete and _good_enough(
+        "run", threshold, report.completeness, f"{n_bad} bad files are left out"
+    )
+    if accepted:
+        report.notes.append(f"accepted as INCOMPLETE by --min-completeness {threshold:g}")
+    elif not report.complete and threshold is not None:
+        _below("run", threshold, report.completeness)
     if args.report is not None:
         _write_json(report.to_dict(), args.report)
         print(f"wrote the report to {args.report}", file=sys.stderr)
@@ -804,9 +825,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 completeness=report.completeness,
                 lumi=args.lumi,
                 com=args.com,
-                experiment=args.experiment,
-                text=args.plot_text,
+                experiment=args.experiment or "CMS",
+                text="Private Work" if args.plot_text is None else args.plot_text,
             )
+            if args.lumi is not None:
+                print(
+                    f"note: --lumi {args.lumi:g} labels the plot; the histograms are drawn as "
+                    "the processor filled them (scale MC by xsec * lumi / sumw in the processor "
+                    "or on report.output)",
+                    file=sys.stderr,
+                )
             if plotted.drawn:
                 print(f"plotted {', '.join(plotted.drawn)} to {args.plot}", file=sys.stderr)
             else:
@@ -815,10 +843,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(plotted.note(), file=sys.stderr)
     if report.complete:
         return EXIT_OK if report.cache_problem is None else EXIT_CACHE
-    n_bad = sum(len(files) for files in report.bad_files.values())
-    if _good_enough("run", threshold, report.completeness, f"{n_bad} bad files are left out"):
-        return EXIT_OK
-    return EXIT_INCOMPLETE
+    return EXIT_OK if accepted else EXIT_INCOMPLETE
 
 
 def _cache_key(args: argparse.Namespace) -> bytes | None:
@@ -1230,12 +1255,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--experiment",
         choices=["CMS", "ATLAS", "LHCb", "ALICE"],
-        default="CMS",
         help="whose mplhep style and label (default CMS)",
     )
     plot.add_argument(
         "--plot-text",
-        default="Private Work",
         metavar="TEXT",
         help="words after the experiment name (default 'Private Work'; e.g. 'Simulation "
         "Preliminary')",

@@ -762,10 +762,11 @@ class _Engine:
             # Every file is in now: the chunk gets its whole entry, and later runs and
             # status see it as cached.
             self._save(chunk.hash, None, total, record.events, record.sums)
-            if state.resumed is None:  # assembled from files cached one by one
-                computed = any(part.status == "processed" for part in record.parts)
-                record.status = "processed" if computed else "cached"
-                record.exception = None
+            computed = any(part.status == "processed" for part in record.parts)
+            record.status = "processed" if computed else "cached"
+            record.exception = None
+        elif all(part.status == "failed" for part in record.parts):
+            record.status = "failed"  # nothing of it is in the output
         if state.resumed is not None:
             salvage.error = state.resumed.error
         if self.cache is not None and (
