@@ -1,14 +1,18 @@
-//! The exceptions `split_fileset` and `hash_fileset` raise for input coffea rejects, in one place.
+//! Every exception the core raises, in one place: [`Error`] names the condition, and its one
+//! conversion into a `PyErr` (`From<Error> for PyErr`) writes the message.
 //!
-//! Each message starts with coffea 2026.9.0's exact text (checked differentially against coffea
+//! For input coffea rejects,
+//! each message starts with coffea 2026.9.0's exact text (checked differentially against coffea
 //! in `tests/test_core_differential.py`), so that code matching coffea's messages keeps working;
 //! chunkwise's hint, if any, follows it. The text is built by Python's own `str.format`, which
 //! formats each argument as coffea's f-strings do (`format(x, "")`, so `str(x)` for most
 //! objects) and keeps strings Rust cannot hold (lone surrogates) exact.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+
+use crate::pyobj;
 
 /// `template.format(*args)` as a Python `str`; an error raised by an argument's `__format__` is
 /// raised instead, as coffea's f-string would raise it.
@@ -40,117 +44,157 @@ fn type_error(msg: PyResult<Py<PyAny>>) -> PyErr {
     }
 }
 
-/// `strategy` is neither `"by_dataset"` nor `None`.
-pub fn unknown_strategy(strategy: &Bound<'_, PyAny>) -> PyErr {
-    value_error(text(
-        strategy.py(),
-        "Unknown strategy '{}'. Use 'by_dataset' or None.",
-        (strategy,),
-    ))
-}
-
-/// `percentage` is not an int that divides 100.
-pub fn bad_percentage(py: Python<'_>) -> PyErr {
-    value_error(text(
-        py,
-        "'percentage' must be an int that divides 100 evenly (e.g. 10, 20, 25, 50). \
-         For any other chunk size, chunkwise has files_per_chunk=N and events_per_chunk=N.",
-        (),
-    ))
-}
-
 const TREENAME_HINT: &str = " Pass treename=\"Events\" (or the tree to read) to split_fileset.";
 
-/// `split_fileset`: a dataset given as a bare list of paths, and no `treename`.
-pub fn split_list_dataset_needs_treename(name: &Bound<'_, PyAny>) -> PyErr {
-    value_error(text(
-        name.py(),
-        &format!(
-            "Dataset '{{}}' uses list-format files; 'treename' must be supplied to make the \
-             chunk self-contained.{TREENAME_HINT}"
-        ),
-        (name,),
-    ))
+/// Which function is reading: coffea words some of the same conditions differently in
+/// `split_fileset` and `hash_fileset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Split,
+    Hash,
 }
 
-/// `split_fileset`: a dataset dict whose `files` is a list, with no `treename` key or argument.
-pub fn split_list_files_need_treename(name: &Bound<'_, PyAny>) -> PyErr {
-    value_error(text(
-        name.py(),
-        &format!(
-            "Dataset '{{}}' uses list-format files without a dataset-level 'treename' field; \
-             'treename' must be supplied to make the chunk self-contained.{TREENAME_HINT}"
-        ),
-        (name,),
-    ))
+/// A condition the core raises an exception for.
+pub enum Error<'a, 'py> {
+    /// `strategy` is neither `"by_dataset"` nor `None`.
+    UnknownStrategy(&'a Bound<'py, PyAny>),
+    /// `percentage` is not an int that divides 100.
+    BadPercentage(Python<'py>),
+    /// `percentage` and `files_per_chunk` together.
+    PercentageAndFilesPerChunk,
+    /// `events_per_chunk` with `percentage` or `files_per_chunk`.
+    EventsCombined,
+    /// `files_per_chunk` or `events_per_chunk` (named) is not an int.
+    NotAnInt(&'static str, &'a Bound<'py, PyAny>),
+    /// `files_per_chunk` or `events_per_chunk` (named) is below 1.
+    NotPositive(&'static str, &'a Bound<'py, PyAny>),
+    /// `split_fileset`: a dataset given as a bare list of paths, and no `treename`.
+    ListDatasetNeedsTreename(&'a Bound<'py, PyAny>),
+    /// A dataset dict whose `files` is a list, with no `treename` key (or, for `split_fileset`,
+    /// argument).
+    ListFilesNeedTreename(Op, &'a Bound<'py, PyAny>),
+    /// A dataset (name, value) of a type the function does not take.
+    DatasetType(Op, &'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>),
+    /// A dataset's `files` that is neither a dict nor a list or tuple.
+    FilesType(Op, &'a Bound<'py, PyAny>),
+    /// `events_per_chunk`: a file (path, dataset) without a usable `num_entries`.
+    NoNumEntries(&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>),
+    /// `a, b = item` on a non-iterable (its type name).
+    UnpackNonIterable(String),
+    /// `a, b = item` on more than two values.
+    UnpackTooMany,
+    /// `a, b = item` on fewer than two values (how many).
+    UnpackTooFew(usize),
+    /// A dict changed size while the core walked it.
+    DictChangedSize,
+    /// A dict's keys were replaced while the core walked it.
+    DictKeysChanged,
+    /// A worker thread panicked (a bug).
+    ThreadPanicked,
 }
 
-/// `split_fileset`: a dataset that is neither a dict nor a list or tuple of paths.
-pub fn split_dataset_type(name: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyErr {
-    let py = name.py();
-    type_error(type_name(data).and_then(|t| {
-        text(
-            py,
-            "Unsupported dataset value type for '{}': {}. A fileset maps each dataset to a dict \
-             {{\"files\": {{path: treename}}, ...}} or to a list of paths.",
-            (name, t),
-        )
-    }))
-}
-
-/// `split_fileset`: a dataset's `files` that is neither a dict nor a list or tuple.
-pub fn split_files_type(files: &Bound<'_, PyAny>) -> PyErr {
-    let py = files.py();
-    type_error(type_name(files).and_then(|t| {
-        text(
-            py,
-            "Expected dataset['files'] to be a dict or list, got {} \
-             (a dict {{path: treename}} or a list of paths).",
-            (t,),
-        )
-    }))
-}
-
-/// `hash_fileset`: a dataset that is not a dict.
-pub fn hash_dataset_type(name: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyErr {
-    let py = name.py();
-    type_error(type_name(data).and_then(|t| {
-        text(
-            py,
-            "Unsupported dataset value type for '{}': {}. Pass a fileset chunk produced by \
-             split_fileset, or supply a dataset-level 'treename' for list-format filesets.",
-            (name, t),
-        )
-    }))
-}
-
-/// `hash_fileset`: a dataset whose `files` is a list, with no `treename` key.
-pub fn hash_list_files_need_treename(name: &Bound<'_, PyAny>) -> PyErr {
-    value_error(text(
-        name.py(),
-        "Dataset '{}' uses list-format files without a dataset-level 'treename' field; the \
-         chunk is not self-contained and cannot be hashed reliably. Split it with \
-         split_fileset(..., treename=\"Events\").",
-        (name,),
-    ))
-}
-
-/// `hash_fileset`: a dataset's `files` that is neither a dict nor a list or tuple.
-pub fn hash_files_type(files: &Bound<'_, PyAny>) -> PyErr {
-    let py = files.py();
-    type_error(
-        type_name(files)
-            .and_then(|t| text(py, "Expected 'files' to be a dict or list, got {}", (t,))),
-    )
-}
-
-/// `events_per_chunk`: a file without a usable `num_entries` (chunkwise's own option).
-pub fn no_num_entries(path: &Bound<'_, PyAny>, dataset: &Bound<'_, PyAny>) -> PyErr {
-    value_error(text(
-        path.py(),
-        "events_per_chunk needs every file's number of events, but file {!r} of dataset {!r} \
-         has no 'num_entries' (a non-negative int, as coffea.dataset_tools.preprocess writes \
-         it): preprocess the fileset first, or use files_per_chunk",
-        (path, dataset),
-    ))
+impl From<Error<'_, '_>> for PyErr {
+    fn from(e: Error<'_, '_>) -> PyErr {
+        match e {
+            Error::UnknownStrategy(strategy) => value_error(text(
+                strategy.py(),
+                "Unknown strategy '{}'. Use 'by_dataset' or None.",
+                (strategy,),
+            )),
+            Error::BadPercentage(py) => value_error(text(
+                py,
+                "'percentage' must be an int that divides 100 evenly (e.g. 10, 20, 25, 50). \
+                 For any other chunk size, chunkwise has files_per_chunk=N and events_per_chunk=N.",
+                (),
+            )),
+            Error::PercentageAndFilesPerChunk => {
+                PyValueError::new_err("pass either percentage or files_per_chunk, not both")
+            }
+            Error::EventsCombined => PyValueError::new_err(
+                "events_per_chunk cannot be combined with percentage or files_per_chunk: pass \
+                 one of the three",
+            ),
+            Error::NotAnInt(name, n) => PyTypeError::new_err(format!(
+                "{name} must be an int, not {}",
+                pyobj::type_name(n)
+            )),
+            Error::NotPositive(name, n) => PyValueError::new_err(format!(
+                "{name}={} is not allowed: it must be at least 1",
+                pyobj::short_repr(n)
+            )),
+            Error::ListDatasetNeedsTreename(name) => value_error(text(
+                name.py(),
+                &format!(
+                    "Dataset '{{}}' uses list-format files; 'treename' must be supplied to make \
+                     the chunk self-contained.{TREENAME_HINT}"
+                ),
+                (name,),
+            )),
+            Error::ListFilesNeedTreename(Op::Split, name) => value_error(text(
+                name.py(),
+                &format!(
+                    "Dataset '{{}}' uses list-format files without a dataset-level 'treename' \
+                     field; 'treename' must be supplied to make the chunk self-contained.\
+                     {TREENAME_HINT}"
+                ),
+                (name,),
+            )),
+            Error::ListFilesNeedTreename(Op::Hash, name) => value_error(text(
+                name.py(),
+                "Dataset '{}' uses list-format files without a dataset-level 'treename' field; \
+                 the chunk is not self-contained and cannot be hashed reliably. Split it with \
+                 split_fileset(..., treename=\"Events\").",
+                (name,),
+            )),
+            Error::DatasetType(op, name, data) => {
+                let py = name.py();
+                let template = match op {
+                    Op::Split => {
+                        "Unsupported dataset value type for '{}': {}. A fileset maps each \
+                         dataset to a dict {{\"files\": {{path: treename}}, ...}} or to a list \
+                         of paths."
+                    }
+                    Op::Hash => {
+                        "Unsupported dataset value type for '{}': {}. Pass a fileset chunk \
+                         produced by split_fileset, or supply a dataset-level 'treename' for \
+                         list-format filesets."
+                    }
+                };
+                type_error(type_name(data).and_then(|t| text(py, template, (name, t))))
+            }
+            Error::FilesType(op, files) => {
+                let py = files.py();
+                let template = match op {
+                    Op::Split => {
+                        "Expected dataset['files'] to be a dict or list, got {} \
+                         (a dict {{path: treename}} or a list of paths)."
+                    }
+                    Op::Hash => "Expected 'files' to be a dict or list, got {}",
+                };
+                type_error(type_name(files).and_then(|t| text(py, template, (t,))))
+            }
+            Error::NoNumEntries(path, dataset) => value_error(text(
+                path.py(),
+                "events_per_chunk needs every file's number of events, but file {!r} of dataset \
+                 {!r} has no 'num_entries' (a non-negative int, as \
+                 coffea.dataset_tools.preprocess writes it): preprocess the fileset first, or \
+                 use files_per_chunk",
+                (path, dataset),
+            )),
+            Error::UnpackNonIterable(type_name) => {
+                PyTypeError::new_err(format!("cannot unpack non-iterable {type_name} object"))
+            }
+            Error::UnpackTooMany => PyValueError::new_err("too many values to unpack (expected 2)"),
+            Error::UnpackTooFew(got) => PyValueError::new_err(format!(
+                "not enough values to unpack (expected 2, got {got})"
+            )),
+            Error::DictChangedSize => {
+                PyRuntimeError::new_err("dictionary changed size during iteration")
+            }
+            Error::DictKeysChanged => {
+                PyRuntimeError::new_err("dictionary keys changed during iteration")
+            }
+            Error::ThreadPanicked => PyRuntimeError::new_err("a hashing thread panicked"),
+        }
+    }
 }

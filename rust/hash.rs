@@ -15,22 +15,19 @@
 //! `hash_one` takes a faster route that does all three per dataset, visiting each path once, and
 //! replays the strict order above only when it meets an error (see [`hash_one`]).
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
-
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::mpsc;
 
 use typed_arena::Arena;
 
 use crate::canonical::{
-    digest, sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, Value,
+    sort_plan, write_plan, ChunkPlan, FastFiles, FileEntry, HashSink, Sink, Value,
 };
-use crate::errors;
+use crate::errors::{Error, Op};
+use crate::fileset::{self, Reader};
 use crate::native;
-use crate::pipeline::{hash_work, Feeder, Work};
 use crate::pyobj;
+use crate::threads::{self, Group};
 
 /// A value of the document after step 2: a plain `str` (escaped in Rust) or encoded JSON.
 enum Text<'py> {
@@ -40,11 +37,10 @@ enum Text<'py> {
 
 /// A dataset's files after step 1.
 enum Files<'a, 'py> {
-    /// An exact `dict` whose keys are all `str` and values all `str` or `None`.
-    FastDict(Bound<'py, PyDict>),
-    /// An exact `list` or `tuple` of `str`.
-    FastSeq(Bound<'py, PyAny>),
-    /// Sorted by Python (rare keys or values): the canonical list, to be encoded in step 2.
+    /// A fast container whose values all encode without error, not gathered yet (the strict
+    /// check does not gather).
+    Plain(Bound<'py, PyAny>),
+    /// Sorted by Python (rare paths or values): the canonical list, to be encoded in step 2.
     Sorted(Bound<'py, PyList>),
     /// Gathered already, during the check.
     Gathered(FastFiles<'a>),
@@ -52,8 +48,7 @@ enum Files<'a, 'py> {
 
 /// A dataset's files after step 2: `Sorted` has become `Raw`.
 enum EncodedFiles<'a, 'py> {
-    FastDict(Bound<'py, PyDict>),
-    FastSeq(Bound<'py, PyAny>),
+    Plain(Bound<'py, PyAny>),
     Raw(Vec<u8>),
     Gathered(FastFiles<'a>),
 }
@@ -79,10 +74,6 @@ const EXTRAS: [(&str, &str); 3] = [
     ("treename", ",\"treename\":"),
 ];
 
-fn is_str(obj: &Bound<'_, PyAny>) -> bool {
-    obj.is_exact_instance_of::<PyString>()
-}
-
 /// Step 1: the structure of one dataset.
 fn check_dataset<'a, 'py>(
     name: Bound<'py, PyAny>,
@@ -91,11 +82,11 @@ fn check_dataset<'a, 'py>(
 ) -> PyResult<Checked<'a, 'py>> {
     let py = data.py();
     if !data.is_instance_of::<PyDict>() {
-        return Err(errors::hash_dataset_type(&name, data));
+        return Err(Error::DatasetType(Op::Hash, &name, data).into());
     }
     let files = pyobj::get_files(data)?;
     if pyobj::is_list_or_tuple(&files) && !data.contains(pyo3::intern!(py, "treename"))? {
-        return Err(errors::hash_list_files_need_treename(&name));
+        return Err(Error::ListFilesNeedTreename(Op::Hash, &name).into());
     }
     let files = check_files(&files, gatherer)?;
     let mut extras = Vec::new();
@@ -124,42 +115,19 @@ fn check_files<'a, 'py>(
     files: &Bound<'py, PyAny>,
     gatherer: Option<&Gatherer<'a, 'py>>,
 ) -> PyResult<Files<'a, 'py>> {
-    if let (Ok(d), Some(g)) = (files.cast_exact::<PyDict>(), gatherer) {
-        // One pass that checks and gathers (the plain case), instead of a check now and a
-        // gather later: each path's object is visited once while it is still in cache.
-        let items = pyobj::DictItems::new(d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
-        if let Some(f) = g.fast_files(d.len(), items)? {
-            return Ok(Files::Gathered(f));
-        }
-    } else if let Ok(d) = files.cast_exact::<PyDict>() {
-        let mut plain = true;
-        for item in pyobj::DictItems::new(d) {
-            let (k, v) = item?;
-            if !(is_str(&k) && (v.is_none() || is_str(&v))) {
-                plain = false;
-                break;
-            }
-        }
-        if plain {
-            return Ok(Files::FastDict(d.clone()));
-        }
-    }
-    if files.is_instance_of::<PyDict>() {
-        return Ok(Files::Sorted(pyobj::sorted(&files.call_method0("items")?)?));
-    }
-    let exact_seq =
-        files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>();
-    if exact_seq
-        && files
-            .try_iter()?
-            .all(|p| p.map(|p| is_str(&p)).unwrap_or(false))
-    {
-        return Ok(Files::FastSeq(files.clone()));
-    }
-    if pyobj::is_list_or_tuple(files) {
-        return Ok(Files::Sorted(pyobj::sorted_with_none(files)?));
-    }
-    Err(errors::hash_files_type(files))
+    // With a gatherer, one pass checks and gathers (the plain case), instead of a check now and
+    // a gather later: each path's object is visited once while it is still in cache.
+    let (sorted, shape) = match gatherer {
+        Some(g) => match fileset::read(Op::Hash, files, |n| g.reader(n))? {
+            fileset::Files::Fast(f, _) => return Ok(Files::Gathered(f)),
+            fileset::Files::Python(sorted, shape) => (sorted, shape),
+        },
+        None => match fileset::read(Op::Hash, files, |_| fileset::PlainValues)? {
+            fileset::Files::Fast((), _) => return Ok(Files::Plain(files.clone())),
+            fileset::Files::Python(sorted, shape) => (sorted, shape),
+        },
+    };
+    Ok(Files::Sorted(fileset::sorted_items(sorted, shape)?))
 }
 
 /// Step 2: encode one value of the document (a dataset name if `as_key`).
@@ -187,8 +155,7 @@ fn encode_text<'py>(obj: Bound<'py, PyAny>, as_key: bool) -> PyResult<Text<'py>>
 fn encode_dataset<'a, 'py>(ds: Checked<'a, 'py>) -> PyResult<Encoded<'a, 'py>> {
     let key = encode_text(ds.key, true)?;
     let files = match ds.files {
-        Files::FastDict(d) => EncodedFiles::FastDict(d),
-        Files::FastSeq(s) => EncodedFiles::FastSeq(s),
+        Files::Plain(f) => EncodedFiles::Plain(f),
         Files::Gathered(f) => EncodedFiles::Gathered(f),
         Files::Sorted(list) => EncodedFiles::Raw(pyobj::encode_json(list.as_any())?),
     };
@@ -232,7 +199,7 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     /// Keep `s` alive and borrow its UTF-8 form, or `None` for a lone surrogate.
     fn borrow(&self, s: Bound<'py, PyString>) -> Option<&'a str> {
         let kept: &'a Bound<'py, PyString> = self.keep.alloc(s);
-        kept.to_str().ok()
+        fileset::utf8(kept)
     }
 
     fn text(&self, plan: &mut ChunkPlan<'a>, text: Text<'py>) -> PyResult<()> {
@@ -247,76 +214,20 @@ impl<'a, 'py> Gatherer<'a, 'py> {
         Ok(())
     }
 
-    /// Gather the paths and values of a files container whose paths are all `str` with a
-    /// UTF-8 form (`None` otherwise, and Python sorts and encodes the container). Tree names
-    /// are borrowed; other values (preprocessed entries) are encoded here by `native.rs`, and
-    /// the rare ones it declines by Python's encoder once the walk is over (so that no Python
-    /// code runs while the dict is walked). If Python cannot encode one, `None`: the caller's
-    /// Python path raises coffea's error in coffea's order.
-    fn fast_files(
-        &self,
-        len_hint: usize,
-        pairs: impl Iterator<Item = PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>>,
-    ) -> PyResult<Option<FastFiles<'a>>> {
-        let mut files = FastFiles {
-            entries: Vec::with_capacity(len_hint),
-            values: Vec::new(),
-            json: Vec::new(),
-        };
-        // Values that repeat (tree names, usually one object or a few equal ones; or one
-        // preprocessed entry shared by many files): remember the last.
-        let mut last: Option<(Bound<'py, PyAny>, Value)> = None;
-        // Entries whose value Python's encoder writes, once the walk is over.
-        let mut rare: Vec<(usize, Bound<'py, PyAny>)> = Vec::new();
-        let mut reserved = false;
-        for pair in pairs {
-            let (path, value) = pair?;
-            let Ok(path) = path.cast_into_exact::<PyString>() else {
-                return Ok(None);
-            };
-            let Some(path) = self.borrow(path) else {
-                return Ok(None);
-            };
-            let value = match value {
-                Some(v) if !v.is_none() => match &last {
-                    Some((obj, val)) if obj.is(&v) => *val,
-                    _ => match self.value(&mut files, &v) {
-                        Some(val) => {
-                            if let (Value::Json(start, _), false) = (val, reserved) {
-                                if start > 0 {
-                                    // A second distinct encoded value: expect one a file, of
-                                    // about the first one's size.
-                                    let each = start as usize + 8;
-                                    files.json.reserve(len_hint.saturating_mul(each));
-                                    reserved = true;
-                                }
-                            }
-                            last = Some((v, val));
-                            val
-                        }
-                        None => {
-                            rare.push((files.entries.len(), v));
-                            Value::Null // replaced below
-                        }
-                    },
-                },
-                _ => Value::Null,
-            };
-            files.entries.push(FileEntry { path, value });
+    /// A reader that gathers a files container of `len_hint` files (see [`Gather`]).
+    fn reader<'g>(&'g self, len_hint: usize) -> Gather<'g, 'a, 'py> {
+        Gather {
+            gatherer: self,
+            files: FastFiles {
+                entries: Vec::with_capacity(len_hint),
+                values: Vec::new(),
+                json: Vec::new(),
+            },
+            len_hint,
+            last: None,
+            rare: Vec::new(),
+            reserved: false,
         }
-        for (i, v) in rare {
-            let Ok(text) = pyobj::encode_json(&v) else {
-                return Ok(None);
-            };
-            let start = files.json.len();
-            files.json.extend_from_slice(&text);
-            files.entries[i].value = Value::Json(start as u32, text.len() as u32);
-        }
-        if u32::try_from(files.json.len()).is_err() {
-            // Offsets past 4 GiB of encoded values in one dataset: let Python do it.
-            return Ok(None);
-        }
-        Ok(Some(files))
     }
 
     /// A tree name (borrowed, each distinct one stored once) or a value encoded natively into
@@ -339,28 +250,17 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 
     fn files(&self, plan: &mut ChunkPlan<'a>, files: EncodedFiles<'a, 'py>) -> PyResult<()> {
-        // Rare, for the fast containers: a path or tree name with a lone surrogate, or a
-        // fileset that another thread changed since it was checked. Python sorts and encodes.
         match files {
             EncodedFiles::Gathered(f) => plan.files(f),
             EncodedFiles::Raw(b) => plan.raw(b),
-            // No Python code runs while we walk the dict, so (with the GIL held) it cannot change
-            // under us; `DictItems` turns a change into a RuntimeError all the same.
-            EncodedFiles::FastDict(d) => {
-                let items = pyobj::DictItems::new(&d).map(|kv| kv.map(|(k, v)| (k, Some(v))));
-                match self.fast_files(d.len(), items)? {
-                    Some(f) => plan.files(f),
-                    None => plan.raw(pyobj::encode_json(
-                        pyobj::sorted(d.items().as_any())?.as_any(),
+            EncodedFiles::Plain(files) => {
+                match fileset::read(Op::Hash, &files, |n| self.reader(n))? {
+                    fileset::Files::Fast(f, _) => plan.files(f),
+                    // Rare: a path or tree name with a lone surrogate, or a fileset that another
+                    // thread changed since it was checked. Python sorts and encodes.
+                    fileset::Files::Python(sorted, shape) => plan.raw(pyobj::encode_json(
+                        fileset::sorted_items(sorted, shape)?.as_any(),
                     )?),
-                }
-            }
-            EncodedFiles::FastSeq(seq) => {
-                let it = seq.try_iter()?;
-                let paths = it.map(|p| p.map(|p| (p, None)));
-                match self.fast_files(seq.len().unwrap_or(0), paths)? {
-                    Some(f) => plan.files(f),
-                    None => plan.raw(pyobj::encode_json(pyobj::sorted_with_none(&seq)?.as_any())?),
                 }
             }
         }
@@ -414,6 +314,81 @@ impl<'a, 'py> Gatherer<'a, 'py> {
     }
 }
 
+/// Gathers one files container: paths are borrowed (they must have a UTF-8 form, or the
+/// container is declined and Python sorts and encodes it); tree names are borrowed; other values
+/// (preprocessed entries) are encoded here by `native.rs`, and the rare ones it declines by
+/// Python's encoder once the walk is over (so that no Python code runs while the dict is
+/// walked). If Python cannot encode one, the container is declined: the caller's Python path
+/// raises coffea's error in coffea's order.
+struct Gather<'g, 'a, 'py> {
+    gatherer: &'g Gatherer<'a, 'py>,
+    files: FastFiles<'a>,
+    len_hint: usize,
+    /// Values that repeat (tree names, usually one object or a few equal ones; or one
+    /// preprocessed entry shared by many files): the last one.
+    last: Option<(Bound<'py, PyAny>, Value)>,
+    /// Entries whose value Python's encoder writes, once the walk is over.
+    rare: Vec<(usize, Bound<'py, PyAny>)>,
+    reserved: bool,
+}
+
+impl<'a, 'py> Reader<'py> for Gather<'_, 'a, 'py> {
+    type Out = FastFiles<'a>;
+
+    fn file(
+        &mut self,
+        path: Bound<'py, PyString>,
+        value: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<bool> {
+        let Some(path) = self.gatherer.borrow(path) else {
+            return Ok(false);
+        };
+        let value = match value {
+            Some(v) if !v.is_none() => match &self.last {
+                Some((obj, val)) if obj.is(&v) => *val,
+                _ => match self.gatherer.value(&mut self.files, &v) {
+                    Some(val) => {
+                        if let (Value::Json(start, _), false) = (val, self.reserved) {
+                            if start > 0 {
+                                // A second distinct encoded value: expect one a file, of about
+                                // the first one's size.
+                                let each = start as usize + 8;
+                                self.files.json.reserve(self.len_hint.saturating_mul(each));
+                                self.reserved = true;
+                            }
+                        }
+                        self.last = Some((v, val));
+                        val
+                    }
+                    None => {
+                        self.rare.push((self.files.entries.len(), v));
+                        Value::Null // replaced in `finish`
+                    }
+                },
+            },
+            _ => Value::Null,
+        };
+        self.files.entries.push(FileEntry { path, value });
+        Ok(true)
+    }
+
+    fn finish(mut self) -> PyResult<Option<FastFiles<'a>>> {
+        for (i, v) in self.rare {
+            let Ok(text) = pyobj::encode_json(&v) else {
+                return Ok(None);
+            };
+            let start = self.files.json.len();
+            self.files.json.extend_from_slice(&text);
+            self.files.entries[i].value = Value::Json(start as u32, text.len() as u32);
+        }
+        if u32::try_from(self.files.json.len()).is_err() {
+            // Offsets past 4 GiB of encoded values in one dataset: let Python do it.
+            return Ok(None);
+        }
+        Ok(Some(self.files))
+    }
+}
+
 /// Below this many files a chunk is hashed on the calling thread alone.
 const PIPELINE_AT: usize = 20_000;
 
@@ -449,7 +424,7 @@ pub fn hash_one(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
     })
 }
 
-/// Large chunks go through a two-thread pipeline (see `pipeline.rs`): this thread gathers each
+/// Large chunks go through a two-thread pipeline (see `threads::stream`): this thread gathers each
 /// dataset's paths (GIL held) and sorts them (GIL released), while a worker thread feeds
 /// SHA-256. Only a few datasets' plans and buffers are in flight at a time.
 fn hash_streaming(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
@@ -475,29 +450,7 @@ fn hash_streaming(chunk: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         }
         return Ok(sink.finish());
     }
-    let queued = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let (work_tx, work_rx) = mpsc::sync_channel::<Work<'_>>(4);
-        let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(8);
-        let queued = &queued;
-        let worker = scope.spawn(move || hash_work(work_rx, spare_tx, queued));
-        let mut feeder = Feeder::new(work_tx, spare_rx, queued);
-        let fed = (|| -> PyResult<()> {
-            for i in 0..n {
-                let mut plan = plan_of(i)?;
-                py.detach(|| {
-                    sort_plan(&mut plan);
-                    feeder.plan(plan);
-                });
-            }
-            Ok(())
-        })();
-        // Finishing hands over the last text and closes the channel, so the worker ends.
-        feeder.finish();
-        let digest = py.detach(|| worker.join());
-        fed?;
-        digest.map_err(|_| PyRuntimeError::new_err("the hashing thread panicked"))
-    })
+    threads::stream(py, n, plan_of)
 }
 
 /// Files gathered (and kept alive) before a batch is finished and its references dropped.
@@ -507,102 +460,40 @@ const BATCH_FILES: usize = 1 << 20;
 /// wake-ups stay rare.
 const GROUP_FILES: usize = 4096;
 
-type Group<'a> = Vec<(usize, ChunkPlan<'a>)>;
-
-fn digest_group(group: Group<'_>) -> Vec<(usize, [u8; 32])> {
-    group
-        .into_iter()
-        .map(|(i, mut plan)| (i, digest(&mut plan)))
-        .collect()
-}
-
-/// Worker threads for [`hash_many`]: one per core this process may use (its CPU affinity and
-/// cgroup quota, as `std::thread::available_parallelism` reports them), less the calling thread.
-fn n_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .saturating_sub(1)
-        .max(1)
-}
-
 /// Hash many chunks. This thread gathers the chunks' plans (GIL held) and hands groups of them
 /// to worker threads, one per other core, that sort, escape and hash them; when the workers
 /// have enough queued, this thread hashes a group itself with the GIL released, so that every
 /// core stays busy.
 pub fn hash_many(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
     let py = chunks.py();
-    let workers = n_workers();
     let mut out: Vec<[u8; 32]> = Vec::new();
     let mut chunks = chunks.try_iter()?.peekable();
     while chunks.peek().is_some() {
         let keep = KeepAlive::new();
         let gatherer = Gatherer::new(&keep);
-        let queued = AtomicUsize::new(0);
         let base = out.len();
-        let (work_tx, work_rx) = mpsc::sync_channel::<Group<'_>>(4 * workers);
-        let work_rx = std::sync::Mutex::new(work_rx);
-        let batch = std::thread::scope(|scope| -> PyResult<Vec<(usize, [u8; 32])>> {
-            let (queued, work_rx) = (&queued, &work_rx);
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(move || {
-                        let mut done = Vec::new();
-                        loop {
-                            // The lock is held only to take the next group, not to hash it.
-                            let next = match work_rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => break, // another worker panicked: joining reports it
-                            };
-                            let Ok(group) = next else { break };
-                            done.extend(digest_group(group));
-                            queued.fetch_sub(1, AtomicOrdering::AcqRel);
-                        }
-                        done
-                    })
-                })
-                .collect();
-            let mut done = Vec::new();
-            let mut hand_over = |group| {
-                if queued.load(AtomicOrdering::Acquire) >= 2 * workers {
-                    done.extend(py.detach(move || digest_group(group)));
-                } else {
-                    queued.fetch_add(1, AtomicOrdering::AcqRel);
-                    // A closed channel means the workers died; joining them reports that.
-                    let _ = work_tx.send(group);
+        let batch = threads::pool(py, |hand_over| {
+            let (mut i, mut files) = (base, 0);
+            let (mut group, mut group_files) = (Group::new(), 0);
+            while files < BATCH_FILES {
+                let Some(chunk) = chunks.next() else { break };
+                let plan = gatherer.chunk(&chunk?)?;
+                // Encoded values (preprocessed entries) count by their size, so that a
+                // batch's memory stays bounded.
+                let n = plan.n_entries() + plan.n_bytes() / 256 + 1;
+                files += n;
+                group_files += n;
+                group.push((i, plan));
+                i += 1;
+                if group_files >= GROUP_FILES {
+                    hand_over(std::mem::take(&mut group));
+                    group_files = 0;
                 }
-            };
-            let fed = (|| -> PyResult<()> {
-                let (mut i, mut files) = (base, 0);
-                let (mut group, mut group_files) = (Group::new(), 0);
-                while files < BATCH_FILES {
-                    let Some(chunk) = chunks.next() else { break };
-                    let plan = gatherer.chunk(&chunk?)?;
-                    // Encoded values (preprocessed entries) count by their size, so that a
-                    // batch's memory stays bounded.
-                    let n = plan.n_entries() + plan.n_bytes() / 256 + 1;
-                    files += n;
-                    group_files += n;
-                    group.push((i, plan));
-                    i += 1;
-                    if group_files >= GROUP_FILES {
-                        hand_over(std::mem::take(&mut group));
-                        group_files = 0;
-                    }
-                }
-                if !group.is_empty() {
-                    hand_over(group);
-                }
-                Ok(())
-            })();
-            drop(work_tx);
-            let theirs: Result<Vec<_>, _> =
-                py.detach(|| handles.into_iter().map(|h| h.join()).collect());
-            let theirs =
-                theirs.map_err(|_| PyRuntimeError::new_err("a hashing thread panicked"))?;
-            fed?;
-            done.extend(theirs.into_iter().flatten());
-            Ok(done)
+            }
+            if !group.is_empty() {
+                hand_over(group);
+            }
+            Ok(())
         })?;
         out.resize(base + batch.len(), [0; 32]);
         for (i, d) in batch {

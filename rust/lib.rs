@@ -5,15 +5,17 @@
 mod canonical;
 mod errors;
 mod escape;
+mod fileset;
 mod hash;
 mod native;
-mod pipeline;
 mod prefetch;
 mod pyobj;
 mod sort;
 mod split;
+mod threads;
 
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 
 /// Return coffea's stable SHA-256 hex digest of one chunk.
 #[pyfunction]
@@ -30,6 +32,32 @@ fn hash_filesets(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         .collect())
 }
 
+/// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
+#[pyfunction]
+#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None))]
+#[allow(clippy::too_many_arguments)]
+fn split_fileset<'py>(
+    py: Python<'py>,
+    fileset: &Bound<'py, PyAny>,
+    strategy: Option<&Bound<'py, PyAny>>,
+    datasets: Option<&Bound<'py, PyAny>>,
+    percentage: Option<&Bound<'py, PyAny>>,
+    treename: Option<&Bound<'py, PyAny>>,
+    files_per_chunk: Option<&Bound<'py, PyAny>>,
+    events_per_chunk: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    split::split_fileset(
+        py,
+        fileset,
+        strategy,
+        datasets,
+        percentage,
+        treename,
+        files_per_chunk,
+        events_per_chunk,
+    )
+}
+
 // `gil_used = true`: the core is not known to be sound without the GIL, so a free-threaded
 // CPython (3.13t and later) re-enables the GIL when it imports this module, with a warning.
 // `split.rs` and `hash.rs` walk the caller's dicts and lists and read their `str` objects
@@ -41,6 +69,6 @@ fn hash_filesets(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_fileset, m)?)?;
     m.add_function(wrap_pyfunction!(hash_filesets, m)?)?;
-    m.add_function(wrap_pyfunction!(split::split_fileset, m)?)?;
+    m.add_function(wrap_pyfunction!(split_fileset, m)?)?;
     Ok(())
 }

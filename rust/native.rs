@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::escape::write_json_str;
+use crate::fileset;
 use crate::pyobj::DictItems;
 
 /// Containers nested deeper than this are left to Python (whose encoder raises RecursionError
@@ -42,13 +43,13 @@ fn write(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: u32) -> bool {
         out.extend_from_slice(b"null");
         true
     } else if let Ok(s) = v.cast_exact::<PyString>() {
-        match s.to_str() {
-            Ok(text) => {
+        match fileset::utf8(s) {
+            Some(text) => {
                 write_json_str(out, text);
                 true
             }
             // A lone surrogate: Python's encoder escapes it.
-            Err(_) => false,
+            None => false,
         }
     } else if v.is_exact_instance_of::<PyBool>() {
         out.extend_from_slice(if v.is_truthy().unwrap_or(false) {
@@ -129,7 +130,9 @@ fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: u32) -> bool {
         }
         let mut pairs = Vec::with_capacity(items.len());
         for (k, v) in &items {
-            let Ok(text) = k.to_str() else { return false };
+            let Some(text) = fileset::utf8(k) else {
+                return false;
+            };
             pairs.push((text, Some(v)));
         }
         return write_pairs(&mut pairs, out, depth);
@@ -150,7 +153,9 @@ fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: u32) -> bool {
     let mut pairs: [(&str, Option<&Bound<'_, PyAny>>); STACK_KEYS] = [("", None); STACK_KEYS];
     for (pair, item) in pairs.iter_mut().zip(&items[..len]) {
         let Some((k, v)) = item else { return false };
-        let Ok(text) = k.to_str() else { return false };
+        let Some(text) = fileset::utf8(k) else {
+            return false;
+        };
         *pair = (text, Some(v));
     }
     write_pairs(&mut pairs[..len], out, depth)

@@ -1,10 +1,11 @@
 //! Small helpers that apply Python's own protocols to arbitrary objects, so that rare inputs get
 //! exactly the behaviour (and the exceptions) of the equivalent Python expression.
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use crate::errors::Error;
 
 static SORTED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -48,16 +49,6 @@ pub fn encode_json_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(text[1..text.len() - 6].to_vec())
 }
 
-/// `[(p, None) for p in sorted(paths)]`: the canonical files list of list-form files.
-pub fn sorted_with_none<'py>(paths: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    let py = paths.py();
-    let pairs = PyList::empty(py);
-    for p in sorted(paths)?.iter() {
-        pairs.append((p, py.None()))?;
-    }
-    Ok(pairs)
-}
-
 /// `a, b = item`, with Python's unpacking errors.
 pub fn unpack2<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     if let Ok(t) = item.cast::<PyTuple>() {
@@ -66,25 +57,17 @@ pub fn unpack2<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bo
         }
     }
     let Ok(iter) = item.try_iter() else {
-        return Err(PyTypeError::new_err(format!(
-            "cannot unpack non-iterable {} object",
-            item.get_type().name()?
-        )));
+        return Err(Error::UnpackNonIterable(item.get_type().name()?.to_string()).into());
     };
     let mut got = Vec::with_capacity(2);
     for x in iter {
         got.push(x?);
         if got.len() > 2 {
-            return Err(PyValueError::new_err(
-                "too many values to unpack (expected 2)",
-            ));
+            return Err(Error::UnpackTooMany.into());
         }
     }
     if got.len() < 2 {
-        return Err(PyValueError::new_err(format!(
-            "not enough values to unpack (expected 2, got {})",
-            got.len()
-        )));
+        return Err(Error::UnpackTooFew(got.len()).into());
     }
     let b = got.pop().expect("two values");
     let a = got.pop().expect("two values");
@@ -187,9 +170,7 @@ impl<'py> Iterator for DictItems<'py> {
         let now = unsafe { pyo3::ffi::PyDict_Size(self.dict.as_ptr()) };
         if now != self.len {
             self.done = true;
-            return Some(Err(PyRuntimeError::new_err(
-                "dictionary changed size during iteration",
-            )));
+            return Some(Err(Error::DictChangedSize.into()));
         }
         let mut key = std::ptr::null_mut();
         let mut value = std::ptr::null_mut();
@@ -206,9 +187,7 @@ impl<'py> Iterator for DictItems<'py> {
         if self.remaining == 0 {
             // The same size, but more items than it had: keys were replaced under us.
             self.done = true;
-            return Some(Err(PyRuntimeError::new_err(
-                "dictionary keys changed during iteration",
-            )));
+            return Some(Err(Error::DictKeysChanged.into()));
         }
         self.remaining -= 1;
         // SAFETY: `PyDict_Next` returned non-null borrowed references to objects the dict holds;
@@ -227,6 +206,7 @@ impl<'py> Iterator for DictItems<'py> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pyo3::exceptions::PyRuntimeError;
 
     #[test]
     fn dict_items_reports_a_change_as_runtime_error() {

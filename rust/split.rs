@@ -6,15 +6,15 @@
 //! sorting all datasets in parallel with the GIL released, and the output reuses the original
 //! key and value objects.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple};
-use rayon::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString};
 
-use crate::errors;
+use crate::errors::{Error, Op};
+use crate::fileset::{self, Files, Shape};
 use crate::prefetch::{prefetch_object, AHEAD};
 use crate::pyobj;
 use crate::sort::sorted_order;
+use crate::threads;
 
 /// How chunks are cut from a dataset's sorted files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +59,9 @@ enum Cut {
 }
 
 /// A positive int argument (`files_per_chunk`, `events_per_chunk`), saturated at `max`.
-fn positive_int(name: &str, n: &Bound<'_, PyAny>, max: u128) -> PyResult<u128> {
+fn positive_int(name: &'static str, n: &Bound<'_, PyAny>, max: u128) -> PyResult<u128> {
     if !n.is_instance_of::<PyInt>() || n.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int, not {}",
-            pyobj::type_name(n)
-        )));
+        return Err(Error::NotAnInt(name, n).into());
     }
     // Any size beyond `max` is as good as `max`.
     let value = match n.extract::<u128>() {
@@ -73,10 +70,7 @@ fn positive_int(name: &str, n: &Bound<'_, PyAny>, max: u128) -> PyResult<u128> {
         Err(_) => 0,
     };
     if value == 0 {
-        return Err(PyValueError::new_err(format!(
-            "{name}={} is not allowed: it must be at least 1",
-            pyobj::short_repr(n)
-        )));
+        return Err(Error::NotPositive(name, n).into());
     }
     Ok(value)
 }
@@ -90,13 +84,8 @@ fn parse_cut(
     events_per_chunk: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Cut>> {
     match (percentage, files_per_chunk, events_per_chunk) {
-        (Some(_), Some(_), _) => Err(PyValueError::new_err(
-            "pass either percentage or files_per_chunk, not both",
-        )),
-        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => Err(PyValueError::new_err(
-            "events_per_chunk cannot be combined with percentage or files_per_chunk: pass one \
-             of the three",
-        )),
+        (Some(_), Some(_), _) => Err(Error::PercentageAndFilesPerChunk.into()),
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => Err(Error::EventsCombined.into()),
         (Some(p), None, None) => {
             let value = if p.is_instance_of::<PyInt>() {
                 p.extract::<i64>().ok()
@@ -107,7 +96,7 @@ fn parse_cut(
                 Some(v) if (1..=100).contains(&v) && 100 % v == 0 => {
                     Ok(Some(Cut::Files(Binning::Bins((100 / v) as usize))))
                 }
-                _ => Err(errors::bad_percentage(p.py())),
+                _ => Err(Error::BadPercentage(p.py()).into()),
             }
         }
         (None, Some(n), None) => {
@@ -187,7 +176,7 @@ fn normalize<'py>(
     for (name, data) in pyobj::items(fileset)? {
         let value = if pyobj::is_list_or_tuple(&data) {
             let Some(t) = treename else {
-                return Err(errors::split_list_dataset_needs_treename(&name));
+                return Err(Error::ListDatasetNeedsTreename(&name).into());
             };
             let d = PyDict::new(py);
             d.set_item("files", data.cast::<PySequence>()?.to_list()?)?;
@@ -197,7 +186,7 @@ fn normalize<'py>(
             let files = pyobj::get_files(&data)?;
             if pyobj::is_list_or_tuple(&files) && !data.contains("treename")? {
                 let Some(t) = treename else {
-                    return Err(errors::split_list_files_need_treename(&name));
+                    return Err(Error::ListFilesNeedTreename(Op::Split, &name).into());
                 };
                 let d = PyDict::new(py);
                 d.update(data.cast::<PyMapping>()?)?;
@@ -207,7 +196,7 @@ fn normalize<'py>(
                 data
             }
         } else {
-            return Err(errors::split_dataset_type(&name, &data));
+            return Err(Error::DatasetType(Op::Split, &name, &data).into());
         };
         out.set_item(name, value)?;
     }
@@ -219,114 +208,69 @@ fn normalize<'py>(
         .collect()
 }
 
+/// A dataset's files read by [`fileset::read`]: each path (an exact `str`) and its value
+/// (`None` for a list of paths).
+type Kept<'py> = Vec<(Bound<'py, PyString>, Option<Bound<'py, PyAny>>)>;
+
 /// A dataset's files in sorted order, in the container shape they came in.
 enum Sorted<'py> {
-    /// `(path, value)` pairs of an exact dict with `str` paths, with the sort permutation.
-    Pairs(Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, Vec<u32>),
-    /// Paths of an exact list or tuple of `str`, with the sort permutation.
-    Paths(Vec<Bound<'py, PyAny>>, Vec<u32>),
-    /// Sorted by Python itself (rare keys): the sorted items or paths, and whether it is a dict.
-    Python(Bound<'py, PyList>, bool),
+    /// Read fast, with the sort permutation.
+    Fast(Kept<'py>, Vec<u32>, Shape),
+    /// Sorted by Python itself (rare paths): the sorted items or paths.
+    Python(Bound<'py, PyList>, Shape),
 }
 
 impl Sorted<'_> {
     fn len(&self) -> usize {
         match self {
-            Sorted::Pairs(v, _) => v.len(),
-            Sorted::Paths(v, _) => v.len(),
+            Sorted::Fast(v, _, _) => v.len(),
             Sorted::Python(l, _) => l.len(),
         }
     }
 }
 
-/// Files gathered for sorting: the objects, and whether a fast byte sort may apply.
-enum Gathered<'py> {
-    /// An exact dict whose keys are all exact `str`, and the dict.
-    Pairs(
-        Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
-        Bound<'py, PyAny>,
-    ),
-    /// An exact list or tuple of exact `str`, and the container.
-    Paths(Vec<Bound<'py, PyAny>>, Bound<'py, PyAny>),
-    Python(Bound<'py, PyList>, bool),
-}
-
-fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<Gathered<'py>> {
+/// A dataset's files, read for sorting, and the container they came from.
+fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<(Files<'py, Kept<'py>>, Bound<'py, PyAny>)> {
     let files = pyobj::get_files(data)?;
-    if let Ok(d) = files.cast_exact::<PyDict>() {
-        let mut pairs = Vec::with_capacity(d.len());
-        let mut plain = true;
-        // No Python code runs in this loop, so (with the GIL held) the dict cannot change while
-        // we walk it; `DictItems` turns a change into a RuntimeError all the same.
-        for item in pyobj::DictItems::new(d) {
-            let (k, v) = item?;
-            plain &= k.is_exact_instance_of::<PyString>();
-            pairs.push((k, v));
-        }
-        if plain {
-            return Ok(Gathered::Pairs(pairs, files));
-        }
-    }
-    if files.is_instance_of::<PyDict>() {
-        return Ok(Gathered::Python(
-            pyobj::sorted(&files.call_method0("items")?)?,
-            true,
-        ));
-    }
-    if files.is_exact_instance_of::<PyList>() || files.is_exact_instance_of::<PyTuple>() {
-        let paths: Vec<_> = files.try_iter()?.collect::<PyResult<_>>()?;
-        if paths.iter().all(|p| p.is_exact_instance_of::<PyString>()) {
-            return Ok(Gathered::Paths(paths, files));
-        }
-    }
-    if pyobj::is_list_or_tuple(&files) {
-        return Ok(Gathered::Python(pyobj::sorted(&files)?, false));
-    }
-    Err(errors::split_files_type(&files))
+    Ok((
+        fileset::read(Op::Split, &files, fileset::Keep::with_capacity)?,
+        files,
+    ))
 }
 
 /// The UTF-8 bytes of every path, or `None` if one has no UTF-8 form (a lone surrogate).
-fn utf8_keys<'a, 'py: 'a>(
-    objs: impl Iterator<Item = &'a Bound<'py, PyAny>>,
-) -> Option<Vec<&'a [u8]>> {
-    objs.map(|o| {
-        o.cast_exact::<PyString>()
-            .ok()
-            .and_then(|s| s.to_str().ok())
-            .map(str::as_bytes)
-    })
-    .collect()
+fn utf8_keys<'a>(kept: &'a Kept<'_>) -> Option<Vec<&'a [u8]>> {
+    kept.iter()
+        .map(|(p, _)| fileset::utf8(p).map(str::as_bytes))
+        .collect()
 }
 
 /// Sort every dataset's files, all datasets in parallel with the GIL released.
-fn sort_all<'py>(py: Python<'py>, gathered: Vec<Gathered<'py>>) -> PyResult<Vec<Sorted<'py>>> {
+fn sort_all<'py>(
+    py: Python<'py>,
+    gathered: Vec<(Files<'py, Kept<'py>>, Bound<'py, PyAny>)>,
+) -> PyResult<Vec<Sorted<'py>>> {
     let keys: Vec<Option<Vec<&[u8]>>> = gathered
         .iter()
-        .map(|g| match g {
-            Gathered::Pairs(p, _) => utf8_keys(p.iter().map(|(k, _)| k)),
-            Gathered::Paths(p, _) => utf8_keys(p.iter()),
-            Gathered::Python(..) => None,
+        .map(|(g, _)| match g {
+            Files::Fast(kept, _) => utf8_keys(kept),
+            Files::Python(..) => None,
         })
         .collect();
-    let orders: Vec<Option<Vec<u32>>> = py.detach(|| {
-        keys.par_iter()
-            .map(|k| k.as_deref().map(sorted_order))
-            .collect()
-    });
+    let orders = threads::par_map(py, &keys, |k| k.as_deref().map(sorted_order));
     drop(keys);
     gathered
         .into_iter()
         .zip(orders)
-        .map(|(g, order)| {
+        .map(|((g, files), order)| {
             Ok(match (g, order) {
-                (Gathered::Pairs(p, _), Some(order)) => Sorted::Pairs(p, order),
-                (Gathered::Paths(p, _), Some(order)) => Sorted::Paths(p, order),
+                (Files::Fast(kept, shape), Some(order)) => Sorted::Fast(kept, order, shape),
                 // A path with a lone surrogate: Python sorts by code point.
-                (Gathered::Pairs(_, files), None) => {
-                    Sorted::Python(pyobj::sorted(&files.call_method0("items")?)?, true)
+                (Files::Fast(..), None) => {
+                    let (sorted, shape) = fileset::python(Op::Split, &files)?;
+                    Sorted::Python(sorted, shape)
                 }
-                (Gathered::Paths(_, files), None) => Sorted::Python(pyobj::sorted(&files)?, false),
-                (Gathered::Python(l, is_dict), _) => Sorted::Python(l, is_dict),
+                (Files::Python(l, shape), _) => Sorted::Python(l, shape),
             })
         })
         .collect()
@@ -343,7 +287,7 @@ fn rebuild<'py>(
     let new = PyDict::new(py);
     new.update(data.cast::<PyMapping>()?)?;
     let sliced = match files {
-        Sorted::Pairs(pairs, order) => {
+        Sorted::Fast(pairs, order, Shape::Dict) => {
             let d = PyDict::new(py);
             let order = &order[start..end];
             for (j, &i) in order.iter().enumerate() {
@@ -352,20 +296,25 @@ fn rebuild<'py>(
                 if let Some(&ahead) = order.get(j + AHEAD) {
                     let (k, v) = &pairs[ahead as usize];
                     prefetch_object(k);
-                    prefetch_object(v);
+                    if let Some(v) = v {
+                        prefetch_object(v);
+                    }
                 }
                 let (k, v) = &pairs[i as usize];
-                d.set_item(k, v)?;
+                match v {
+                    Some(v) => d.set_item(k, v)?,
+                    None => d.set_item(k, py.None())?,
+                }
             }
             d.into_any()
         }
-        Sorted::Paths(paths, order) => {
-            PyList::new(py, order[start..end].iter().map(|&i| &paths[i as usize]))?.into_any()
+        Sorted::Fast(paths, order, Shape::List) => {
+            PyList::new(py, order[start..end].iter().map(|&i| &paths[i as usize].0))?.into_any()
         }
-        Sorted::Python(list, true) => py
+        Sorted::Python(list, Shape::Dict) => py
             .get_type::<PyDict>()
             .call1((list.get_slice(start, end),))?,
-        Sorted::Python(list, false) => list.get_slice(start, end).into_any(),
+        Sorted::Python(list, Shape::List) => list.get_slice(start, end).into_any(),
     };
     new.set_item("files", sliced)?;
     Ok(new)
@@ -401,29 +350,29 @@ fn event_bins(
     files: &Sorted<'_>,
     limit: u128,
 ) -> PyResult<Vec<(usize, usize)>> {
-    let missing = |path: &Bound<'_, PyAny>| Err(errors::no_num_entries(path, name));
+    let missing = |path: &Bound<'_, PyAny>| Err(Error::NoNumEntries(path, name).into());
     let counts: Vec<u128> = match files {
-        Sorted::Pairs(pairs, order) => {
+        Sorted::Fast(pairs, order, Shape::Dict) => {
             // Read in the dict's order (the value dicts were usually allocated in that order,
             // so this walks memory forwards), then look the counts up in sorted order.
             let by_position = pairs
                 .iter()
-                .map(|(_, v)| num_entries(v))
+                .map(|(_, v)| v.as_ref().map_or(Ok(None), num_entries))
                 .collect::<PyResult<Vec<_>>>()?;
             let mut counts = Vec::with_capacity(order.len());
             for &i in order {
                 match by_position[i as usize] {
                     Some(c) => counts.push(c),
-                    None => return missing(&pairs[i as usize].0),
+                    None => return missing(pairs[i as usize].0.as_any()),
                 }
             }
             counts
         }
-        Sorted::Paths(paths, order) => match order.first() {
-            Some(&i) => return missing(&paths[i as usize]),
+        Sorted::Fast(paths, order, Shape::List) => match order.first() {
+            Some(&i) => return missing(paths[i as usize].0.as_any()),
             None => Vec::new(),
         },
-        Sorted::Python(list, true) => {
+        Sorted::Python(list, Shape::Dict) => {
             let mut counts = Vec::with_capacity(list.len());
             for item in list.iter() {
                 let (path, value) = pyobj::unpack2(&item)?;
@@ -434,7 +383,7 @@ fn event_bins(
             }
             counts
         }
-        Sorted::Python(list, false) => match list.iter().next() {
+        Sorted::Python(list, Shape::List) => match list.iter().next() {
             Some(path) => return missing(&path),
             None => Vec::new(),
         },
@@ -443,8 +392,6 @@ fn event_bins(
 }
 
 /// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
-#[pyfunction]
-#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn split_fileset<'py>(
     py: Python<'py>,
@@ -460,7 +407,7 @@ pub fn split_fileset<'py>(
         None => false,
         Some(s) => {
             if s.ne("by_dataset")? {
-                return Err(errors::unknown_strategy(s));
+                return Err(Error::UnknownStrategy(s).into());
             }
             true
         }
