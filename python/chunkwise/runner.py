@@ -545,6 +545,7 @@ class _Engine:
         self.total: Any = None
         self.foreign_entries = 0
         self.unsummed_entries = 0  # written by a chunkwise that did not read sums of weights
+        self._entries: frozenset[str] | None = None
         self.shown: set[tuple[Any, str]] = set()
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -620,10 +621,13 @@ class _Engine:
         state = _Open(index, chunk, start, resumed)
         todo = []
         # Files cached one by one (by a salvage, or a run of the remaining files with one file
-        # per chunk) are loaded, and only the others run.
-        by_part = self.cache is not None and chunk.n_files > 1
+        # per chunk) are loaded, and only the others run. Outside a salvage being resumed, only
+        # the entries the cache's directory listed are looked up: one listing, not one failed
+        # open (or, on root://, one round trip) per file of every new chunk.
+        listed = self._listed() if resumed is None and chunk.n_files > 1 else frozenset()
         for part in chunk.parts:
-            cached = self._lookup(part) if by_part else None
+            look = resumed is not None or part.hash in listed
+            cached = self._lookup(part) if look else None
             if cached is not None:
                 state.cached[part.hash] = cached
             else:
@@ -816,6 +820,15 @@ class _Engine:
         record = ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events)
         _add_sums(record.sums, entry.info.get("sums", {}))
         return record, entry.output
+
+    def _listed(self) -> frozenset[str]:
+        """The hashes with an entry in the cache when first asked (read once per run)."""
+        if self._entries is None:
+            try:
+                self._entries = frozenset(self.cache.hashes()) if self.cache else frozenset()
+            except OSError:  # unlistable: then per-file entries are not looked for
+                self._entries = frozenset()
+        return self._entries
 
     def _salvage_record(self, chunk: Chunk) -> SalvageRecord | None:
         """An earlier run's salvage record for ``chunk``, if it fits the chunk exactly."""
