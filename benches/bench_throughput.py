@@ -13,6 +13,9 @@ the same executor, once per case:
   dataset goes in the i-th chunk: 32, 8 and 2 files per chunk give 1, 4 and 16 chunks) and,
   for 64 chunks, ``strategy="by_dataset", files_per_chunk=1``. "Cold cache" is a fresh, empty
   cache directory for every repetition, so every chunk is run and written.
+- chunkwise.run reads each file's generator weights (its ``Runs`` tree) by default, which the
+  plain call does not: ``--no-weights-rows`` adds a ``weights=False`` row with no cache per chunk
+  count, the engine alone, so that both costs are measured in the same run.
 
 Executors: ``FuturesExecutor(workers=2)`` and ``DaskExecutor`` on a ``LocalCluster`` of two
 single-threaded worker processes (``--executors`` picks them). Every FuturesExecutor call makes
@@ -41,8 +44,8 @@ targets are a measurement, not a test: the script exits 0 whatever they say, and
 wrong output.
 
 Run: ``python benches/bench_throughput.py [--files 64] [--events 20000] [--repeats 3]
-[--executors futures,dask]``; ``--quick`` (8 files of 2,000 events, 1 repetition, chunk counts
-1, 4 and 8) checks in seconds that it runs.
+[--executors futures,dask] [--no-weights-rows]``; ``--quick`` (8 files of 2,000 events, 1
+repetition, chunk counts 1, 4 and 8) checks in seconds that it runs.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class Case:
     strategy: str | None = None
     files_per_chunk: int | None = None
     n_chunks: int | None = None
+    weights: bool = True
     times: list[float] = field(default_factory=list)
 
     @property
@@ -104,7 +108,8 @@ class Case:
             return "plain Runner call over all files"
         cache = "no cache" if self.kind == "nocache" else "cold cache"
         split = f"{self.strategy or 'mixed'}, {self.files_per_chunk}/chunk"
-        return f"chunkwise.run, {cache} ({split})"
+        weights = "" if self.weights else ", no weights"
+        return f"chunkwise.run, {cache} ({split}{weights})"
 
 
 def write_fileset(directory: Path, n_files: int, n_events: int) -> dict[str, Any]:
@@ -215,6 +220,7 @@ def run_case(
             files_per_chunk=case.files_per_chunk,
             cache=cache,
             progress=False,
+            weights=case.weights,
         )
         elapsed = time.perf_counter() - start
     finally:
@@ -250,7 +256,7 @@ def fmt_row(cells: list[str]) -> str:
 
 
 def print_table(cases: list[Case]) -> None:
-    widths = (8, 50, 6, 8, 6, 8, 6, 11)
+    widths = (8, 58, 6, 8, 6, 8, 6, 11)
     header = ["executor", "case", "chunks", "median s", "ratio", "min s", "ratio", "target"]
     print(
         fmt_row(
@@ -314,6 +320,11 @@ def main() -> int:
         help="fresh: every timed call preprocesses (default); shared: coffea's global cache",
     )
     parser.add_argument(
+        "--no-weights-rows",
+        action="store_true",
+        help="also time chunkwise.run(weights=False), no cache: the engine without the Runs read",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 8 files of 2,000 events, 1 repetition"
     )
     args = parser.parse_args()
@@ -368,6 +379,10 @@ def main() -> int:
                 for intended, strategy, per_chunk in plans:
                     for kind in ("nocache", "cache"):
                         cases.append(Case(name, kind, strategy, per_chunk, intended))
+                    if args.no_weights_rows:
+                        cases.append(
+                            Case(name, "nocache", strategy, per_chunk, intended, weights=False)
+                        )
 
             for rep in range(args.repeats):
                 start = time.perf_counter()
