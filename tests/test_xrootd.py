@@ -48,6 +48,8 @@ from coffea.util import coffea_console, load
 
 import chunkwise
 import chunkwise.cache
+import chunkwise.cache_status
+import chunkwise.cli
 import chunkwise.runner
 from chunkwise.examples import METProcessor, write_nanoaod_like
 from chunkwise.runner import RunReport
@@ -1099,13 +1101,96 @@ def test_the_cli_runs_with_a_root_cache_and_reads_its_status(
     status = cli("status", str(source), *keyed, "--tag", tag)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "all 3 chunks are complete" in status.stdout
-    untagged = cli("status", str(source), *keyed)
-    assert untagged.returncode == 2 and "give --tag" in untagged.stderr
+    untagged = cli("status", str(source), *keyed)  # the one tag, found over XRootD
+    assert untagged.returncode == 0, untagged.stdout + untagged.stderr
+    assert untagged.stdout == status.stdout
 
 
-def test_status_on_a_server_cache_asks_for_the_tag() -> None:
-    """No tag listing over XRootD: status on a root:// cache without a tag says what to give,
-    rather than reading an empty flat layout and calling everything never run."""
-    fileset = {"A": {"files": {"/data/a.root": "Events"}}}
-    with pytest.raises(ValueError, match="give the tag"):
-        chunkwise.status(fileset, "root://127.0.0.1:1//tmp/cache")
+class KeyedCli:
+    """``python -m chunkwise ARGS`` with a key file for ``RemoteCache``'s cache."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.keyfile = tmp_path / "key"
+        self.keyfile.write_bytes(REMOTE_KEY)
+        self.keyfile.chmod(0o600)
+
+    def __call__(self, *args: str | Path, key: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "chunkwise", *map(str, args)]
+        if key:
+            command += ["--cache-key-file", str(self.keyfile)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=240)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *wanted: str) -> str:
+    """Assert exit 2 with one line on stderr holding ``wanted``; return that line."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    for text in wanted:
+        assert text in line
+    return line
+
+
+def test_status_without_a_tag_finds_the_one_tag_of_a_root_cache(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    first = remote.run()
+    # one chunk left out, so that the counts are not all alike
+    (victim,) = [p for p in remote.entries() if p.stem == first.chunks[1].hash]
+    victim.unlink()
+    tag = first.cache.tag
+
+    found = chunkwise.cache_status.find_tag(remote.url, key=REMOTE_KEY)
+    assert found == tag
+    given = chunkwise.status(remote.fileset, remote.url, tag=tag, files_per_chunk=1,
+                             cache_key=REMOTE_KEY)  # fmt: skip
+    looked_up = chunkwise.status(remote.fileset, remote.url, files_per_chunk=1,
+                                 cache_key=REMOTE_KEY)  # fmt: skip
+    assert looked_up.cache.tag == tag
+    assert given.overall == looked_up.overall and given.datasets == looked_up.datasets
+    assert looked_up.overall.done == 2 and looked_up.overall.never_run == 1
+    assert looked_up.incomplete == [victim.stem]
+
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    cli = KeyedCli(tmp_path)
+    tagged = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1", "--tag", tag)
+    untagged = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1")
+    assert tagged.returncode == untagged.returncode == 1, untagged.stdout + untagged.stderr
+    assert "1 of 3 chunks are not complete" in untagged.stdout
+    assert untagged.stdout == tagged.stdout
+
+    # without the key nothing is asked of the server: the same one line as run's
+    with pytest.raises(chunkwise.cache.CacheError, match="needs a key"):
+        chunkwise.status(remote.fileset, remote.url, files_per_chunk=1)
+    keyless = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1", key=False)
+    one_line_error(keyless, "needs a key", "--cache-key-file")
+
+
+def test_status_without_a_tag_on_a_root_cache_with_two_tags_names_both(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    tag = remote.run().cache.tag
+    # a second tag (an entry of an earlier version of the processor), and a hidden directory,
+    # which is no tag
+    chunkwise.cache.ChunkCache(remote.url, "old", key=REMOTE_KEY).save("e" * 64, {"old": 1})
+    (remote.disk / ".hidden").mkdir()
+    make_readable(remote.disk)
+    both = sorted([tag, "old"])
+    expected = f"holds several tags ({both[0]!r}, {both[1]!r}): pick one"
+    with pytest.raises(ValueError) as caught:
+        chunkwise.status(remote.fileset, remote.url, files_per_chunk=1, cache_key=REMOTE_KEY)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    cli = KeyedCli(tmp_path)
+    result = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1")
+    one_line_error(result, expected, "--tag", "--processor")
+    # the local cache's error is the same line but for the cache's name
+    local = tmp_path / "local"
+    shutil.copytree(remote.disk, local)
+    local_result = cli("status", source, "--cache", local, "--files-per-chunk", "1")
+    assert local_result.stderr.replace(str(local), remote.url) == result.stderr

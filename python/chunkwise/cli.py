@@ -634,15 +634,12 @@ def _resolve_tag(args: argparse.Namespace) -> str:
         proc = _load_processor(args.processor)
         weights = not getattr(args, "no_weights", False)
         return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()), None, weights)
-    from chunkwise.cache import is_remote
+    from chunkwise.cache import CacheError
 
-    if is_remote(args.cache):
-        raise UsageError(
-            f"--cache {args.cache}: the tags of a root:// cache are not looked up; give --tag "
-            "(as 'run' printed it) or --processor"
-        )
     try:
-        return find_tag(args.cache)
+        return find_tag(args.cache, key=_cache_key(args))
+    except CacheError as err:
+        raise UsageError(str(err)) from None
     except NotADirectoryError:
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory") from None
     except ValueError as err:
