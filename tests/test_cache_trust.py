@@ -577,3 +577,31 @@ def test_prune_never_follows_a_symlinked_tag(fileset: dict[str, Any], tmp_path: 
         from chunkwise.cache import remove_tag
 
         remove_tag(cache, "linked")
+
+
+def test_prune_of_a_local_cache_takes_no_key(fileset: dict[str, Any], tmp_path: Path) -> None:
+    """A key authenticates entries; it does not make a group's tags yours to delete: a local
+    cache is pruned only if it is your own, and --cache-key-file is refused (the variable
+    $CHUNKWISE_CACHE_KEY_FILE, set for 'run', is not used)."""
+    cache = tmp_path / "cache"
+    current = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False).cache
+    ChunkCache(cache, "old").save("e" * 64, {"old": 1})
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(b"a group key of 32 bytes, for tests")
+    keyfile.chmod(0o600)
+    prune = [sys.executable, "-m", "chunkwise", "cache", "prune", str(cache), "--keep", current.tag]
+    refused = subprocess.run(
+        [*prune, "--cache-key-file", str(keyfile)], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "only a root:// cache is pruned with a key" in refused.stderr
+    assert (cache / "old").is_dir()
+    environ = {**os.environ, "CHUNKWISE_CACHE_KEY_FILE": str(keyfile)}
+    cache.chmod(0o770)  # a group's cache: the key in the environment does not open it
+    shared = subprocess.run(prune, capture_output=True, text=True, timeout=120, env=environ)
+    assert shared.returncode == 2 and "writable by group" in shared.stderr
+    assert (cache / "old").is_dir()
+    cache.chmod(0o700)
+    pruned = subprocess.run(prune, capture_output=True, text=True, timeout=120, env=environ)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not (cache / "old").exists() and current.directory.is_dir()

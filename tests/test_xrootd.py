@@ -48,6 +48,8 @@ from coffea.util import coffea_console, load
 
 import chunkwise
 import chunkwise.cache
+import chunkwise.cache_status
+import chunkwise.cli
 import chunkwise.runner
 from chunkwise.examples import METProcessor, write_nanoaod_like
 from chunkwise.runner import RunReport
@@ -1099,13 +1101,199 @@ def test_the_cli_runs_with_a_root_cache_and_reads_its_status(
     status = cli("status", str(source), *keyed, "--tag", tag)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "all 3 chunks are complete" in status.stdout
-    untagged = cli("status", str(source), *keyed)
-    assert untagged.returncode == 2 and "give --tag" in untagged.stderr
+    untagged = cli("status", str(source), *keyed)  # the one tag, found over XRootD
+    assert untagged.returncode == 0, untagged.stdout + untagged.stderr
+    assert untagged.stdout == status.stdout
 
 
-def test_status_on_a_server_cache_asks_for_the_tag() -> None:
-    """No tag listing over XRootD: status on a root:// cache without a tag says what to give,
-    rather than reading an empty flat layout and calling everything never run."""
-    fileset = {"A": {"files": {"/data/a.root": "Events"}}}
-    with pytest.raises(ValueError, match="give the tag"):
-        chunkwise.status(fileset, "root://127.0.0.1:1//tmp/cache")
+class KeyedCli:
+    """``python -m chunkwise ARGS`` with a key file for ``RemoteCache``'s cache."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.keyfile = tmp_path / "key"
+        self.keyfile.write_bytes(REMOTE_KEY)
+        self.keyfile.chmod(0o600)
+
+    def __call__(self, *args: str | Path, key: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "chunkwise", *map(str, args)]
+        if key:
+            command += ["--cache-key-file", str(self.keyfile)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=240)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *wanted: str) -> str:
+    """Assert exit 2 with one line on stderr holding ``wanted``; return that line."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    for text in wanted:
+        assert text in line
+    return line
+
+
+def test_status_without_a_tag_finds_the_one_tag_of_a_root_cache(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    first = remote.run()
+    # one chunk left out, so that the counts are not all alike
+    (victim,) = [p for p in remote.entries() if p.stem == first.chunks[1].hash]
+    victim.unlink()
+    tag = first.cache.tag
+
+    found = chunkwise.cache_status.find_tag(remote.url, key=REMOTE_KEY)
+    assert found == tag
+    given = chunkwise.status(remote.fileset, remote.url, tag=tag, files_per_chunk=1,
+                             cache_key=REMOTE_KEY)  # fmt: skip
+    looked_up = chunkwise.status(remote.fileset, remote.url, files_per_chunk=1,
+                                 cache_key=REMOTE_KEY)  # fmt: skip
+    assert looked_up.cache.tag == tag
+    assert given.overall == looked_up.overall and given.datasets == looked_up.datasets
+    assert looked_up.overall.done == 2 and looked_up.overall.never_run == 1
+    assert looked_up.incomplete == [victim.stem]
+
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    cli = KeyedCli(tmp_path)
+    tagged = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1", "--tag", tag)
+    untagged = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1")
+    assert tagged.returncode == untagged.returncode == 1, untagged.stdout + untagged.stderr
+    assert "1 of 3 chunks are not complete" in untagged.stdout
+    assert untagged.stdout == tagged.stdout
+
+    # without the key nothing is asked of the server: the same one line as run's
+    with pytest.raises(chunkwise.cache.CacheError, match="needs a key"):
+        chunkwise.status(remote.fileset, remote.url, files_per_chunk=1)
+    keyless = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1", key=False)
+    one_line_error(keyless, "needs a key", "--cache-key-file")
+
+
+def test_status_without_a_tag_on_a_root_cache_with_two_tags_names_both(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    tag = remote.run().cache.tag
+    # a second tag (an entry of an earlier version of the processor), and a hidden directory,
+    # which is no tag
+    chunkwise.cache.ChunkCache(remote.url, "old", key=REMOTE_KEY).save("e" * 64, {"old": 1})
+    (remote.disk / ".hidden").mkdir()
+    make_readable(remote.disk)
+    both = sorted([tag, "old"])
+    expected = f"holds several tags ({both[0]!r}, {both[1]!r}): pick one"
+    with pytest.raises(ValueError) as caught:
+        chunkwise.status(remote.fileset, remote.url, files_per_chunk=1, cache_key=REMOTE_KEY)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    cli = KeyedCli(tmp_path)
+    result = cli("status", source, "--cache", remote.url, "--files-per-chunk", "1")
+    one_line_error(result, expected, "--tag", "--processor")
+    # the local cache's error is the same line but for the cache's name
+    local = tmp_path / "local"
+    shutil.copytree(remote.disk, local)
+    local_result = cli("status", source, "--cache", local, "--files-per-chunk", "1")
+    assert local_result.stderr.replace(str(local), remote.url) == result.stderr
+
+
+def test_cache_ls_verify_and_prune_on_a_root_cache(servers: Servers, tmp_path: Path) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    current = remote.run().cache
+    assert remote.run(cache_tag="old").cache.tag == "old"
+    cli = KeyedCli(tmp_path)
+    old_dir = remote.disk / "old"
+    assert old_dir.is_dir() and (remote.disk / current.tag).is_dir()
+
+    # ls: each tag with its processor, entries and the size of what chunkwise wrote there
+    listed = cli("cache", "ls", remote.url)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[2:]}
+    assert set(rows) == {current.tag, "old"}
+    for tag in rows:
+        files = list((remote.disk / tag).iterdir())
+        manifest = json.loads((remote.disk / tag / "tag.json").read_text())
+        size = chunkwise.cli._size(sum(p.stat().st_size for p in files))
+        assert rows[tag][1] == manifest["processor"]
+        assert rows[tag][2] == "3"
+        assert " ".join(rows[tag][3:5]) == size
+    summaries = chunkwise.cache.list_tags(remote.url, key=REMOTE_KEY)
+    assert [(t.tag, t.entries) for t in summaries] == sorted([(current.tag, 3), ("old", 3)])
+    # verify, of every tag, now that they can be listed
+    verified = cli("cache", "verify", remote.url)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.count("3 entries verify, 0 corrupt") == 2
+
+    # the key, as for every command: refused before any request
+    one_line_error(cli("cache", "ls", remote.url, key=False), "needs a key")
+    one_line_error(cli("cache", "prune", remote.url, "--keep", current.tag, key=False),
+                   "needs a key")  # fmt: skip
+    with pytest.raises(chunkwise.cache.CacheError, match="needs a key"):
+        chunkwise.cache.remove_tag(remote.url, "old")
+    assert old_dir.is_dir()
+
+    # a file that chunkwise did not write: the tag is left whole
+    before = sorted(p.name for p in old_dir.iterdir())
+    notes = old_dir / "my-notes.txt"
+    notes.write_text("not chunkwise's")
+    make_readable(notes)
+    dry = cli("cache", "prune", remote.url, "--keep", current.tag, "--dry-run")
+    assert dry.returncode == 0 and "would remove old (3 entries" in dry.stdout, dry.stderr
+    kept = cli("cache", "prune", remote.url, "--keep", current.tag)
+    assert kept.returncode == 1, kept.stdout + kept.stderr
+    assert "kept old" in kept.stderr and "'my-notes.txt', which chunkwise did not write" in (
+        kept.stderr
+    )
+    assert sorted(p.name for p in old_dir.iterdir()) == sorted([*before, notes.name])
+    notes.unlink()
+    # nor is one with a directory in it, even under an entry's name
+    odd = old_dir / f"{'d' * 64}.coffea"
+    odd.mkdir()
+    make_readable(odd)
+    with pytest.raises(chunkwise.cache.CacheError, match="which chunkwise did not write"):
+        chunkwise.cache.remove_tag(remote.url, "old", key=REMOTE_KEY)
+    assert sorted(p.name for p in old_dir.iterdir()) == sorted([*before, odd.name])
+    odd.rmdir()
+
+    pruned = cli("cache", "prune", remote.url, "--keep", current.tag)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "removed old (3 entries" in pruned.stdout
+    assert not old_dir.exists()  # gone from the server's disk
+    assert len(list((remote.disk / current.tag).glob("*.coffea"))) == 3
+    assert remote.run().n_cached == 3  # the current tag is whole
+    with pytest.raises(chunkwise.cache.CacheError, match="does not exist"):
+        chunkwise.cache.remove_tag(remote.url, "old", key=REMOTE_KEY)
+    one_line_error(cli("cache", "prune", remote.url, "--keep", "nothing-like-it"),
+                   "none of nothing-like-it")  # fmt: skip
+
+
+def test_cache_housekeeping_on_a_stopped_root_server_is_one_line(
+    servers: Servers, tmp_path: Path
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    tag = remote.run().cache.tag
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps(remote.fileset))
+    cli = KeyedCli(tmp_path)
+    remote.server.stop()
+
+    commands = {
+        "ls": ("cache", "ls", remote.url),
+        "verify": ("cache", "verify", remote.url),
+        "prune": ("cache", "prune", remote.url, "--keep", "other"),
+        "status": ("status", source, "--cache", remote.url, "--files-per-chunk", "1"),
+    }
+    for name, args in commands.items():
+        with Timed(f"remote cache {name}, server stopped", remote.server) as clock:
+            result = cli(*args)
+        assert clock.seconds < NO_HANG
+        one_line_error(result, remote.url, "check that the server is up")
+    calls = {
+        "find_tag": lambda: chunkwise.cache_status.find_tag(remote.url, key=REMOTE_KEY),
+        "list_tags": lambda: chunkwise.cache.list_tags(remote.url, key=REMOTE_KEY),
+        "remove_tag": lambda: chunkwise.cache.remove_tag(remote.url, tag, key=REMOTE_KEY),
+    }
+    for name, call in calls.items():
+        with pytest.raises(chunkwise.cache.CacheError) as caught:
+            call()
+        assert "\n" not in str(caught.value) and "Connection" in str(caught.value), name
+    assert len(remote.entries()) == 3  # nothing removed

@@ -61,8 +61,15 @@ temporary and move it into place, list a directory, stat, remove, mkdir.
   writer's ``OSError`` becomes the run's ``cache_problem``.
 - Leftovers: no lock can be seen over XRootD, so a temporary counts as a leftover only when it
   is older than ``REMOTE_STALE_AGE`` (an hour, by the server's modification time).
-- Not supported on a remote cache: ``list_tags`` and ``remove_tag`` (``chunkwise cache ls`` and
-  ``prune``), and modes: who may read and write is the server's authorization.
+- Housekeeping: ``list_tags`` and ``remove_tag`` (``chunkwise cache ls`` and ``prune``) work
+  through the same seam (``scan``: one listing request per directory, with kinds, sizes and
+  times; ``stat``; ``remove``; ``rmdir``) and need the key like everything else, although
+  they unpickle nothing: a root:// cache is never touched without its key, so a mistyped or
+  missing key file is said at once, by every command alike. ``remove_tag`` removes a tag
+  directory only if every name in it is chunkwise's and a regular file. A server shows what
+  a symbolic link on its disk points to, so a link cannot be told from what it names.
+- Not supported on a remote cache: modes: who may read and write is the server's
+  authorization.
 """
 
 from __future__ import annotations
@@ -356,6 +363,34 @@ def _check_local_root(root: str | os.PathLike[str]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """What a cache's store tells of one name in a directory (see ``ChunkCache.contents``).
+
+    Attributes
+    ----------
+    kind : {"file", "directory", "symlink", "other"}
+        ``"file"`` is a regular file. A local symbolic link is ``"symlink"`` (never followed);
+        an XRootD server shows what a link points to, so a remote name is never one.
+    size : int
+        Size in bytes.
+    mtime : float
+        Modification time (seconds since the epoch; the server's clock for a remote cache).
+    """
+
+    kind: str
+    size: int
+    mtime: float
+
+
+def _local_kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "symlink" if stat.S_ISLNK(mode) else "other"
+
+
 class _LocalStore:
     """The POSIX file system: regular files only, ``flock``'d temporaries and ``os.replace``."""
 
@@ -391,8 +426,28 @@ class _LocalStore:
         return os.listdir(path)
 
     @staticmethod
+    def stat(path: Path) -> FileStat:
+        """``os.lstat`` (a symbolic link is not followed); raises ``FileNotFoundError``."""
+        st = os.lstat(path)
+        return FileStat(_local_kind(st.st_mode), st.st_size, st.st_mtime)
+
+    @classmethod
+    def scan(cls, directory: Path) -> list[tuple[str, FileStat]]:
+        """Each name in ``directory`` (in ``os.listdir``'s order) with its ``stat``; a name
+        removed meanwhile is left out."""
+        found = []
+        for name in os.listdir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((name, cls.stat(directory / name)))
+        return found
+
+    @staticmethod
     def remove(path: Path) -> None:
         path.unlink()
+
+    @staticmethod
+    def rmdir(path: Path) -> None:
+        os.rmdir(path)
 
     @staticmethod
     def probe(directory: Path) -> None:
@@ -605,9 +660,25 @@ class _RemoteStore:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
         return [(posixpath.basename(item["name"].rstrip("/")), item) for item in items]
 
+    def stat(self, path: RemotePath) -> FileStat:
+        """What the server shows of ``path``; raises ``FileNotFoundError`` if there is none."""
+        info = self.info(path)
+        if info is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+        return _remote_stat(info)
+
+    def scan(self, directory: RemotePath) -> list[tuple[str, FileStat]]:
+        """Each name in ``directory`` with its ``stat``, from one listing request."""
+        return [(name, _remote_stat(item)) for name, item in self._listing(directory)]
+
     def remove(self, path: RemotePath) -> None:
         with self._requests("remove", path.path):
             self.fs.rm_file(path.path)
+
+    def rmdir(self, path: RemotePath) -> None:
+        """Remove an empty directory (the server refuses one that is not empty)."""
+        with self._requests("rmdir", path.path):
+            self.fs.rmdir(path.path)
 
     def makedirs(self, path: RemotePath) -> None:
         with self._requests("mkdir", path.path):
@@ -632,6 +703,15 @@ class _RemoteStore:
             if now - float(item.get("mtime") or now) < max(min_age, REMOTE_STALE_AGE):
                 continue
             yield directory / name
+
+
+def _remote_stat(info: Mapping[str, Any]) -> FileStat:
+    kind = str(info.get("type"))
+    return FileStat(
+        kind if kind in ("file", "directory") else "other",
+        int(info.get("size") or 0),
+        float(info.get("mtime") or 0.0),
+    )
 
 
 class ChunkCache:
@@ -1027,6 +1107,36 @@ class ChunkCache:
             if name.endswith(ENTRY_SUFFIX) and _is_hash(name[: -len(ENTRY_SUFFIX)]):
                 yield name[: -len(ENTRY_SUFFIX)]
 
+    def contents(self) -> dict[str, FileStat]:
+        """Everything in this tag's directory (the root for the flat layout), by name.
+
+        Returns
+        -------
+        dict
+            ``{name: FileStat}`` in listing order: each file's kind, size and modification
+            time. Empty when the directory does not exist. Over XRootD this is one request.
+
+        Raises
+        ------
+        CacheError
+            If the cache is not trusted (see ``check``; a remote one needs its key before any
+            request), or, for a remote cache, if the server cannot list the directory. A local
+            directory that cannot be listed raises ``OSError``.
+        """
+        if not self.check():
+            return {}
+        try:
+            return dict(self._store.scan(self.directory))  # type: ignore[arg-type]
+        except (FileNotFoundError, NotADirectoryError):
+            return {}  # removed since it was checked
+        except OSError as err:
+            if not self._store.remote:
+                raise
+            raise CacheError(
+                f"cache {str(self.directory)!r}: {err.strerror or err}; check that the server "
+                "is up and that you may read there"
+            ) from None
+
     # -- temporary files ------------------------------------------------------------------------
     def temporaries(self, min_age: float = 60.0) -> Iterator[Path | RemotePath]:
         """Yield chunkwise's temporary files in this tag's directory that no writer holds and
@@ -1214,86 +1324,99 @@ def _ours(name: str) -> bool:
     return False
 
 
-def _no_housekeeping_on_remote(root: str | os.PathLike[str]) -> None:
-    if is_remote(root):
-        raise CacheError(
-            f"cache {root!r}: listing and removing the tags of a root:// cache is not supported "
-            "yet; use xrdfs HOST ls / rm, or chunkwise cache verify --tag TAG"
-        )
-
-
 def list_tags(root: str | os.PathLike[str], *, key: bytes | None = None) -> list[TagSummary]:
     """Summarise every tag directory of a cache (and the flat layout's entries, if any).
+
+    A tag directory is a directory in the root whose name does not start with ``.`` (locally,
+    never a symbolic link). Only names and sizes are read, and each tag's ``tag.json`` (JSON,
+    never unpickled); nothing is verified (``chunkwise cache verify`` does that).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The cache directory, or a ``root://host//dir`` URL.
+    key : bytes, optional
+        The cache's key. A root:// cache needs it, as for ``run`` and ``status``: without
+        one it is refused before any request.
 
     Raises
     ------
     CacheError
-        If the root is not a trusted directory (see ``ChunkCache.check``).
+        If the root is not a trusted directory (see ``ChunkCache.check``), or a root://
+        cache's server cannot be reached or cannot list it.
     """
-    _no_housekeeping_on_remote(root)
     top = ChunkCache(root, key=key)
-    if not top.check():
-        return []
-    summaries = []
-    names = sorted(os.listdir(top.root))
+    listing = top.contents()
+    names = sorted(listing)
     candidates = [
         n
         for n in names
-        if not n.startswith(".") and stat.S_ISDIR(os.lstat(top.root / n).st_mode)  # no symlinks
+        if not n.startswith(".") and listing[n].kind == "directory"  # no symlinks
     ]
     if any(_ours(n) and n.endswith(ENTRY_SUFFIX) for n in names):
         candidates.insert(0, "")
+    summaries = []
     for tag in candidates:
         cache = ChunkCache(root, tag, key=key)
         entries, size, newest = 0, 0, 0.0
-        for name in os.listdir(cache.directory):
+        for name, st in (listing if not tag else cache.contents()).items():
             if not _ours(name):
                 continue
-            st = os.lstat(cache.directory / name)
-            size += st.st_size
+            size += st.size
             if name.endswith(ENTRY_SUFFIX):
                 entries += 1
-                newest = max(newest, st.st_mtime)
+                newest = max(newest, st.mtime)
         manifest = cache.read_manifest() if tag else None
         processor = str(manifest.get("processor", "?")) if manifest else "?"
         summaries.append(TagSummary(tag, processor, entries, size, newest))
     return summaries
 
 
-def remove_tag(root: str | os.PathLike[str], tag: str) -> None:
+def remove_tag(root: str | os.PathLike[str], tag: str, *, key: bytes | None = None) -> None:
     """Delete a tag directory, and only if everything in it is chunkwise's own.
+
+    Every name in it must be one chunkwise writes (entries, records, ``tag.json`` and its
+    temporaries) and a regular file; then each file is removed, and the directory.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The cache directory, or a ``root://host//dir`` URL.
+    tag : str
+        The tag directory to remove (not ``""``: the flat layout has none).
+    key : bytes, optional
+        A root:// cache's key, which it needs (it is refused without one before any request).
+        A local cache is pruned without a key, and only if it is your own.
 
     Raises
     ------
     CacheError
-        If the directory holds anything chunkwise did not write (it is then left whole).
+        If the directory holds anything chunkwise did not write (it is then left whole), does
+        not exist, or cannot be removed (e.g. a root:// cache's server is down).
     """
-    _no_housekeeping_on_remote(root)
-    cache = ChunkCache(root, tag)
+    cache = ChunkCache(root, tag, key=key if is_remote(root) else None)
     if not tag:
         raise CacheError("the flat layout has no tag directory to remove")
+    store = cache._store
+    where = str(cache.directory)
     try:
-        st = os.lstat(cache.directory)
-        if not stat.S_ISDIR(st.st_mode):
-            raise CacheError(
-                f"{str(cache.directory)!r} is not a directory (a symlink?); left it alone"
-            )
+        if store.remote and not cache.check():  # the key, before any request
+            raise CacheError(f"{where!r} does not exist")
+        if store.stat(cache.directory).kind != "directory":  # type: ignore[arg-type]
+            link = "" if store.remote else " (a symlink?)"
+            raise CacheError(f"{where!r} is not a directory{link}; left it alone")
         if not cache.check():
-            raise CacheError(f"{str(cache.directory)!r} does not exist")
-        names = os.listdir(cache.directory)
-        foreign = [
-            n
-            for n in names
-            if not _ours(n) or not stat.S_ISREG(os.lstat(cache.directory / n).st_mode)
-        ]
+            raise CacheError(f"{where!r} does not exist")
+        listing = cache.contents()
+        foreign = [n for n, st in listing.items() if not _ours(n) or st.kind != "file"]
         if foreign:
             raise CacheError(
-                f"{str(cache.directory)!r} holds {foreign[0]!r}, which chunkwise did not "
+                f"{where!r} holds {foreign[0]!r}, which chunkwise did not "
                 "write; left it whole: remove it yourself if you mean to"
             )
-        for name in names:
+        for name in listing:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(cache.directory / name)
-        os.rmdir(cache.directory)
+                store.remove(cache.directory / name)  # type: ignore[arg-type]
+        store.rmdir(cache.directory)  # type: ignore[arg-type]
     except OSError as err:
-        raise CacheError(f"cannot remove {str(cache.directory)!r}: {err.strerror or err}") from None
+        raise CacheError(f"cannot remove {where!r}: {err.strerror or err}") from None

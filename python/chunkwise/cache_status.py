@@ -182,26 +182,40 @@ class StatusReport:
         return "\n".join(lines)
 
 
-def find_tag(root: str | os.PathLike[str]) -> str:
+def find_tag(root: str | os.PathLike[str], *, key: bytes | None = None) -> str:
     """The one tag in a cache directory (``""`` for the flat layout or an empty cache).
+
+    The tags are the directories in ``root`` whose names do not start with ``.``, and ``""``
+    when entries sit in ``root`` itself (the notebook's flat layout). A root:// cache is
+    listed over XRootD, in one request.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The cache directory, or a ``root://host//dir`` URL.
+    key : bytes, optional
+        The cache's key: a root:// cache is refused without one before any request.
 
     Raises
     ------
     NotADirectoryError
-        If ``root`` is a file.
+        If ``root`` is a (local) file.
     ValueError
         If ``root`` holds several tags: the message names them.
+    chunkwise.cache.CacheError
+        For a root:// cache without a key, whose root is not a directory, or whose server
+        cannot be reached.
     """
     if is_remote(root):
-        raise ValueError(
-            f"cache {str(root)!r} is on a server, where chunkwise does not list tags: give the "
-            "tag (tag= or --tag), or the processor to derive it from"
-        )
-    try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return ""
-    tags = [n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
+        listing = ChunkCache(root, key=key).contents()
+        names = sorted(listing)
+        tags = [n for n in names if not n.startswith(".") and listing[n].kind == "directory"]
+    else:
+        try:
+            names = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return ""
+        tags = [n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
     if any(n.endswith(ENTRY_SUFFIX) for n in names):
         tags.append("")  # the notebook's flat <cache>/<hash>.coffea layout
     if len(tags) > 1:
@@ -283,7 +297,7 @@ def status(
 
             tag = cache_tag(processor_instance, runner, file_sums, weights)
         else:
-            tag = find_tag(cache)
+            tag = find_tag(cache, key=cache_key)
     store = ChunkCache(cache, tag, key=cache_key)
     if tag and not is_remote(cache) and os.path.isdir(cache) and not store.directory.is_dir():
         held = sorted(

@@ -634,15 +634,12 @@ def _resolve_tag(args: argparse.Namespace) -> str:
         proc = _load_processor(args.processor)
         weights = not getattr(args, "no_weights", False)
         return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()), None, weights)
-    from chunkwise.cache import is_remote
+    from chunkwise.cache import CacheError
 
-    if is_remote(args.cache):
-        raise UsageError(
-            f"--cache {args.cache}: the tags of a root:// cache are not looked up; give --tag "
-            "(as 'run' printed it) or --processor"
-        )
     try:
-        return find_tag(args.cache)
+        return find_tag(args.cache, key=_cache_key(args))
+    except CacheError as err:
+        raise UsageError(str(err)) from None
     except NotADirectoryError:
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory") from None
     except ValueError as err:
@@ -975,11 +972,28 @@ def _current_tags(args: argparse.Namespace) -> set[str]:
     return keep
 
 
+def _prune_key(args: argparse.Namespace) -> bytes | None:
+    """The key prune uses: a root:// cache's (it needs one, as for every command), and none
+    for a local cache, which is pruned only if it is your own (a key authenticates entries;
+    it does not make a group's directories yours to delete)."""
+    from chunkwise.cache import is_remote
+
+    if is_remote(args.cache):
+        return _cache_key(args)
+    if args.cache_key_file is not None:
+        raise UsageError(
+            "--cache-key-file: only a root:// cache is pruned with a key; a local cache is "
+            "pruned without one, and only if it is your own"
+        )
+    return None
+
+
 def _cmd_cache_prune(args: argparse.Namespace) -> int:
     from chunkwise.cache import CacheError, list_tags, remove_tag
 
     keep = _current_tags(args)
-    tags = [t for t in _cache_call(lambda: list_tags(args.cache)) if t.tag]
+    key = _prune_key(args)
+    tags = [t for t in _cache_call(lambda: list_tags(args.cache, key=key)) if t.tag]
     if not any(t.tag in keep for t in tags):
         raise UsageError(
             f"--keep: none of {', '.join(sorted(keep))} is in {args.cache}; nothing removed "
@@ -993,7 +1007,7 @@ def _cmd_cache_prune(args: argparse.Namespace) -> int:
             print(f"would remove {t.tag} ({t.entries} entries, {_size(t.bytes)})")
             continue
         try:
-            remove_tag(args.cache, t.tag)
+            remove_tag(args.cache, t.tag, key=key)
         except CacheError as err:
             print(f"chunkwise cache prune: kept {t.tag}: {err}", file=sys.stderr)
             status = EXIT_INCOMPLETE
@@ -1332,6 +1346,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--processor", metavar="MODULE:CLASS", help="keep the tag of this processor")
     _add_runner_options(q)
     q.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    q.add_argument(
+        "--cache-key-file",
+        metavar="FILE",
+        help="key of a root:// cache, which needs one (default: $CHUNKWISE_CACHE_KEY_FILE); "
+        "a local cache is pruned only if it is your own, without a key",
+    )
     q.set_defaults(func=_cmd_cache_prune)
     q = cache_sub.add_parser(
         "explain",
