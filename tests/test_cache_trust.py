@@ -840,3 +840,32 @@ def test_a_forged_manifest_never_makes_an_explicit_tag_accepted(
     # the same claim, written by chunkwise with the cache's key, would be believed
     mine.write_manifest(claim)
     assert chunkwise.run(fileset, changed, runner(), cache_tag="mine", **options).n_cached == 1
+
+
+def test_cache_explain_reads_the_manifests_of_a_keyed_cache_with_its_key(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    chunkwise.run(fileset, METProcessor(), runner(), cache=root, cache_key=KEY,
+                  cache_tag="one", progress=False)  # fmt: skip
+    chunkwise.run(fileset, METProcessor(), runner(), cache=root, cache_key=KEY,
+                  cache_tag="two", progress=False)  # fmt: skip
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(KEY)
+    keyfile.chmod(0o600)
+
+    def explain(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chunkwise", "cache", "explain", str(root), "one", "two",
+             *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    same = explain("--cache-key-file", str(keyfile))
+    assert same.returncode == 0 and "nothing differs" in same.stdout, same.stderr
+    keyless = explain()  # a group's cache is not opened without its key
+    assert keyless.returncode == 2 and "writable by group" in keyless.stderr
+    (root / "two" / "tag.json").write_bytes((root / "one" / "tag.json").read_bytes())
+    copied = explain("--cache-key-file", str(keyfile))  # one's tag.json is no manifest of two
+    assert copied.returncode == 2 and "no tag.json that verifies" in copied.stderr
+    assert "CorruptCacheEntryWarning" in copied.stderr and "HMAC does not match" in copied.stderr
