@@ -1237,7 +1237,7 @@ class ChunkCache:
             if isinstance(exc, OSError) and not self._store.remote:
                 raise
             then = (
-                "the chunk is run again in full"
+                "the chunk is run again"
                 if kind == "salvage"
                 else "'status' shows the chunk as never run until it runs again"
             )
