@@ -8,6 +8,7 @@ run as root.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,16 @@ from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
 import chunkwise
-from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, load_key
+from chunkwise.cache import (
+    CACHE_FORMAT,
+    RECORD_FORMAT,
+    CacheError,
+    ChunkCache,
+    CorruptCacheEntryWarning,
+    load_key,
+)
 from chunkwise.examples import METProcessor, write_nanoaod_like
-from chunkwise.tag import cache_tag
+from chunkwise.tag import cache_tag, tag_manifest
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Missing cross-reference index"),
@@ -238,17 +247,17 @@ def test_a_salvage_record_that_does_not_fit_is_ignored(
     (record,) = first.chunks
     assert record.status == "salvaged" and first.events == {"D": 400}
 
-    (salvage,) = (cache / first.cache.tag).glob("*.salvage.json")
-    data = json.loads(salvage.read_text())
+    # a record that verifies (written by chunkwise itself) but does not fit its chunk
+    saved = first.cache.load_salvage(record.hash)
     if damage == "no-parts":
-        data["parts"] = []
+        saved.parts = []
     elif damage == "parts-twice":
-        data["parts"] = data["parts"] + data["parts"]
+        saved.parts = saved.parts + saved.parts
     else:
-        data["bad_files"] = {"D": {"/elsewhere/x.root": "bad"}}
-    salvage.write_text(json.dumps(data))
+        saved.bad_files = {"D": {"/elsewhere/x.root": "bad"}}
+    first.cache.save_salvage(saved)
 
-    with pytest.warns(CorruptCacheEntryWarning, match="ignoring the salvage record"):
+    with pytest.warns(CorruptCacheEntryWarning, match="ignoring the salvage record of chunk"):
         again = chunkwise.run(broken, METProcessor(), runner(), cache=cache, progress=False)
     # never "complete" with half (or double) the events: the chunk is run again
     assert again.events == {"D": 400} and not again.complete
@@ -605,3 +614,258 @@ def test_prune_of_a_local_cache_takes_no_key(fileset: dict[str, Any], tmp_path: 
     pruned = subprocess.run(prune, capture_output=True, text=True, timeout=120, env=environ)
     assert pruned.returncode == 0, pruned.stderr
     assert not (cache / "old").exists() and current.directory.is_dir()
+
+
+# -- authenticated records ----------------------------------------------------------------------
+KEY = b"a group key of 32 bytes, for tests"
+SEALS = {None: "sha256:", KEY: "hmac-sha256:"}
+EVENTS = {"D": 400}
+
+
+def two_salvaged_chunks(
+    fileset: dict[str, Any], tmp_path: Path, key: bytes | None = None, tag: str | None = None
+) -> tuple[dict[str, Any], Any]:
+    """Run two chunks of three files, each with a missing file: two salvage records."""
+    good = sorted(fileset["D"]["files"])  # f0 ... f3; the missing ones sort before f0 and f2
+    missing = [str(Path(good[i]).with_name(f"f{i}-missing.root")) for i in (0, 2)]
+    broken = {"D": {"files": dict.fromkeys([*good, *missing], "Events")}}
+    first = salvage_run(broken, tmp_path, key, tag)
+    assert [r.status for r in first.chunks] == ["salvaged", "salvaged"]
+    assert first.events == EVENTS
+    return broken, first
+
+
+def salvage_run(broken: dict[str, Any], tmp_path: Path, key: bytes | None, tag: str | None) -> Any:
+    return chunkwise.run(
+        broken, METProcessor(), runner(), files_per_chunk=3, cache=tmp_path / "cache",
+        cache_key=key, cache_tag=tag, progress=False,
+    )  # fmt: skip
+
+
+def resumed(record: Any) -> bool:
+    """Whether a salvaged chunk went on from its salvage record (else it was run again)."""
+    text = str(record.exception)
+    assert text.startswith(("failed in an earlier run: ", "1 file(s) failed: ")), text
+    return text.startswith("failed in an earlier run: ")
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["keyless", "keyed"])
+def test_records_written_by_chunkwise_verify_and_are_used(
+    key: bytes | None, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    broken, first = two_salvaged_chunks(fileset, tmp_path, key)
+    cache = first.cache
+    for path in [cache.manifest_path, *(cache.salvage_path(r.hash) for r in first.chunks)]:
+        data = json.loads(path.read_text())  # readable JSON, with its format and tag
+        assert data["record"] == RECORD_FORMAT and data["mac"].startswith(SEALS[key])
+    assert json.loads(cache.manifest_path.read_text())["processor"].endswith("METProcessor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptCacheEntryWarning)
+        assert cache.read_manifest() == tag_manifest(METProcessor(), runner())
+        for record in first.chunks:
+            saved = cache.load_salvage(record.hash)
+            assert saved is not None and saved.chunk_hash == record.hash
+            assert saved.bad_files == record.bad_files
+        again = salvage_run(broken, tmp_path, key, None)
+    assert all(resumed(r) for r in again.chunks)  # each went on from its record
+    assert again.events == EVENTS and again.cache.tag == cache.tag
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("edited", "SHA-256 does not match"),
+        ("torn", "not whole JSON"),
+        ("another-chunk", "SHA-256 does not match"),
+        ("another-tag", "SHA-256 does not match"),
+    ],
+)
+def test_a_damaged_or_copied_salvage_record_is_ignored_and_the_chunk_run_again(
+    damage: str, why: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    broken, first = two_salvaged_chunks(fileset, tmp_path, tag="two")
+    cache = first.cache
+    victim, other = (cache.salvage_path(r.hash) for r in first.chunks)
+    data = json.loads(victim.read_text())
+    if damage == "edited":  # a hand edit: the error text, as if from another run
+        data["error"] = "EDITED"
+        victim.write_text(json.dumps(data))
+    elif damage == "torn":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    elif damage == "another-chunk":  # a valid record, under another chunk's name
+        shutil.copy(other, victim)
+    else:  # the same chunk's record in another tag, with other words in it, copied here
+        elsewhere = ChunkCache(tmp_path / "cache", "one")
+        record = cache.load_salvage(first.chunks[0].hash)
+        elsewhere.save_salvage(dataclasses.replace(record, error="FROM TAG ONE"))
+        shutil.copy(elsewhere.salvage_path(record.chunk_hash), victim)
+    with pytest.warns(CorruptCacheEntryWarning) as caught:
+        again = salvage_run(broken, tmp_path, None, "two")
+    (line,) = [str(w.message) for w in caught if "salvage record" in str(w.message)]
+    assert line.startswith(f"chunkwise: ignoring the salvage record {victim}: ")
+    assert why in line and "the chunk is run again" in line
+    assert [resumed(r) for r in again.chunks] == [False, True]  # only the victim
+    assert again.events == EVENTS  # never wrong: 4 good files, each once
+    assert "FROM TAG ONE" not in str(again.chunks[0].exception)
+    with warnings.catch_warnings():  # the run wrote it again, whole and authenticated
+        warnings.simplefilter("error", CorruptCacheEntryWarning)
+        assert cache.load_salvage(first.chunks[0].hash) is not None
+
+
+@pytest.mark.parametrize(
+    ("forgery", "why"),
+    [
+        ("another-key", "HMAC does not match"),
+        ("keyless", "written without a key"),
+        ("old-format", "older chunkwise"),
+    ],
+)
+def test_a_keyed_cache_ignores_a_record_without_its_hmac(
+    forgery: str, why: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    broken, first = two_salvaged_chunks(fileset, tmp_path, KEY)
+    cache = first.cache
+    record = cache.load_salvage(first.chunks[0].hash)
+    forged = dataclasses.replace(record, error="FORGED")
+    victim = cache.salvage_path(record.chunk_hash)
+    if forgery == "old-format":  # what the previous chunkwise wrote: no authentication
+        victim.write_text(json.dumps({"format": CACHE_FORMAT, **forged.to_dict()}))
+    else:
+        forger = ChunkCache(tmp_path / "forger", cache.tag, key=None if forgery == "keyless"
+                            else b"the forger's own key, 32 bytes!")  # fmt: skip
+        shutil.copy(forger.save_salvage(forged), victim)
+    with pytest.warns(CorruptCacheEntryWarning, match=f"ignoring the salvage record.*{why}"):
+        again = salvage_run(broken, tmp_path, KEY, None)
+    assert [resumed(r) for r in again.chunks] == [False, True]
+    assert "FORGED" not in str(again.chunks[0].exception)
+    assert again.events == EVENTS
+
+
+def test_a_local_cache_without_a_key_reads_records_of_the_previous_format(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    """Only you can write there (the ownership rule): the old records are yours, and used."""
+    broken, first = two_salvaged_chunks(fileset, tmp_path, tag="mine")
+    cache = first.cache
+    record = cache.load_salvage(first.chunks[0].hash)
+    old = {"format": CACHE_FORMAT, **dataclasses.replace(record, error="OLD").to_dict()}
+    cache.salvage_path(record.chunk_hash).write_text(json.dumps(old, indent=1, sort_keys=True))
+    manifest = tag_manifest(METProcessor(), runner())
+    cache.manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptCacheEntryWarning)
+        assert cache.read_manifest() == manifest
+        again = salvage_run(broken, tmp_path, None, "mine")  # the explicit tag is accepted
+    assert [resumed(r) for r in again.chunks] == [True, True]
+    assert str(again.chunks[0].exception) == "failed in an earlier run: OLD"
+
+
+def test_a_failure_record_that_does_not_verify_shows_the_chunk_never_run(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    missing = str(tmp_path / "missing.root")
+    lost = {"D": {"files": {missing: "Events"}}}
+    first = chunkwise.run(lost, METProcessor(), runner(), cache=cache_dir, progress=False)
+    (chunk,) = first.chunks
+    failure = first.cache.failure_path(chunk.hash)
+    assert json.loads(failure.read_text())["mac"].startswith("sha256:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptCacheEntryWarning)
+        status = chunkwise.status(lost, cache_dir)
+    assert status.overall.failed == 1 and status.failed["D"][missing]
+
+    data = json.loads(failure.read_text())
+    data["bad_files"]["D"][missing] = "EDITED"
+    failure.write_text(json.dumps(data))
+    with pytest.warns(CorruptCacheEntryWarning) as caught:
+        status = chunkwise.status(lost, cache_dir)
+    (line,) = [str(w.message) for w in caught]
+    assert line.startswith(f"chunkwise: ignoring the failure record {failure}: ")
+    assert "SHA-256 does not match" in line and "never run" in line
+    assert status.overall.never_run == 1 and status.overall.failed == 0
+
+
+def test_a_salvage_record_copied_over_a_failure_record_is_ignored(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    """The kind of record is authenticated too: a salvage record is no failure record."""
+    broken, first = two_salvaged_chunks(fileset, tmp_path)
+    cache = first.cache
+    chunk_hash = first.chunks[0].hash
+    shutil.copy(cache.salvage_path(chunk_hash), cache.failure_path(chunk_hash))
+    with pytest.warns(CorruptCacheEntryWarning, match="ignoring the failure record.*SHA-256"):
+        assert cache.load_failure(chunk_hash) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "forgery", "why"),
+    [
+        (KEY, "old-format", "older chunkwise"),
+        (KEY, "another-key", "HMAC does not match"),
+        (KEY, "another-tag", "HMAC does not match"),
+        (None, "another-tag", "SHA-256 does not match"),
+        (None, "edited", "SHA-256 does not match"),
+    ],
+    ids=["keyed-old-format", "keyed-another-key", "keyed-another-tag", "another-tag", "edited"],
+)
+def test_a_forged_manifest_never_makes_an_explicit_tag_accepted(
+    key: bytes | None, forgery: str, why: str, fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    """Tag "mine" holds entries of one processor; a tag.json claiming another processor's
+    settings is ignored, so that a run of that processor with --tag mine is refused."""
+    root = tmp_path / "cache"
+    options = dict(cache=root, cache_key=key, progress=False)
+    chunkwise.run(fileset, METProcessor(), runner(), cache_tag="mine", **options)
+    changed = METProcessor()
+    changed.note = "other settings"  # another state: another manifest
+    claim = tag_manifest(changed, runner())
+    mine = ChunkCache(root, "mine", key=key)
+    if forgery == "old-format":
+        mine.manifest_path.write_text(json.dumps(claim, indent=1, sort_keys=True))
+    elif forgery == "another-key":
+        forger = ChunkCache(tmp_path / "forger", "mine", key=b"the forger's own key, 32 bytes!")
+        shutil.copy(forger.write_manifest(claim), mine.manifest_path)
+    elif forgery == "another-tag":  # that processor's own, authentic tag.json, copied over
+        theirs = chunkwise.run(fileset, changed, runner(), cache_tag="theirs", **options).cache
+        shutil.copy(theirs.manifest_path, mine.manifest_path)
+    else:  # hand-edited to claim the other settings, its tag left as it was
+        data = json.loads(mine.manifest_path.read_text())
+        sealed = {k: data[k] for k in ("record", "mac")}
+        mine.manifest_path.write_text(json.dumps({**claim, **sealed}))
+    with pytest.warns(CorruptCacheEntryWarning, match=f"ignoring {mine.manifest_path}: .*{why}"):
+        with pytest.raises(CacheError, match="unknown origin .no tag.json that verifies.*force"):
+            chunkwise.run(fileset, changed, runner(), cache_tag="mine", **options)
+    assert len(list(mine.directory.glob("*.coffea"))) == 1  # nothing mixed in
+    # the same claim, written by chunkwise with the cache's key, would be believed
+    mine.write_manifest(claim)
+    assert chunkwise.run(fileset, changed, runner(), cache_tag="mine", **options).n_cached == 1
+
+
+def test_cache_explain_reads_the_manifests_of_a_keyed_cache_with_its_key(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    chunkwise.run(fileset, METProcessor(), runner(), cache=root, cache_key=KEY,
+                  cache_tag="one", progress=False)  # fmt: skip
+    chunkwise.run(fileset, METProcessor(), runner(), cache=root, cache_key=KEY,
+                  cache_tag="two", progress=False)  # fmt: skip
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(KEY)
+    keyfile.chmod(0o600)
+
+    def explain(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chunkwise", "cache", "explain", str(root), "one", "two",
+             *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    same = explain("--cache-key-file", str(keyfile))
+    assert same.returncode == 0 and "nothing differs" in same.stdout, same.stderr
+    keyless = explain()  # a group's cache is not opened without its key
+    assert keyless.returncode == 2 and "writable by group" in keyless.stderr
+    (root / "two" / "tag.json").write_bytes((root / "one" / "tag.json").read_bytes())
+    copied = explain("--cache-key-file", str(keyfile))  # one's tag.json is no manifest of two
+    assert copied.returncode == 2 and "no tag.json that verifies" in copied.stderr
+    assert "CorruptCacheEntryWarning" in copied.stderr and "HMAC does not match" in copied.stderr

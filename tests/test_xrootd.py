@@ -51,6 +51,7 @@ import chunkwise.cache
 import chunkwise.cache_status
 import chunkwise.cli
 import chunkwise.runner
+import chunkwise.tag
 from chunkwise.examples import METProcessor, write_nanoaod_like
 from chunkwise.runner import RunReport
 
@@ -1054,6 +1055,96 @@ def test_a_root_cache_server_killed_mid_write_leaves_no_torn_entry(
     assert rerun.n_cached == 1 and rerun.n_processed == 2
     assert_same_output(rerun.output, first.output)
     assert len(remote.entries()) == 3
+
+
+def salvage_over_root(remote: RemoteCache, **options: Any) -> tuple[dict[str, Any], RunReport]:
+    """One chunk of the three files and a missing one, on ``remote``'s cache: a salvage
+    record on the server."""
+    missing = str(remote.data / "f_9-missing.root")
+    fileset = fileset_of(D=[*map(str, remote.files), missing])
+    report = chunkwise.run(fileset, METProcessor(), files_per_chunk=4, cache=remote.url,
+                           cache_key=REMOTE_KEY, progress=False, **options)  # fmt: skip
+    ((chunk,),) = [report.chunks]
+    assert chunk.status == "salvaged" and set(chunk.bad_files["D"]) == {missing}
+    return fileset, report
+
+
+@pytest.mark.parametrize(
+    ("forgery", "why"),
+    [
+        ("another-key", "HMAC does not match"),
+        ("old-format", "older chunkwise"),
+        ("torn", "not whole JSON"),
+        ("another-tag", "HMAC does not match"),
+    ],
+)
+def test_a_root_cache_ignores_a_record_that_its_key_does_not_verify(
+    forgery: str, why: str, servers: Servers
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    fileset, first = salvage_over_root(remote)
+    (chunk,) = first.chunks
+    tag = first.cache.tag
+    victim = remote.disk / tag / f"{chunk.hash}.salvage.json"
+    sealed = json.loads(victim.read_text())
+    assert sealed["record"] == chunkwise.cache.RECORD_FORMAT
+    assert sealed["mac"].startswith("hmac-sha256:")
+    # written with the key, it verifies and is used: the rerun goes on from it
+    rerun = chunkwise.run(fileset, METProcessor(), files_per_chunk=4, cache=remote.url,
+                          cache_key=REMOTE_KEY, progress=False)  # fmt: skip
+    assert str(rerun.chunks[0].exception).startswith("failed in an earlier run: ")
+
+    record = chunkwise.cache.ChunkCache(remote.url, tag, key=REMOTE_KEY).load_salvage(chunk.hash)
+    forged = dataclasses.replace(record, error="FORGED")
+    if forgery == "another-key":
+        forger = chunkwise.cache.ChunkCache(remote.url, tag, key=b"the forger's own 32-byte key!!")
+        forger.save_salvage(forged)  # over XRootD, as a forger without the key would
+    elif forgery == "old-format":  # as the previous chunkwise wrote it: not authenticated
+        old = {"format": chunkwise.cache.CACHE_FORMAT, **forged.to_dict()}
+        victim.write_text(json.dumps(old, indent=1, sort_keys=True))
+    elif forgery == "torn":
+        victim.write_bytes(victim.read_bytes()[:100])
+    else:  # the same chunk's record of another tag, authentic there, copied on the server
+        chunkwise.cache.ChunkCache(remote.url, "other", key=REMOTE_KEY).save_salvage(forged)
+        victim.write_bytes((remote.disk / "other" / victim.name).read_bytes())
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning) as caught:
+        again = chunkwise.run(fileset, METProcessor(), files_per_chunk=4, cache=remote.url,
+                              cache_key=REMOTE_KEY, progress=False)  # fmt: skip
+    (line,) = [str(w.message) for w in caught if "salvage record" in str(w.message)]
+    assert f"ignoring the salvage record {remote.url}/{tag}/{chunk.hash}.salvage.json" in line
+    assert why in line and "the chunk is run again" in line
+    (redone,) = again.chunks
+    assert str(redone.exception).startswith("1 file(s) failed: ")  # run again, not resumed
+    assert "FORGED" not in str(redone.exception)
+    assert_same_output(again.output, oracle(D=remote.files))  # never wrong
+    assert json.loads(victim.read_text())["mac"] == sealed["mac"]  # written again, whole
+
+
+def test_a_forged_manifest_on_a_root_cache_never_makes_an_explicit_tag_accepted(
+    servers: Servers,
+) -> None:
+    remote = RemoteCache(servers, served_data=False)
+    first = remote.run(cache_tag="mine")
+    assert first.n_processed == 3
+    manifest = remote.disk / "mine" / "tag.json"
+    authentic = json.loads(manifest.read_text())
+    assert authentic["mac"].startswith("hmac-sha256:")
+    changed = METProcessor()
+    changed.note = "other settings"  # another manifest
+    claim = chunkwise.tag.tag_manifest(changed)
+    # a forger who can write on the server, but has no key, claims the other settings
+    manifest.write_text(json.dumps({**claim, "record": authentic["record"],
+                                    "mac": authentic["mac"]}))  # fmt: skip
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning, match="HMAC does not match"):
+        with pytest.raises(chunkwise.cache.CacheError, match="no tag.json that verifies"):
+            chunkwise.run(remote.fileset, changed, files_per_chunk=1, cache=remote.url,
+                          cache_key=REMOTE_KEY, cache_tag="mine", progress=False)  # fmt: skip
+    assert len(list((remote.disk / "mine").glob("*.coffea"))) == 3  # nothing mixed in
+    # the processor that made the tag gets its tag back: the manifest is written again
+    with pytest.warns(chunkwise.cache.CorruptCacheEntryWarning, match="HMAC does not match"):
+        again = remote.run(cache_tag="mine", force_tag=True)
+    assert again.n_cached == 3
+    assert json.loads(manifest.read_text()) == authentic
 
 
 class warnings_ignored:

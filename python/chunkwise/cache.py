@@ -9,8 +9,23 @@ Layout
 ``<root>/<tag>/<hash>.salvage.json``
     Written when a chunk had a bad file: it names the chunk's single-file parts (and their
     hashes) and the files that failed, so that a rerun goes straight to the files.
+``<root>/<tag>/<hash>.failed.json``
+    Written when a chunk was lost whole: its bad files and their errors, for ``status``.
 ``<root>/<tag>/tag.json``
     What went into the tag (see ``chunkwise.tag.tag_manifest``).
+
+Record format
+-------------
+The records (salvage and failure records, ``tag.json``) are JSON objects: their content plus
+two fields, ``"record": RECORD_FORMAT`` and ``"mac"``, an authentication tag over the canonical
+JSON (sorted keys, no spaces, ASCII) of everything else and over where the record belongs: its
+kind, its tag and, for salvage and failure records, its chunk hash. The tag is
+``"hmac-sha256:<hex>"`` with the cache's key, else ``"sha256:<hex>"``: a plain digest catches a
+torn or hand-edited record, not a forger (whoever can write the file can recompute it). A
+record that does not verify (torn, edited, forged, written with another key, or copied from
+another chunk, tag or kind) is ignored with a ``CorruptCacheEntryWarning``, as if it were
+missing. Records of the previous format (no ``record`` field, no tag) are read only from a local
+cache without a key, which only you can write; a keyed or root:// cache ignores them.
 
 Entry format
 ------------
@@ -52,9 +67,11 @@ temporary and move it into place, list a directory, stat, remove, mkdir.
   trusted by its key alone. Without a key it is refused (``CacheError``) before any request.
   Every entry is verified exactly as a local one (LZ4 checksum, the footer's HMAC-SHA256 with
   the key, ``_check_info``) before anything is unpickled; a truncated or forged entry is
-  corrupt and recomputed. Records and ``tag.json`` are JSON, never unpickled and not
-  authenticated: a forged one can make a run retry files, or ``status`` show a wrong error,
-  never a wrong result (records are checked against their chunk).
+  corrupt and recomputed. Records and ``tag.json`` are JSON, never unpickled, and carry an
+  HMAC-SHA256 with the key (see "Record format"): one forged, torn or copied from elsewhere is
+  ignored. Not authenticated: the listing of names (a file can be removed, or an old record
+  with a valid HMAC put back under its own name, which can make a run retry files or
+  ``status`` show an old error, never a wrong result).
 - Atomicity: a file is written as ``.<name>.<random>.tmp`` in its directory (a name no reader
   opens) and then moved onto its name with XRootD's ``mv``, a ``rename(2)`` on the server that
   replaces the old file. A server that dies mid-write leaves at most a temporary file; the
@@ -97,6 +114,7 @@ from typing import Any, Literal
 
 __all__ = [
     "CACHE_FORMAT",
+    "RECORD_FORMAT",
     "ENTRY_SUFFIX",
     "MANIFEST_NAME",
     "FAILURE_SUFFIX",
@@ -114,6 +132,9 @@ __all__ = [
 
 #: Version of the entry layout; part of every tag, so a format change never reads old entries.
 CACHE_FORMAT = "chunkwise-cache-2"
+#: Version of the records (salvage and failure records, ``tag.json``): JSON objects with two
+#: fields added, ``"record"`` (this string) and ``"mac"``, the authentication tag.
+RECORD_FORMAT = "chunkwise-record-1"
 
 ENTRY_SUFFIX = ".coffea"
 SALVAGE_SUFFIX = ".salvage.json"
@@ -224,19 +245,14 @@ class SalvageRecord:
     parts: list[dict[str, str]]
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        """Serialize to the JSON stored in ``<hash>.salvage.json``."""
-        return json.dumps(
-            {
-                "format": CACHE_FORMAT,
-                "chunk_hash": self.chunk_hash,
-                "error": self.error,
-                "parts": self.parts,
-                "bad_files": self.bad_files,
-            },
-            indent=1,
-            sort_keys=True,
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """The record's content, as ``ChunkCache.save_salvage`` seals it (see ``RECORD_FORMAT``)."""
+        return {
+            "chunk_hash": self.chunk_hash,
+            "error": self.error,
+            "parts": self.parts,
+            "bad_files": self.bad_files,
+        }
 
     def misfit(self, parts: Mapping[str, tuple[str, str]]) -> str | None:
         """Why this record does not fit its chunk, or None if it does.
@@ -260,21 +276,29 @@ class SalvageRecord:
         return None
 
     @classmethod
-    def from_json(cls, text: str) -> SalvageRecord:
-        """Parse ``to_json``'s output; raises ``ValueError`` on anything else."""
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+    def from_dict(cls, data: Mapping[str, Any]) -> SalvageRecord:
+        """Parse ``to_dict``'s output (as a verified record holds it).
+
+        Raises
+        ------
+        ValueError
+            If ``data`` is not a record's content: a record that is ignored, with a warning.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("chunk_hash"), str):
             raise ValueError("not a chunkwise salvage record")
-        parts = data["parts"]
+        parts = data.get("parts")
         if not isinstance(parts, list) or not all(
             isinstance(p, dict) and {"dataset", "path", "hash"} <= p.keys() for p in parts
         ):
             raise ValueError("salvage record has malformed parts")
+        bad_files = data.get("bad_files", {})
+        if not isinstance(bad_files, dict):
+            raise ValueError("salvage record has malformed bad files")
         return cls(
-            chunk_hash=str(data["chunk_hash"]),
+            chunk_hash=data["chunk_hash"],
             error=str(data.get("error", "")),
             parts=parts,
-            bad_files=dict(data.get("bad_files", {})),
+            bad_files=dict(bad_files),
         )
 
 
@@ -330,6 +354,125 @@ def _digest(key: bytes | None, *parts: bytes) -> bytes:
     for part in parts:
         h.update(part)
     return h.digest()
+
+
+# -- records: JSON with an authentication tag ---------------------------------------------------
+RecordKind = Literal["salvage", "failure", "manifest"]
+#: The two fields a record adds to its content: its format and its authentication tag.
+_RECORD_FIELD, _MAC_FIELD = "record", "mac"
+
+
+class _Unverified(ValueError):
+    """A record that does not verify: it is ignored, never trusted."""
+
+
+def _canonical_json(data: Any) -> bytes:
+    """The one JSON text of ``data`` that a record's authentication tag covers."""
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _record_mac(
+    key: bytes | None, kind: RecordKind, tag: str, chunk_hash: str, content: Mapping[str, Any]
+) -> str:
+    """``"hmac-sha256:<hex>"`` (with a key) or ``"sha256:<hex>"`` over a record's content and
+    where it belongs: its kind, its tag and (for salvage and failure records) its chunk."""
+    where = "\0".join((RECORD_FORMAT, kind, tag, chunk_hash)).encode("utf-8")
+    body = _canonical_json(content)
+    digest = _digest(key, struct.pack("<QQ", len(where), len(body)), where, body)
+    return f"{'hmac-sha256' if key is not None else 'sha256'}:{digest.hex()}"
+
+
+def _seal(
+    content: Mapping[str, Any],
+    *,
+    key: bytes | None,
+    kind: RecordKind,
+    tag: str,
+    chunk_hash: str = "",
+) -> bytes:
+    """The bytes of a record file: ``content`` with its format and authentication tag added.
+
+    Raises
+    ------
+    ValueError
+        If ``content`` already has a ``record`` or ``mac`` field, or holds a value JSON cannot
+        hold exactly (NaN, infinity).
+    """
+    if _RECORD_FIELD in content or _MAC_FIELD in content:
+        raise ValueError(
+            f"a record's content may not have the fields {_RECORD_FIELD!r}, {_MAC_FIELD!r}"
+        )
+    sealed = {**content, _RECORD_FIELD: RECORD_FORMAT}
+    sealed[_MAC_FIELD] = _record_mac(key, kind, tag, chunk_hash, sealed)
+    return (json.dumps(sealed, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _unseal(
+    blob: bytes,
+    *,
+    key: bytes | None,
+    kind: RecordKind,
+    tag: str,
+    chunk_hash: str = "",
+    legacy: bool,
+) -> tuple[dict[str, Any], bool]:
+    """A record file's content and whether it was authenticated, checked against the key and
+    where it was read (kind, tag, chunk).
+
+    ``legacy`` accepts a record of the previous format (no ``record`` field, no tag); it is
+    then returned as it is, with ``False``.
+
+    Raises
+    ------
+    _Unverified
+        With the reason, for anything that does not verify: torn, edited, forged, written
+        with another key, or for another kind, chunk or tag.
+    """
+    try:
+        data = json.loads(blob.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _Unverified(f"it is not whole JSON (torn?): {err}") from None
+    if not isinstance(data, dict):
+        raise _Unverified("it is not a JSON object")
+    if _RECORD_FIELD not in data and _MAC_FIELD not in data:
+        if legacy:
+            return data, False
+        raise _Unverified(
+            "it was written by an older chunkwise, without authentication, and this cache is "
+            "trusted only through its key"
+        )
+    if data.get(_RECORD_FIELD) != RECORD_FORMAT:
+        raise _Unverified(
+            f"its format {data.get(_RECORD_FIELD)!r} is not {RECORD_FORMAT!r} (another chunkwise?)"
+        )
+    mac = data.pop(_MAC_FIELD, None)
+    if not isinstance(mac, str):
+        raise _Unverified("it has no authentication tag ('mac')")
+    try:
+        expected = _record_mac(key, kind, tag, chunk_hash, data)
+    except ValueError as err:  # NaN or infinity: never written by chunkwise
+        raise _Unverified(f"it holds a value chunkwise never writes ({err})") from None
+    if hmac.compare_digest(mac.encode("utf-8"), expected.encode("utf-8")):
+        del data[_RECORD_FIELD]
+        return data, True
+    scheme = mac.partition(":")[0]
+    if key is None and scheme == "hmac-sha256":
+        why = "it was written with a key, and the cache was opened without one"
+    elif key is not None and scheme == "sha256":
+        why = "it was written without a key, and this cache has one"
+    elif key is not None:
+        why = (
+            "its HMAC does not match: it was edited or torn, written with another key, or "
+            "copied from another chunk, tag or kind of record"
+        )
+    else:
+        why = (
+            "its SHA-256 does not match: it was edited or torn, or copied from another chunk, "
+            "tag or kind of record"
+        )
+    raise _Unverified(why)
 
 
 # -- storage: the local file system, or a remote one through fsspec ----------------------------
@@ -1044,20 +1187,38 @@ class ChunkCache:
         return "missing"
 
     def load_salvage(self, chunk_hash: str) -> SalvageRecord | None:
-        """Read the salvage record of ``chunk_hash``, or ``None`` if there is none or it is
-        unreadable (an unreadable record is ignored with a warning: the chunk is re-run).
+        """Read the salvage record of ``chunk_hash``, or ``None`` if there is none or it does
+        not verify (it is then ignored with a warning: the chunk is run again).
 
-        The caller still checks that the record fits its chunk (``SalvageRecord.fits``).
+        The caller still checks that the record fits its chunk (``SalvageRecord.misfit``).
         """
         return self._load_record(self.salvage_path(chunk_hash), chunk_hash, "salvage")
 
     def load_failure(self, chunk_hash: str) -> SalvageRecord | None:
         """Read the failure record of a chunk lost whole in its last run (no ``parts``; its
-        ``bad_files`` name every file of the chunk), or ``None``."""
+        ``bad_files`` name every file of the chunk), or ``None`` if there is none or it does
+        not verify (ignored with a warning: ``status`` shows the chunk as never run)."""
         return self._load_record(self.failure_path(chunk_hash), chunk_hash, "failure")
 
+    @property
+    def _legacy_records(self) -> bool:
+        """Whether records of the previous, unauthenticated format are read: only in a local
+        cache without a key, whose directories only you can write (see ``check``)."""
+        return self.key is None and not self._store.remote
+
+    def _unseal(self, blob: bytes, kind: RecordKind, chunk_hash: str = "") -> dict[str, Any]:
+        data, _ = _unseal(
+            blob,
+            key=self.key,
+            kind=kind,
+            tag=self.tag,
+            chunk_hash=chunk_hash,
+            legacy=self._legacy_records,
+        )
+        return data
+
     def _load_record(
-        self, path: Path | RemotePath, chunk_hash: str, what: str
+        self, path: Path | RemotePath, chunk_hash: str, kind: Literal["salvage", "failure"]
     ) -> SalvageRecord | None:
         if not self.check():
             return None
@@ -1065,35 +1226,55 @@ class ChunkCache:
             blob = self._store.read(path, limit=_MAX_SALVAGE_BYTES)
             if blob is None:
                 return None
-            record = SalvageRecord.from_json(blob.decode("utf-8"))
+            data = self._unseal(blob, kind, chunk_hash)
+            if data.get("format", CACHE_FORMAT) != CACHE_FORMAT:  # a record of the old format
+                raise ValueError(f"its format {data.get('format')!r} is not {CACHE_FORMAT!r}")
+            record = SalvageRecord.from_dict(data)
             if record.chunk_hash != chunk_hash:
-                raise ValueError(f"record names chunk {record.chunk_hash!r}")
+                raise ValueError(f"it names chunk {record.chunk_hash!r}")
             return record
-        except (_Unsafe, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (_Unsafe, OSError, ValueError) as exc:
             if isinstance(exc, OSError) and not self._store.remote:
                 raise
+            then = (
+                "the chunk is run again"
+                if kind == "salvage"
+                else "'status' shows the chunk as never run until it runs again"
+            )
             warnings.warn(
-                f"chunkwise: ignoring unreadable {what} record {path} ({exc})",
+                f"chunkwise: ignoring the {kind} record {path}: {exc}; {then}",
                 CorruptCacheEntryWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             return None
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The tag's manifest (what went into the tag), or None if there is none or it is
-        unreadable."""
+        """The tag's manifest (what went into the tag), or None.
+
+        None when there is none, and when it does not verify: it is then ignored with a
+        ``CorruptCacheEntryWarning`` (a forged, torn or copied ``tag.json`` is never used).
+        """
         if not self.tag or not self.check():
             return None
         try:
             blob = self._store.read(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
-            data = json.loads(blob.decode("utf-8")) if blob is not None else None
-        except (_Unsafe, ValueError, UnicodeDecodeError):
-            return None
-        except OSError:
+            if blob is None:
+                return None
+            return self._unseal(blob, "manifest")
+        except (_Unsafe, ValueError) as exc:
+            why = exc
+        except OSError as exc:
             if not self._store.remote:
                 raise
-            return None
-        return data if isinstance(data, dict) else None
+            why = exc
+        warnings.warn(
+            f"chunkwise: ignoring {self.manifest_path}: {why}; it counts as missing (a run "
+            "of this tag writes it again; an explicit tag holding entries then needs "
+            "--force-tag)",
+            CorruptCacheEntryWarning,
+            stacklevel=2,
+        )
+        return None
 
     def hashes(self) -> Iterator[str]:
         """Yield the hashes that have an entry file (verified or not) in this tag's directory."""
@@ -1219,21 +1400,34 @@ class ChunkCache:
         return self.write(chunk_hash, self.encode(chunk_hash, output, info))
 
     def save_salvage(self, record: SalvageRecord) -> Path | RemotePath:
-        """Atomically write ``record`` to ``salvage_path(record.chunk_hash)``."""
-        path = self.salvage_path(record.chunk_hash)
-        self._write_atomic(path, record.to_json().encode("utf-8"))
-        return path
+        """Atomically write ``record`` to ``salvage_path(record.chunk_hash)``, authenticated
+        (see ``RECORD_FORMAT``)."""
+        return self._save_record(record, self.salvage_path(record.chunk_hash), "salvage")
 
     def save_failure(self, record: SalvageRecord) -> Path | RemotePath:
-        """Atomically write the record of a chunk lost whole to ``failure_path``."""
-        path = self.failure_path(record.chunk_hash)
-        self._write_atomic(path, record.to_json().encode("utf-8"))
+        """Atomically write the record of a chunk lost whole to ``failure_path``,
+        authenticated."""
+        return self._save_record(record, self.failure_path(record.chunk_hash), "failure")
+
+    def _save_record(
+        self, record: SalvageRecord, path: Path | RemotePath, kind: RecordKind
+    ) -> Path | RemotePath:
+        data = _seal(
+            record.to_dict(), key=self.key, kind=kind, tag=self.tag, chunk_hash=record.chunk_hash
+        )
+        self._write_atomic(path, data)
         return path
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path | RemotePath:
-        """Atomically write the tag's manifest."""
-        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-        self._write_atomic(self.manifest_path, text.encode("utf-8"))
+        """Atomically write the tag's manifest, authenticated (see ``RECORD_FORMAT``).
+
+        Raises
+        ------
+        ValueError
+            If the manifest has a ``record`` or ``mac`` field, which the file adds.
+        """
+        data = _seal(manifest, key=self.key, kind="manifest", tag=self.tag)
+        self._write_atomic(self.manifest_path, data)
         return self.manifest_path
 
     def remove(self, chunk_hash: str) -> None:

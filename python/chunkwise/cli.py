@@ -1020,9 +1020,11 @@ def _cmd_cache_explain(args: argparse.Namespace) -> int:
     from chunkwise.cache import CacheError, ChunkCache
     from chunkwise.tag import explain, tag_manifest
 
+    key = _cache_key(args)
+
     def manifest_of(tag: str) -> dict[str, Any]:
         try:
-            cache = ChunkCache(args.cache, tag)
+            cache = ChunkCache(args.cache, tag, key=key)
         except CacheError as err:
             raise UsageError(str(err)) from None
         except ValueError as err:
@@ -1030,7 +1032,8 @@ def _cmd_cache_explain(args: argparse.Namespace) -> int:
         found = _cache_call(cache.read_manifest)
         if found is None:
             raise UsageError(
-                f"{cache.directory}: no tag.json; it was not written by this chunkwise"
+                f"{cache.directory}: no tag.json that verifies; it was not written by this "
+                "chunkwise (with this cache's key, if it has one)"
             )
         return found
 
@@ -1362,6 +1365,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("new", metavar="TAG2", nargs="?")
     q.add_argument("--processor", metavar="MODULE:CLASS", help="compare with this processor")
     _add_runner_options(q)
+    _add_key_option(q)
     q.set_defaults(func=_cmd_cache_explain)
 
     return parser

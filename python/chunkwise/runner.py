@@ -959,7 +959,9 @@ def open_cache(
             why = "; ".join(explain(existing, manifest)[:3]) or "its manifest differs"
             made = f"was made by another processor or other settings ({why})"
         elif next(cache.hashes(), None) is not None:
-            made = "holds entries of unknown origin (no tag.json)"
+            # A tag.json that does not verify counts as none (it was warned about): a forged
+            # or copied manifest never makes an explicit tag accepted.
+            made = "holds entries of unknown origin (no tag.json that verifies)"
         else:
             made = None
         if made is not None:
