@@ -336,6 +336,18 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     assert all_row[1:6] == ["5", "2", "2", "0", "1"]  # chunks done failed never-run corrupt
     assert_usage_error(cli("status", source, "--cache", cache, "--tag", "a/b"), "--tag")
 
+    # A record edited by hand does not verify: the command says so in one line, without the
+    # source file and line that Python's warnings add, and shows its chunk as never run.
+    (record,) = (cache / tag).glob("*.salvage.json")
+    record.write_text(record.read_text().replace('"error": "', '"error": "edited '))
+    edited = cli("status", source, *split, "--cache", cache, "--tag", tag)
+    assert edited.returncode == 1
+    (line,) = edited.stderr.splitlines()
+    assert line.startswith("CorruptCacheEntryWarning: chunkwise: ignoring the salvage record ")
+    assert record.name in line and "does not match" in line
+    (all_row,) = [line.split() for line in edited.stdout.splitlines() if line.startswith("(all)")]
+    assert all_row[1:6] == ["5", "2", "1", "1", "1"]  # the salvaged chunk: never run
+
 
 def test_batch_workflow_split_run_each_chunk_then_status(tmp_path: Path, demo_files):
     """The README's batch example: one job per chunk file, then `status` over the fileset."""

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -1403,6 +1404,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    with warnings.catch_warnings():  # restored on return: main() may run inside a program
+        warnings.showwarning = _OneLineWarnings(warnings.showwarning)
+        return _call(func, args)
+
+
+class _OneLineWarnings:
+    """A ``warnings.showwarning`` that shows chunkwise's own warnings as ``Category: message``
+    on one line of stderr, without the source file and line that Python adds (they tell a user
+    of the command line nothing), and passes other warnings to the one it replaced."""
+
+    def __init__(self, replaced: Callable[..., None]) -> None:
+        self.replaced = replaced
+
+    def __call__(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        from chunkwise.cache import CorruptCacheEntryWarning
+        from chunkwise.tag import StaleModuleWarning, UnfingerprintableStateWarning
+
+        ours = (CorruptCacheEntryWarning, StaleModuleWarning, UnfingerprintableStateWarning)
+        if not issubclass(category, ours):
+            self.replaced(message, category, filename, lineno, file, line)
+            return
+        text = " ".join(str(message).split())
+        print(f"{category.__name__}: {text}", file=sys.stderr if file is None else file)
+
+
+def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return func(args)
     except UsageError as err:
