@@ -869,3 +869,43 @@ def test_cache_explain_reads_the_manifests_of_a_keyed_cache_with_its_key(
     copied = explain("--cache-key-file", str(keyfile))  # one's tag.json is no manifest of two
     assert copied.returncode == 2 and "no tag.json that verifies" in copied.stderr
     assert "CorruptCacheEntryWarning" in copied.stderr and "HMAC does not match" in copied.stderr
+
+
+# -- a cache directory that the file system will not let you read -------------------------------
+#: Run as root without the capabilities that let root read and search any directory: file modes
+#: then apply to it as to any user, while the files stay its own (so the trust checks pass).
+WITHOUT_DAC = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--",
+]
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_cache_directory_you_may_not_read_is_one_line_not_a_crash(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "tagA").mkdir(parents=True)
+    cache.chmod(0o700)
+    source = tmp_path / "fileset.json"
+    source.write_text(json.dumps({"D": {"files": {"/data/a.root": "Events"}}}))
+    (cache / "tagA").chmod(0)
+    try:
+        for args in (
+            ("cache", "ls", cache),
+            ("cache", "verify", cache),
+            ("cache", "prune", cache, "--keep", "tagB"),
+            ("status", source, "--cache", cache),
+        ):
+            result = subprocess.run(
+                [*WITHOUT_DAC, sys.executable, "-m", "chunkwise", *map(str, args)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert result.returncode == 2, (args, result.stdout, result.stderr)
+            assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+            (line,) = result.stderr.splitlines()
+            assert f"{cache / 'tagA'}: Permission denied" in line, line
+    finally:
+        (cache / "tagA").chmod(0o700)
+    assert (cache / "tagA").is_dir()  # prune removed nothing

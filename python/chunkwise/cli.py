@@ -1447,6 +1447,14 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         hint = "; finished chunks are cached, rerun to resume" if args.command == "run" else ""
         print(f"chunkwise {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except OSError as err:  # the file system said no (a directory you may not read, a bad disk)
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"chunkwise {args.command}: error: {where}{err.strerror or err}; check that it "
+            "exists and that you may read it (and write it, for a cache)",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as err:  # a crash of chunkwise itself: not "incomplete", not bad input
         import traceback
 
