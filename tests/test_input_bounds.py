@@ -218,6 +218,7 @@ DEEP = {
     "deep.json.gz": "[" * 100_000 + "]" * 100_000,
     "deep_flow.yaml": "[" * 100_000 + "]" * 100_000,
     "deep_block.yaml": "".join(" " * i + f"k{i}:\n" for i in range(0, 400, 2)) + " " * 400 + "x\n",
+    "deep_block_sequence.yaml": "- " * 100_000 + "x\n",
 }
 
 
@@ -237,9 +238,35 @@ def test_a_100000_deep_file_gets_one_line_not_a_recursion_error(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("c", LOADERS)
-def test_yaml_depth_is_bounded_with_both_loaders(c: bool):
-    with pytest.raises(FilesetError, match="line 1, column 101: nested deeper than 100"):
-        filesets._parse_yaml("f.yaml", "[" * 100_000 + "]" * 100_000, c=c)
+@pytest.mark.parametrize("depth", [101, 999, 1_001, 100_000])
+def test_yaml_depth_is_bounded_with_both_loaders(c: bool, depth: int):
+    # The bound is chunkwise's own: the same line wherever the parser's limits lie (libyaml
+    # has had one of 1000 since 0.2.6, PyYAML's Python parser has none).
+    flow = "[" * depth + "]" * depth
+    with pytest.raises(FilesetError, match="^f.yaml: line 1, column 101: nested deeper than 100"):
+        filesets._parse_yaml("f.yaml", flow, c=c)
+    block = "- " * depth + "x\n"
+    with pytest.raises(FilesetError, match="^f.yaml: line 1, column 201: nested deeper than 100"):
+        filesets._parse_yaml("f.yaml", block, c=c)
+
+
+MALFORMED_YAML = {
+    "an unclosed flow sequence": ("DY:\n  files: [a.root\n", 3, 1),
+    "a tab where indentation goes": ("DY:\n  files:\n\t- a.root\n", 3, 1),
+    "a mapping inside a plain value": ("DY: files: a.root\n", 1, 10),
+    "a sequence closed by a brace": ("DY: {files: [a.root}\n", 1, 20),
+}
+
+
+@pytest.mark.parametrize("c", LOADERS)
+@pytest.mark.parametrize("what", sorted(MALFORMED_YAML))
+def test_a_document_the_yaml_parser_rejects_is_one_line_with_its_place(c: bool, what: str):
+    text, line, column = MALFORMED_YAML[what]
+    with pytest.raises(FilesetError) as info:
+        filesets._parse_yaml("f.yaml", text, c=c)
+    message = str(info.value)
+    assert message.startswith(f"f.yaml: malformed YAML at line {line}, column {column}: ")
+    assert message.endswith("; fix the file") and "\n" not in message
 
 
 # ----------------------------------------------------------------- 3. a name written twice

@@ -286,22 +286,41 @@ def _yaml_loader(c: bool = True) -> type:
     return FilesetLoader
 
 
-def _parse_yaml(path: str, text: str, c: bool = True) -> Any:
-    import yaml
-
+def _compose(path: str, text: str, c: bool) -> Any:
+    """Load ``text`` with the fileset loader; a YAMLError is left to the caller."""
     loader = _yaml_loader(c)(text)
     loader.path = path
     try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or type(err).__name__
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise FilesetError(f"{path}: malformed YAML{where}: {problem}; fix the file") from None
+        return loader.get_single_data()
     except RecursionError:  # the depth bound should have caught it; never a traceback
         raise _too_deep(path) from None
     finally:
         loader.dispose()
+
+
+def _malformed(path: str, err: Exception) -> FilesetError:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or type(err).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return FilesetError(f"{path}: malformed YAML{where}: {problem}; fix the file")
+
+
+def _parse_yaml(path: str, text: str, c: bool = True) -> Any:
+    import yaml
+
+    try:
+        data = _compose(path, text, c)
+    except yaml.YAMLError as err:
+        # libyaml has limits of its own (since 0.2.6 a nesting depth of 1000, met while it reads
+        # ahead, before chunkwise's bound on composed collections is reached). Its verdict is
+        # not chunkwise's: the pure-Python parser reads one event at a time, so it meets
+        # chunkwise's own bounds (depth, aliases, a key twice) where they are first broken.
+        if c:
+            try:
+                _compose(path, text, False)
+            except yaml.YAMLError:
+                pass
+        raise _malformed(path, err) from None
     # Keep only what JSON can hold, so that a YAML fileset and its chunk files written as JSON
     # hash the same (YAML would otherwise give dates, sets and non-string keys).
     try:
