@@ -16,6 +16,7 @@ processor to dask workers that cannot import it.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
@@ -648,3 +649,28 @@ def test_a_hook_left_behind_by_another_threads_catch_warnings_removes_itself() -
         warnings.warn("still shown", UserWarning, stacklevel=1)
         assert shown == ["still shown"]
         assert warnings.showwarning is mine
+
+
+def test_only_the_users_own_modules_are_shipped_by_value(
+    analysis_module: Callable[..., Any],
+) -> None:
+    # Installed packages travel by reference, whatever wrote their wheel: coffea's and
+    # chunkwise's wheels (hatchling, maturin) have no top_level.txt, which is all that
+    # Python 3.10's packages_distributions() reads. Shipped by value, coffea's ProcessorABC
+    # would arrive as a second class, and every FuturesExecutor run on 3.10 would fail.
+    import pickletools
+
+    import cloudpickle
+
+    from chunkwise._coffea import dumps_processor
+
+    module = analysis_module(with_helper=False)
+    blob = dumps_processor(module.MyAnalysis())
+    listing = io.StringIO()
+    pickletools.dis(blob, out=listing)
+    text = listing.getvalue()
+    assert "coffea.processor" in text  # referred to by name ...
+    assert "'ProcessorABC'" in text
+    assert "_make_skeleton_class" in text  # ... while the user's own class travels by value
+    assert isinstance(cloudpickle.loads(blob)[0], processor.ProcessorABC)
+    assert dumps_processor(METProcessor()).count(b"_make_skeleton_class") == 0

@@ -302,7 +302,26 @@ _PICKLE_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _installed_top_level_names() -> frozenset[str]:
-    return frozenset(importlib.metadata.packages_distributions())
+    """The top-level import names of every installed distribution.
+
+    Not ``importlib.metadata.packages_distributions()``: on Python 3.10 it reads only
+    ``top_level.txt``, which wheels built by hatchling, flit or maturin (coffea's, chunkwise's)
+    do not have, so coffea itself would count as the user's code and be pickled by value. The
+    names come from ``top_level.txt`` where there is one, else from the files the
+    distribution installed (as Python 3.11 and later infer them).
+    """
+    names: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        names.update((dist.read_text("top_level.txt") or "").split())
+        for file in dist.files or ():
+            parts = file.parts
+            if not parts or parts[0] == ".." or parts[0].endswith((".dist-info", ".data")):
+                continue
+            if len(parts) > 1:
+                names.add(parts[0])
+            elif file.suffix in (".py", ".so", ".pyd"):
+                names.add(parts[0].partition(".")[0])
+    return frozenset(names)
 
 
 def _is_users_own_module(name: str) -> bool:
