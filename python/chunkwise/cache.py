@@ -112,6 +112,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chunkwise.extras import needs_xrootd
+
 __all__ = [
     "CACHE_FORMAT",
     "RECORD_FORMAT",
@@ -697,14 +699,8 @@ class _RemoteStore:
     remote = True
 
     def __init__(self, url: str) -> None:
-        try:
-            import fsspec
-            import fsspec_xrootd  # noqa: F401  (registers nothing, but says what is missing)
-        except ImportError:
-            raise CacheError(
-                f"cache {url!r}: a root:// cache needs fsspec-xrootd and the XRootD client; "
-                "pip install fsspec-xrootd xrootd"
-            ) from None
+        needs_xrootd(f"the root:// cache {url!r}")
+        import fsspec
         try:
             fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False, timeout=REMOTE_TIMEOUT)
         except Exception as exc:

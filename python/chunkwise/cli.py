@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from chunkwise.extras import MissingExtraError, check_paths, distributed
+
 if TYPE_CHECKING:  # pragma: no cover
     from chunkwise.chunks import Chunk
 
@@ -726,6 +728,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     key = _cache_key(args)
     replicas = _replicas(args.replica)
     _bad_file_errors(args.bad_file_errors)  # a bad name is a usage error before any work
+    # A missing extra is said before the cache is opened or anything runs.
+    if args.executor == "dask":
+        distributed("--scheduler" if args.scheduler is not None else "--executor dask")
+    check_paths(p for chunk in chunks for files in chunk.files.values() for p in files)
+    check_paths(a for alternatives in replicas.values() for a in alternatives)
     proc = _load_processor(args.processor)
     from chunkwise._coffea import ProcessorUnavailableError
     from chunkwise.cache import CacheError
@@ -864,7 +871,8 @@ def _make_executor(args: argparse.Namespace, closers: list[Callable[[], Any]]) -
         return processor.IterativeExecutor(status=False)
     if args.executor == "futures":
         return processor.FuturesExecutor(workers=args.workers or os.cpu_count() or 1, status=False)
-    from distributed import Client, LocalCluster
+    dask = distributed("--scheduler" if args.scheduler is not None else "--executor dask")
+    Client, LocalCluster = dask.Client, dask.LocalCluster
 
     if args.scheduler is not None:
         try:
@@ -1440,7 +1448,7 @@ class _OneLineWarnings:
 def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return func(args)
-    except UsageError as err:
+    except (UsageError, MissingExtraError) as err:
         print(f"chunkwise {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -40,6 +40,7 @@ from chunkwise._coffea import (
 from chunkwise._coffea import error_text as _error_text
 from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
+from chunkwise.extras import check_paths
 from chunkwise.table import format_table
 from chunkwise.tag import _version, explain, tag_manifest, tag_of
 
@@ -897,6 +898,12 @@ def _count(report: RunReport) -> dict[str, tuple[str, int, int]]:
     return partial
 
 
+def _check_extras(chunks: Sequence[Chunk], policy: RetryPolicy) -> None:
+    """Before anything runs: a root:// path (or replica) needs ``chunkwise[xrootd]``."""
+    check_paths(p for chunk in chunks for files in chunk.files.values() for p in files)
+    check_paths(a for _, alts in policy.replicas for a in alts)
+
+
 def _retry_policy(
     retries: int, delay: float, replicas: Mapping[str, str | Sequence[str]] | None
 ) -> RetryPolicy:
@@ -1152,6 +1159,7 @@ def run(
         treename=treename,
         events_per_chunk=events_per_chunk,
     )
+    _check_extras(chunks, policy)
     execution = plan(runner)
     report = RunReport(notes=list(execution.notes))
     chunk_cache: ChunkCache | None = None
