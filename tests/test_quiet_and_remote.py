@@ -673,4 +673,4 @@ def test_only_the_users_own_modules_are_shipped_by_value(
     assert "'ProcessorABC'" in text
     assert "_make_skeleton_class" in text  # ... while the user's own class travels by value
     assert isinstance(cloudpickle.loads(blob)[0], processor.ProcessorABC)
-    assert dumps_processor(METProcessor()).count(b"_make_skeleton_class") == 0
+    assert b"coffea.processor.processor" in dumps_processor(METProcessor())
