@@ -12,8 +12,6 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::pyobj;
-
 /// `template.format(*args)` as a Python `str`; an error raised by an argument's `__format__` is
 /// raised instead, as coffea's f-string would raise it.
 fn text<'py>(
@@ -28,6 +26,28 @@ fn text<'py>(
 
 fn type_name<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     obj.get_type().name()
+}
+
+/// `type(obj).__name__` as Rust text, `?` if it cannot be read.
+fn type_name_lossy(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// `repr(obj)`, shortened for messages.
+fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+    let r = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".to_string());
+    if r.chars().count() > 80 {
+        let head: String = r.chars().take(77).collect();
+        format!("{head}...")
+    } else {
+        r
+    }
 }
 
 fn value_error(msg: PyResult<Py<PyAny>>) -> PyErr {
@@ -114,13 +134,12 @@ impl From<Error<'_, '_>> for PyErr {
                 "events_per_chunk cannot be combined with percentage or files_per_chunk: pass \
                  one of the three",
             ),
-            Error::NotAnInt(name, n) => PyTypeError::new_err(format!(
-                "{name} must be an int, not {}",
-                pyobj::type_name(n)
-            )),
+            Error::NotAnInt(name, n) => {
+                PyTypeError::new_err(format!("{name} must be an int, not {}", type_name_lossy(n)))
+            }
             Error::NotPositive(name, n) => PyValueError::new_err(format!(
                 "{name}={} is not allowed: it must be at least 1",
-                pyobj::short_repr(n)
+                short_repr(n)
             )),
             Error::ListDatasetNeedsTreename(name) => value_error(text(
                 name.py(),

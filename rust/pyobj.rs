@@ -104,28 +104,6 @@ pub fn get_files<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     data.call_method1(pyo3::intern!(py, "get"), (key, PyDict::new(py)))
 }
 
-/// `type(obj).__name__`, for messages.
-pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-/// `repr(obj)`, shortened for messages.
-pub fn short_repr(obj: &Bound<'_, PyAny>) -> String {
-    let r = obj
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "<unrepresentable>".to_string());
-    if r.chars().count() > 80 {
-        let head: String = r.chars().take(77).collect();
-        format!("{head}...")
-    } else {
-        r
-    }
-}
-
 /// The items of an exact or subclassed `dict`, read with `PyDict_Next`, as a fallible iterator.
 ///
 /// PyO3's own dict iterator panics when the dict changes size during iteration, and the
