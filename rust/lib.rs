@@ -70,5 +70,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_fileset, m)?)?;
     m.add_function(wrap_pyfunction!(hash_filesets, m)?)?;
     m.add_function(wrap_pyfunction!(split_fileset, m)?)?;
+    // The one place the version is written is Cargo.toml: maturin gives it to the wheel's
+    // metadata, and this gives it to `chunkwise.__version__`.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -483,6 +483,23 @@ def test_cli_split_events_per_chunk(tmp_path):
     )
 
 
+def test_the_version_is_cargo_tomls_everywhere():
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", chunkwise.__version__)
+    assert chunkwise.__version__ == chunkwise._core.__version__
+    try:
+        assert importlib.metadata.version("chunkwise") == chunkwise.__version__
+    except importlib.metadata.PackageNotFoundError:
+        pass  # run from a source tree on PYTHONPATH: no metadata to compare
+    cargo = Path(__file__).resolve().parent.parent / "Cargo.toml"
+    if cargo.is_file():  # the source tree beside the tests
+        written = re.search(r'^version = "([^"]+)"', cargo.read_text(), re.MULTILINE)
+        assert written is not None and written.group(1) == chunkwise.__version__
+
+
 def test_large_preprocessed_chunks_match_coffea():
     """Distinct file entries, natively encoded, on the threaded path, with a few rare values
     (a float, a lone surrogate, a dict subclass) that Python's json writes, and big ints."""

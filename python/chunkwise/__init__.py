@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chunkwise import _core
 from chunkwise._core import hash_fileset, hash_filesets, split_fileset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,7 @@ __all__ = [
     "status",
 ]
 
-__version__ = "0.1.0"
+__version__: str = _core.__version__  # Cargo.toml's, compiled into the core
 
 _LAZY = {
     "run": "chunkwise.runner",

@@ -7,6 +7,8 @@ __all__ = ["hash_fileset", "hash_filesets", "split_fileset"]
 
 _Fileset = Mapping[Any, Any]
 
+__version__: str
+
 def split_fileset(
     fileset: _Fileset,
     strategy: str | None = None,
