@@ -467,6 +467,38 @@ def test_cache_ls_verify_and_prune(fileset: dict[str, Any], tmp_path: Path) -> N
     assert cli("prune", cache, "--keep", "nothing-like-it").returncode == 2
 
 
+def test_prune_and_explain_take_every_option_of_the_tag(
+    fileset: dict[str, Any], tmp_path: Path
+) -> None:
+    """A user who runs with --no-weights keeps that tag when pruning: --no-weights is part of
+    the tag, and prune and explain take it as run and status do."""
+
+    def cli(*args: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chunkwise", "cache", *map(str, args)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    cache, proc = tmp_path / "cache", "chunkwise.examples:METProcessor"
+    weighted = chunkwise.run(fileset, METProcessor(), runner(), cache=cache, progress=False)
+    unweighted = chunkwise.run(
+        fileset, METProcessor(), runner(), cache=cache, progress=False, weights=False
+    )
+    assert weighted.cache is not None and unweighted.cache is not None
+    assert weighted.cache.tag != unweighted.cache.tag
+
+    same = cli("explain", cache, unweighted.cache.tag, "--processor", proc, "--no-weights")
+    assert same.returncode == 0 and "nothing differs" in same.stdout, same
+    differs = cli("explain", cache, unweighted.cache.tag, "--processor", proc)
+    assert differs.returncode == 1 and "weights False -> True" in differs.stdout, differs
+
+    pruned = cli("prune", cache, "--processor", proc, "--no-weights")
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"removed {weighted.cache.tag}" in pruned.stdout
+    assert unweighted.cache.directory.is_dir()  # the tag the user works with is kept
+    assert not weighted.cache.directory.exists()
+
+
 # -- the tag's manifest -----------------------------------------------------------------------
 def test_an_explicit_tag_made_by_other_settings_is_refused_and_explained(
     fileset: dict[str, Any], tmp_path: Path

@@ -122,12 +122,17 @@ def default_bad_file_errors() -> tuple[type[BaseException], ...]:
     return (OSError, uproot.exceptions.KeyInFileError)
 
 
+def bad_file_types(skipbadfiles: Any) -> tuple[type[BaseException], ...]:
+    """The exception types that a Runner's ``skipbadfiles`` makes a bad file: ``True`` is
+    ``OSError`` alone, as in coffea; a tuple of types is itself; ``False`` is none."""
+    if skipbadfiles is True:
+        return (OSError,)
+    return tuple(skipbadfiles) if skipbadfiles else ()
+
+
 def allowed_exceptions(runner: Any) -> tuple[type[BaseException], ...]:
     """The exception types that the Runner's ``skipbadfiles`` makes a bad file."""
-    skip = runner.skipbadfiles
-    if skip is True:
-        return (OSError,)
-    return tuple(skip) if skip else ()
+    return bad_file_types(runner.skipbadfiles)
 
 
 def is_allowed(allowed: tuple[type[BaseException], ...], exc: BaseException) -> bool:
@@ -173,9 +178,6 @@ class Plan:
         Where units run.
     settings : dict
         The Runner fields a worker rebuilds its in-process Runner from.
-    allowed : tuple of exception types
-        The Runner's ``skipbadfiles`` set: errors of these types (on the ``__cause__`` chain)
-        are bad files; every other error is a bug and propagates.
     notes : list of str
         What was adjusted, for the report.
     """
@@ -183,7 +185,6 @@ class Plan:
     runner: Any
     kind: Literal["iterative", "futures", "dask"]
     settings: dict[str, Any]
-    allowed: tuple[type[BaseException], ...]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -267,8 +268,7 @@ def plan(runner: Any) -> Plan:
             f"maxchunks={runner.maxchunks} applies to each file: chunkwise runs files "
             "separately, where a plain Runner applies it to each dataset"
         )
-    allowed = (OSError,) if settings["skipbadfiles"] is True else tuple(settings["skipbadfiles"])
-    return Plan(runner, kind, settings, allowed, notes)
+    return Plan(runner, kind, settings, notes)
 
 
 @functools.lru_cache(maxsize=1)
@@ -659,7 +659,7 @@ def _run_unit(
 ) -> Outcome:
     import cloudpickle
 
-    allowed = (OSError,) if settings["skipbadfiles"] is True else tuple(settings["skipbadfiles"])
+    allowed = bad_file_types(settings["skipbadfiles"])
     try:
         # A fresh copy per unit: a processor that keeps state on self must not leak it
         # from one file into the next.

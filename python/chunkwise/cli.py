@@ -500,6 +500,12 @@ def _add_runner_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="events per row chunk inside a file (default 100000)",
     )
+    group.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="do not read each file's generator weights (its Runs tree, a few ms a file); "
+        "for status and cache: the run had --no-weights",
+    )
 
 
 def _schema(name: str) -> Any:
@@ -624,19 +630,27 @@ def _replicas(specs: list[str] | None) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- status
 
 
+def _processor_manifest(args: argparse.Namespace) -> dict[str, Any]:
+    """The tag manifest of ``--processor`` with every option that is part of the tag (the
+    Runner settings and --no-weights): the one place the CLI derives a tag from its options."""
+    from coffea import processor
+
+    from chunkwise.tag import tag_manifest
+
+    proc = _load_processor(args.processor)
+    runner = _make_runner(args, processor.IterativeExecutor())
+    return tag_manifest(proc, runner, None, not args.no_weights)
+
+
 def _resolve_tag(args: argparse.Namespace) -> str:
     """The cache tag status reads: --tag, else derived from --processor, else the only one."""
     from chunkwise.cache_status import find_tag
-    from chunkwise.tag import cache_tag
+    from chunkwise.tag import tag_of
 
     if args.tag is not None:
         return args.tag
     if args.processor is not None:
-        from coffea import processor
-
-        proc = _load_processor(args.processor)
-        weights = not getattr(args, "no_weights", False)
-        return cache_tag(proc, _make_runner(args, processor.IterativeExecutor()), None, weights)
+        return tag_of(_processor_manifest(args))
     from chunkwise.cache import CacheError
 
     try:
@@ -867,10 +881,14 @@ def _cache_key(args: argparse.Namespace) -> bytes | None:
 def _make_executor(args: argparse.Namespace, closers: list[Callable[[], Any]]) -> Any:
     from coffea import processor
 
+    from chunkwise._coffea import cpu_count
+
+    workers = args.workers or cpu_count()  # the cores this process may use (a batch slot's)
+
     if args.executor == "iterative":
         return processor.IterativeExecutor(status=False)
     if args.executor == "futures":
-        return processor.FuturesExecutor(workers=args.workers or os.cpu_count() or 1, status=False)
+        return processor.FuturesExecutor(workers=workers, status=False)
     dask = distributed("--scheduler" if args.scheduler is not None else "--executor dask")
     Client, LocalCluster = dask.Client, dask.LocalCluster
 
@@ -885,7 +903,7 @@ def _make_executor(args: argparse.Namespace, closers: list[Callable[[], Any]]) -
         closers.append(client.close)
     else:
         cluster = LocalCluster(
-            n_workers=args.workers or os.cpu_count() or 1,
+            n_workers=workers,
             threads_per_worker=1,
             dashboard_address=None,
         )
@@ -970,12 +988,9 @@ def _cmd_cache_ls(args: argparse.Namespace) -> int:
 def _current_tags(args: argparse.Namespace) -> set[str]:
     keep = set(args.keep or ())
     if args.processor is not None:
-        from coffea import processor
+        from chunkwise.tag import tag_of
 
-        from chunkwise.tag import cache_tag
-
-        proc = _load_processor(args.processor)
-        keep.add(cache_tag(proc, _make_runner(args, processor.IterativeExecutor())))
+        keep.add(tag_of(_processor_manifest(args)))
     if not keep:
         raise UsageError("say which tag to keep: --keep TAG, or --processor MODULE:CLASS")
     return keep
@@ -1027,7 +1042,7 @@ def _cmd_cache_prune(args: argparse.Namespace) -> int:
 
 def _cmd_cache_explain(args: argparse.Namespace) -> int:
     from chunkwise.cache import CacheError, ChunkCache
-    from chunkwise.tag import explain, tag_manifest
+    from chunkwise.tag import explain
 
     key = _cache_key(args)
 
@@ -1050,10 +1065,7 @@ def _cmd_cache_explain(args: argparse.Namespace) -> int:
     if args.new is not None:
         new, name = manifest_of(args.new), args.new
     elif args.processor is not None:
-        from coffea import processor
-
-        proc = _load_processor(args.processor)
-        new = tag_manifest(proc, _make_runner(args, processor.IterativeExecutor()))
+        new = _processor_manifest(args)
         name = f"the current {args.processor}"
     else:
         raise UsageError("compare with a second TAG, or with --processor MODULE:CLASS")
@@ -1200,11 +1212,6 @@ def build_parser() -> argparse.ArgumentParser:
         "each dataset's other fields: run it to resubmit",
     )
     _add_min_completeness(p, "every chunk is done")
-    p.add_argument(
-        "--no-weights",
-        action="store_true",
-        help="with --processor: the run had --no-weights (it is part of the tag)",
-    )
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
@@ -1261,11 +1268,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's report as JSON (completeness, sums of weights, bad files, chunks)",
     )
     _add_min_completeness(p, "every file is in the result")
-    p.add_argument(
-        "--no-weights",
-        action="store_true",
-        help="do not read each file's generator weights (its Runs tree, a few ms a file)",
-    )
     plot = p.add_argument_group("the plot")
     plot.add_argument(
         "--plot",
@@ -1411,7 +1413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(see 'chunkwise --help')",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     with warnings.catch_warnings():  # restored on return: main() may run inside a program
         warnings.showwarning = _OneLineWarnings(warnings.showwarning)
         return _call(func, args)
@@ -1450,7 +1452,7 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         return func(args)
     except (UsageError, MissingExtraError) as err:
         print(f"chunkwise {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         hint = "; finished chunks are cached, rerun to resume" if args.command == "run" else ""
         print(f"chunkwise {args.command}: interrupted{hint}", file=sys.stderr)
@@ -1462,7 +1464,7 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
             "exists and that you may read it (and write it, for a cache)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     except Exception as err:  # a crash of chunkwise itself: not "incomplete", not bad input
         import traceback
 
