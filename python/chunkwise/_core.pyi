@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["hash_fileset", "hash_filesets", "split_fileset"]
+__all__ = ["__version__", "hash_fileset", "hash_filesets", "split_fileset"]
 
 _Fileset = Mapping[Any, Any]
 
