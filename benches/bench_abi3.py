@@ -18,15 +18,13 @@ Each wheel's own outputs are checked equal before anything is timed.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import make_fileset, make_preprocessed  # noqa: E402
+from bench_core import make_fileset, make_preprocessed, timed  # noqa: E402
 
 
 def load(path: str, alias: str):
@@ -37,13 +35,6 @@ def load(path: str, alias: str):
     spec.loader.exec_module(module)
     sys.modules[alias] = module
     return module
-
-
-def timed(fn) -> float:
-    gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main() -> None:

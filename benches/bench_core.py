@@ -78,6 +78,14 @@ def make_preprocessed(n_files: int, n_datasets: int, seed: int = 2027) -> dict:
     return fileset
 
 
+def timed(fn) -> float:
+    """Seconds one call of ``fn`` takes, after a garbage collection."""
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def best(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import time
 
-from bench_core import make_fileset
+from bench_core import make_fileset, timed
 
 import chunkwise
 
@@ -26,13 +25,6 @@ def vm(key: str) -> int:
             if line.startswith(key):
                 return int(line.split()[1])
     raise KeyError(key)
-
-
-def timed(fn) -> float:
-    gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
