@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chunkwise.errors import BadWeightsError, ProcessorUnavailableError, WorkerError
+
 __all__ = [
     "NO_CHUNKS_SURVIVED",
     "Backend",
@@ -76,19 +78,6 @@ RETRY_WARNING = "Performed attempt"
 # Runner fields a worker needs to rebuild the Runner. The executors are replaced by an in-process
 # one, and the metadata cache is left to the worker (the default one is a process-wide LRU).
 _NOT_SHIPPED = ("executor", "pre_executor", "metadata_cache")
-
-
-class ProcessorUnavailableError(RuntimeError):
-    """The processor cannot be loaded where the work runs (a module the workers lack)."""
-
-
-class BadWeightsError(OSError):
-    """A file's ``Runs`` tree holds sums of weights that are not finite (NaN or infinite): the
-    file cannot be normalized, so it is a bad file (an ``OSError``, as a corrupt file is)."""
-
-
-class WorkerError(RuntimeError):
-    """An exception from a worker that could not be sent back as itself (it does not pickle)."""
 
 
 # -- Runners -------------------------------------------------------------------------------------

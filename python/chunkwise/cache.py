@@ -112,6 +112,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chunkwise.errors import CacheError, CorruptCacheEntryWarning
 from chunkwise.extras import needs_xrootd
 
 __all__ = [
@@ -152,17 +153,6 @@ _LZ4_MAX_RATIO = 255  # no LZ4 frame decompresses to more than this many bytes p
 _MAX_SALVAGE_BYTES = 256 * 1024 * 1024
 
 Status = Literal["cached", "missing", "corrupt", "salvaged"]
-
-
-class CacheError(Exception):
-    """A cache that cannot be used: not a directory, not writable, or not trusted.
-
-    The message is one line that says what is wrong and what to do.
-    """
-
-
-class CorruptCacheEntryWarning(UserWarning):
-    """A cache entry or record could not be verified and will be recomputed or ignored."""
 
 
 def load_key(path: str | os.PathLike[str]) -> bytes:
@@ -701,6 +691,7 @@ class _RemoteStore:
     def __init__(self, url: str) -> None:
         needs_xrootd(f"the root:// cache {url!r}")
         import fsspec
+
         try:
             fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False, timeout=REMOTE_TIMEOUT)
         except Exception as exc:

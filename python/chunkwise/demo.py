@@ -22,15 +22,12 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from chunkwise.errors import DemoError
 from chunkwise.table import format_table
 
 __all__ = ["DemoError", "run_demo"]
 
 _MARKER = ".chunkwise-demo"
-
-
-class DemoError(Exception):
-    """The demo cannot start (for example, its directory belongs to something else)."""
 
 
 def _prepare(directory: Path) -> None:

@@ -24,20 +24,11 @@ import importlib
 from collections.abc import Iterable
 from types import ModuleType
 
+from chunkwise.errors import MissingExtraError
+
 __all__ = ["MissingExtraError", "check_paths", "distributed", "needs_xrootd", "xrootd_paths"]
 
 REMOTE_SCHEMES = ("root://", "roots://")
-
-
-class MissingExtraError(ModuleNotFoundError):
-    """An optional package chunkwise needs for what was asked is not installed.
-
-    ``name`` is the module that is missing and ``extra`` the pip extra that installs it.
-    """
-
-    def __init__(self, message: str, *, name: str, extra: str) -> None:
-        super().__init__(message, name=name)
-        self.extra = extra
 
 
 def _import(modules: Iterable[str], extra: str, packages: str, what: str) -> list[ModuleType]:

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
+from chunkwise.errors import FilesetError
+
 __all__ = [
     "FilesetError",
     "MAX_DEPTH",
@@ -51,13 +53,6 @@ SUFFIXES = (".json", ".json.gz", ".yaml", ".yml", ".yaml.gz", ".yml.gz")
 #: How deeply mappings and lists may nest in a fileset file (the top-level mapping is level 1).
 #: A real fileset needs at most about 6 levels.
 MAX_DEPTH = 100
-
-
-class FilesetError(ValueError):
-    """A fileset file that cannot be read, or whose content is not a fileset.
-
-    The message is a single line that says what is wrong and what to do.
-    """
 
 
 def _kind(path: str) -> tuple[str, bool]:

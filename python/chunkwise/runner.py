@@ -40,6 +40,7 @@ from chunkwise._coffea import (
 from chunkwise._coffea import error_text as _error_text
 from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
+from chunkwise.errors import ChunkFailure
 from chunkwise.extras import check_paths
 from chunkwise.table import format_table
 from chunkwise.tag import _version, explain, tag_manifest, tag_of
@@ -49,11 +50,6 @@ __all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "open_c
 ChunkStatus = Literal["processed", "cached", "failed", "salvaged"]
 
 _log = logging.getLogger("chunkwise")
-
-
-class ChunkFailure(Exception):
-    """A chunk failed without an exception of its own: coffea dropped some of its files
-    silently, or the failure was recorded by an earlier run (the text is all that is left)."""
 
 
 @dataclass

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chunkwise.cache import CACHE_FORMAT
+from chunkwise.errors import StaleModuleWarning, UnfingerprintableStateWarning
 
 __all__ = [
     "StaleModuleWarning",
@@ -56,22 +57,6 @@ _DIGEST_CHARS = 16  # hex digits of each component's digest in the manifest
 _UNFINGERPRINTABLE = "unfingerprintable"
 _UNKNOWN = "__chunkwise_unknown_module__"
 _SKIPPED_CLASS_ATTRS = {"_abc_impl", "__abstractmethods__", "__weakref__", "__dict__"}
-
-
-class UnfingerprintableStateWarning(UserWarning):
-    """Part of the processor's state (or a global its code reads) cannot be fingerprinted.
-
-    The cache tag does not change when that part changes: pass ``cache_tag=`` to
-    ``chunkwise.run`` explicitly (and change it) when it does.
-    """
-
-
-class StaleModuleWarning(UserWarning):
-    """A module of your own was edited on disk after it was imported.
-
-    The process still runs the old code; the tag follows the code in memory (not the file), so
-    entries made by it are never served to a process that runs the new code.
-    """
 
 
 # -- digests ----------------------------------------------------------------------------------
