@@ -756,7 +756,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # The tag and the cache are checked before any executor starts or any work is done.
         from coffea import processor
 
-        from chunkwise.runner import open_cache
+        from chunkwise.tag import open_cache
 
         try:
             cache = open_cache(

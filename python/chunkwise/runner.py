@@ -38,14 +38,14 @@ from chunkwise._coffea import (
     reissue,
 )
 from chunkwise._coffea import error_text as _error_text
-from chunkwise.cache import CacheError, ChunkCache, CorruptCacheEntryWarning, SalvageRecord
+from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk, make_chunks
 from chunkwise.errors import ChunkFailure
 from chunkwise.extras import check_paths
 from chunkwise.table import format_table
-from chunkwise.tag import _version, explain, tag_manifest, tag_of
+from chunkwise.tag import _version, open_cache
 
-__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "open_cache", "run"]
+__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
 
 ChunkStatus = Literal["processed", "cached", "failed", "salvaged"]
 
@@ -921,65 +921,6 @@ def _retry_policy(
             )
         table.append((prefix, alts))
     return RetryPolicy(retries, float(delay), tuple(table))
-
-
-def open_cache(
-    root: str | Path,
-    tag: str | None,
-    key: bytes | None,
-    force: bool,
-    processor_instance: Any,
-    runner: Any,
-    file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
-    weights: bool = True,
-) -> ChunkCache:
-    """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
-
-    ``root`` is a local directory or a ``root://host//dir`` URL (a string).
-
-    The flat layout (``tag=""``) has no manifest. ``tag=None`` derives the tag from the
-    manifest (``chunkwise.tag.cache_tag``), which covers the ``file_sums`` hook.
-
-    Returns
-    -------
-    ChunkCache
-
-    Raises
-    ------
-    CacheError
-        An explicit tag that another processor or other settings made, unless ``force``.
-    """
-    if tag == "":
-        return ChunkCache(root, "", key=key)
-    manifest = tag_manifest(processor_instance, runner, file_sums, weights)
-    cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
-    cache.check(create=True)
-    existing = cache.read_manifest()
-    if existing == manifest:
-        return cache
-    if tag is not None and not force:
-        if existing is not None:
-            why = "; ".join(explain(existing, manifest)[:3]) or "its manifest differs"
-            made = f"was made by another processor or other settings ({why})"
-        elif next(cache.hashes(), None) is not None:
-            # A tag.json that does not verify counts as none (it was warned about): a forged
-            # or copied manifest never makes an explicit tag accepted.
-            made = "holds entries of unknown origin (no tag.json that verifies)"
-        else:
-            made = None
-        if made is not None:
-            raise CacheError(
-                f"cache tag {tag!r} {made}: writing into it would mix their outputs; use "
-                "another tag, or force_tag=True (--force-tag) if you know they agree"
-            )
-    try:
-        cache.write_manifest(manifest)
-    except OSError as err:
-        raise CacheError(
-            f"cache {str(cache.directory)!r} is not writable ({err.strerror or err}); "
-            "choose a directory you can write to"
-        ) from None
-    return cache
 
 
 def run(

@@ -27,9 +27,10 @@ import sysconfig
 import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from chunkwise.cache import CACHE_FORMAT
+from chunkwise.cache import CACHE_FORMAT, CacheError, ChunkCache
 from chunkwise.errors import StaleModuleWarning, UnfingerprintableStateWarning
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "UnfingerprintableStateWarning",
     "cache_tag",
     "explain",
+    "open_cache",
     "tag_manifest",
     "tag_of",
 ]
@@ -1025,3 +1027,62 @@ def explain(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         if old.get(key) != new.get(key):
             lines.append(f"{key} changed")
     return lines
+
+
+def open_cache(
+    root: str | Path,
+    tag: str | None,
+    key: bytes | None,
+    force: bool,
+    processor_instance: Any,
+    runner: Any,
+    file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
+    weights: bool = True,
+) -> ChunkCache:
+    """The cache of a run, with its tag's manifest written or checked, as ``run`` opens it.
+
+    ``root`` is a local directory or a ``root://host//dir`` URL (a string).
+
+    The flat layout (``tag=""``) has no manifest. ``tag=None`` derives the tag from the
+    manifest (``chunkwise.tag.cache_tag``), which covers the ``file_sums`` hook.
+
+    Returns
+    -------
+    ChunkCache
+
+    Raises
+    ------
+    CacheError
+        An explicit tag that another processor or other settings made, unless ``force``.
+    """
+    if tag == "":
+        return ChunkCache(root, "", key=key)
+    manifest = tag_manifest(processor_instance, runner, file_sums, weights)
+    cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
+    cache.check(create=True)
+    existing = cache.read_manifest()
+    if existing == manifest:
+        return cache
+    if tag is not None and not force:
+        if existing is not None:
+            why = "; ".join(explain(existing, manifest)[:3]) or "its manifest differs"
+            made = f"was made by another processor or other settings ({why})"
+        elif next(cache.hashes(), None) is not None:
+            # A tag.json that does not verify counts as none (it was warned about): a forged
+            # or copied manifest never makes an explicit tag accepted.
+            made = "holds entries of unknown origin (no tag.json that verifies)"
+        else:
+            made = None
+        if made is not None:
+            raise CacheError(
+                f"cache tag {tag!r} {made}: writing into it would mix their outputs; use "
+                "another tag, or force_tag=True (--force-tag) if you know they agree"
+            )
+    try:
+        cache.write_manifest(manifest)
+    except OSError as err:
+        raise CacheError(
+            f"cache {str(cache.directory)!r} is not writable ({err.strerror or err}); "
+            "choose a directory you can write to"
+        ) from None
+    return cache
