@@ -16,17 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 from chunkwise import _core
 from chunkwise._core import hash_fileset, hash_filesets, split_fileset
+from chunkwise.chunks import SplitOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from chunkwise.cache_status import StatusReport, status
     from chunkwise.runner import ChunkRecord, RunReport, run
+    from chunkwise.tag import open_cache
 
 __all__ = [
     "ChunkRecord",
     "RunReport",
+    "SplitOptions",
     "StatusReport",
     "hash_fileset",
     "hash_filesets",
+    "open_cache",
     "run",
     "split_fileset",
     "status",
@@ -36,9 +40,10 @@ __version__: str = _core.__version__  # Cargo.toml's, compiled into the core
 
 _LAZY = {
     "run": "chunkwise.runner",
-    "RunReport": "chunkwise.runner",
-    "ChunkRecord": "chunkwise.runner",
+    "RunReport": "chunkwise.report",
+    "ChunkRecord": "chunkwise.report",
     "status": "chunkwise.cache_status",
+    "open_cache": "chunkwise.tag",
     "StatusReport": "chunkwise.cache_status",
 }
 

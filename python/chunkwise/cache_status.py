@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.cache import ENTRY_SUFFIX, ChunkCache, is_remote
-from chunkwise.chunks import make_chunks
+from chunkwise.chunks import SPLIT_FIELDS, SplitOptions, make_chunks, split_options
 from chunkwise.table import format_table
+from chunkwise.tag import cache_tag
 
 __all__ = ["DatasetStatus", "StatusReport", "find_tag", "status"]
 
@@ -226,8 +227,9 @@ def find_tag(root: str | os.PathLike[str], *, key: bytes | None = None) -> str:
 
 def status(
     fileset: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    cache: str | Path,
+    cache: str | Path | ChunkCache,
     *,
+    split: SplitOptions | None = None,
     tag: str | None = None,
     processor_instance: Any = None,
     runner: Any = None,
@@ -246,10 +248,14 @@ def status(
     Parameters
     ----------
     fileset : dict or list of dict
-        The fileset (split with the options below, which must be the ones ``run`` used) or a
-        list of chunks.
-    cache : str or os.PathLike
-        The cache directory given to ``run``.
+        The fileset (split with ``split``, which must be the options ``run`` used) or a list
+        of chunks.
+    cache : str, os.PathLike or ChunkCache
+        The cache directory given to ``run``, or the cache ``chunkwise.open_cache`` opened
+        (then ``tag``, ``processor_instance``, ``runner`` and ``cache_key`` are its own).
+    split : SplitOptions, optional
+        How ``run`` split the fileset. The options as keywords of their own still work, with a
+        ``DeprecationWarning``.
     tag : str, optional
         The cache tag (``""`` for the flat layout). By default it is derived from
         ``processor_instance`` and ``runner`` when a processor is given, else it is the one tag
@@ -258,7 +264,7 @@ def status(
         Derive the tag as ``run`` does (``chunkwise.tag.cache_tag``): pass the ``file_sums``
         and ``weights`` that ``run`` was given, since they are part of the tag.
     strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
-        As for ``chunkwise.split_fileset``.
+        Deprecated: ``split=SplitOptions(...)``.
     cache_key : bytes, optional
         The key of a shared cache, as given to ``run``.
 
@@ -277,39 +283,16 @@ def status(
 
     Examples
     --------
-    >>> report = chunkwise.status(fileset, "chunk_cache", percentage=20)  # doctest: +SKIP
+    >>> split = chunkwise.SplitOptions(percentage=20)
+    >>> report = chunkwise.status(fileset, "chunk_cache", split=split)  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
     >>> report.incomplete  # doctest: +SKIP
     ['5febc050...']
     """
-    chunks = make_chunks(
-        fileset,
-        strategy=strategy,
-        datasets=datasets,
-        percentage=percentage,
-        files_per_chunk=files_per_chunk,
-        treename=treename,
-        events_per_chunk=events_per_chunk,
-    )
-    if tag is None:
-        if processor_instance is not None:
-            from chunkwise.tag import cache_tag
-
-            tag = cache_tag(processor_instance, runner, file_sums, weights)
-        else:
-            tag = find_tag(cache, key=cache_key)
-    store = ChunkCache(cache, tag, key=cache_key)
-    if tag and not is_remote(cache) and os.path.isdir(cache) and not store.directory.is_dir():
-        held = sorted(
-            n for n in os.listdir(cache) if not n.startswith(".") and os.path.isdir(Path(cache) / n)
-        )
-        if held:  # a typo, or other options than the run's: not "nothing has run yet"
-            raise ValueError(
-                f"cache {str(cache)!r} has no tag {tag!r}; it holds "
-                + ", ".join(repr(t) for t in held)
-                + " (chunkwise cache ls shows them): check --tag, --processor and the options "
-                "that make the tag"
-            )
+    # The split options given one keyword each (deprecated): exactly the parameters so named.
+    legacy = {name: value for name, value in locals().items() if name in SPLIT_FIELDS}
+    chunks = make_chunks(fileset, split_options(split, legacy, "chunkwise.status"))
+    store = _opened(cache, tag, processor_instance, runner, cache_key, file_sums, weights)
     report = StatusReport(store)
     report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()
@@ -339,6 +322,53 @@ def status(
         if category != "done":
             report.incomplete.append(chunk.hash)
     return report
+
+
+def _opened(
+    cache: str | Path | ChunkCache,
+    tag: str | None,
+    processor_instance: Any,
+    runner: Any,
+    cache_key: bytes | None,
+    file_sums: Any,
+    weights: bool,
+) -> ChunkCache:
+    """The cache to look in: the one given, opened already, or the tag's under ``cache``."""
+    if isinstance(cache, ChunkCache):
+        given = [
+            name
+            for name, value in (
+                ("tag", tag),
+                ("processor_instance", processor_instance),
+                ("runner", runner),
+                ("cache_key", cache_key),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                "cache is an opened ChunkCache, which has its own tag and key: leave "
+                f"{', '.join(given)} unset"
+            )
+        return cache
+    if tag is None:
+        if processor_instance is not None:
+            tag = cache_tag(processor_instance, runner, file_sums, weights)
+        else:
+            tag = find_tag(cache, key=cache_key)
+    store = ChunkCache(cache, tag, key=cache_key)
+    if tag and not is_remote(cache) and os.path.isdir(cache) and not store.directory.is_dir():
+        held = sorted(
+            n for n in os.listdir(cache) if not n.startswith(".") and os.path.isdir(Path(cache) / n)
+        )
+        if held:  # a typo, or other options than the run's: not "nothing has run yet"
+            raise ValueError(
+                f"cache {str(cache)!r} has no tag {tag!r}; it holds "
+                + ", ".join(repr(t) for t in held)
+                + " (chunkwise cache ls shows them): check --tag, --processor and the options "
+                "that make the tag"
+            )
+    return store
 
 
 def _look_up(

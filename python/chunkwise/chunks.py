@@ -9,13 +9,21 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chunkwise import _core
 
-__all__ = ["Chunk", "make_chunks", "runner_fileset"]
+__all__ = [
+    "SPLIT_FIELDS",
+    "Chunk",
+    "SplitOptions",
+    "make_chunks",
+    "runner_fileset",
+    "split_options",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,26 +108,77 @@ def _build(filesets: list[dict[str, Any]]) -> list[Chunk]:
     return [Chunk(h, fs, _files_of(fs)) for h, fs in zip(hashes, filesets, strict=True)]
 
 
+#: The options of ``split_fileset``, in the order ``SplitOptions`` holds them.
+SPLIT_FIELDS = (
+    "strategy",
+    "datasets",
+    "percentage",
+    "files_per_chunk",
+    "treename",
+    "events_per_chunk",
+)
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How a fileset is split into chunks: the options of ``chunkwise.split_fileset``, as one
+    value that ``run``, ``status`` and the command line pass around.
+
+    Attributes
+    ----------
+    strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
+        As for ``chunkwise.split_fileset`` (and coffea's); ``None`` leaves each unset.
+
+    Examples
+    --------
+    >>> from chunkwise import SplitOptions
+    >>> SplitOptions(files_per_chunk=2).split({"d": {"files": {"a.root": "Events"}}})
+    [{'d': {'files': {'a.root': 'Events'}}}]
+    """
+
+    strategy: str | None = None
+    datasets: Iterable[str] | Callable[..., Any] | tuple[Any, ...] | None = None
+    percentage: int | None = None
+    files_per_chunk: int | None = None
+    treename: str | None = None
+    events_per_chunk: int | None = None
+
+    def given(self) -> list[str]:
+        """The names of the options that are set."""
+        return [name for name in SPLIT_FIELDS if getattr(self, name) is not None]
+
+    def split(self, fileset: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``chunkwise.split_fileset(fileset, **options)``: the chunks, as filesets.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As ``split_fileset`` raises them.
+        """
+        return _core.split_fileset(
+            dict(fileset),
+            self.strategy,
+            self.datasets,
+            self.percentage,
+            self.treename,
+            files_per_chunk=self.files_per_chunk,
+            events_per_chunk=self.events_per_chunk,
+        )
+
+
 def make_chunks(
     fileset: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    *,
-    strategy: str | None = None,
-    datasets: Iterable[str] | Callable[..., Any] | tuple[Any, ...] | None = None,
-    percentage: int | None = None,
-    files_per_chunk: int | None = None,
-    treename: str | None = None,
-    events_per_chunk: int | None = None,
+    options: SplitOptions | None = None,
 ) -> list[Chunk]:
     """Split a fileset (or take a list of chunks as they are) and hash every chunk.
 
     Parameters
     ----------
     fileset : dict or list of dict
-        A coffea fileset, split with ``chunkwise.split_fileset`` and the other arguments, or a
-        list of chunks already split (then the other arguments must be left unset). A list of
-        :class:`Chunk` values is returned as it is.
-    strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
-        As for ``chunkwise.split_fileset``.
+        A coffea fileset, split with ``options``, or a list of chunks already split (then
+        ``options`` must set nothing). A list of :class:`Chunk` values is returned as it is.
+    options : SplitOptions, optional
+        How to split a fileset dict (default: ``split_fileset``'s defaults).
 
     Returns
     -------
@@ -133,30 +192,15 @@ def make_chunks(
 
     Examples
     --------
-    >>> chunks = make_chunks({"d": {"files": {"a.root": "Events"}}}, files_per_chunk=1)
-    >>> chunks[0].files
+    >>> fileset = {"d": {"files": {"a.root": "Events"}}}
+    >>> make_chunks(fileset, SplitOptions(files_per_chunk=1))[0].files
     {'d': {'a.root': 'Events'}}
     """
+    options = SplitOptions() if options is None else options
     if isinstance(fileset, Mapping):
-        filesets = _core.split_fileset(
-            dict(fileset),
-            strategy,
-            datasets,
-            percentage,
-            treename,
-            files_per_chunk=files_per_chunk,
-            events_per_chunk=events_per_chunk,
-        )
+        filesets = options.split(fileset)
     elif isinstance(fileset, Sequence) and not isinstance(fileset, (str, bytes)):
-        split_args = {
-            "strategy": strategy,
-            "datasets": datasets,
-            "percentage": percentage,
-            "files_per_chunk": files_per_chunk,
-            "events_per_chunk": events_per_chunk,
-            "treename": treename,
-        }
-        given = [name for name, value in split_args.items() if value is not None]
+        given = options.given()
         if given:
             raise ValueError(
                 f"fileset is already a list of chunks, so {', '.join(given)} cannot apply: "
@@ -208,3 +252,41 @@ def runner_fileset(fileset: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[dataset] = data
     return out
+
+
+def split_options(
+    split: SplitOptions | None, legacy: Mapping[str, Any], caller: str
+) -> SplitOptions:
+    """The ``SplitOptions`` of a call that also takes the split options one keyword each (the
+    way before ``SplitOptions``): those still work, with a ``DeprecationWarning``.
+
+    Parameters
+    ----------
+    split : SplitOptions or None
+        What the caller was given as ``split=``.
+    legacy : mapping
+        ``{option: value}`` of the old keywords (``None`` when not given).
+    caller : str
+        The public function's name, for the messages (``"chunkwise.run"``).
+
+    Raises
+    ------
+    TypeError
+        If both ``split`` and an old keyword are given.
+    """
+    given = {name: value for name, value in legacy.items() if value is not None}
+    if not given:
+        return SplitOptions() if split is None else split
+    if split is not None:
+        raise TypeError(
+            f"{caller}: give the split options once, as split=SplitOptions(...); got it and "
+            f"{', '.join(given)}"
+        )
+    spelled = ", ".join(f"{name}={value!r}" for name, value in given.items())
+    warnings.warn(
+        f"{caller}({', '.join(f'{name}=' for name in given)}...) is deprecated: pass "
+        f"split=chunkwise.SplitOptions({spelled})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return SplitOptions(**given)
