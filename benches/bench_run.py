@@ -144,8 +144,7 @@ def bench_cached(n_chunks: int, repeats: int, workdir: Path) -> list[tuple]:
                 fileset,
                 METProcessor(),
                 runner,
-                strategy="by_dataset",
-                files_per_chunk=1,
+                split=chunkwise.SplitOptions(strategy="by_dataset", files_per_chunk=1),
                 cache=cache.root,
                 progress=progress,
             )

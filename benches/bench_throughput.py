@@ -216,8 +216,9 @@ def run_case(
             fileset,
             METProcessor(),
             runner,
-            strategy=case.strategy,
-            files_per_chunk=case.files_per_chunk,
+            split=chunkwise.SplitOptions(
+                strategy=case.strategy, files_per_chunk=case.files_per_chunk
+            ),
             cache=cache,
             progress=False,
             weights=case.weights,

@@ -672,3 +672,48 @@ def test_new_user_findings(tmp_path: Path, demo_files):
     assert allbad.returncode == 1
     assert "chunks: 1 (0 processed, 0 cached, 0 salvaged, 1 failed)" in allbad.stdout
     assert [c["status"] for c in json.loads(report.read_text())["chunks"]] == ["failed"]
+
+
+def test_run_opens_its_cache_and_fingerprints_the_processor_once(
+    tmp_path: Path, demo_files, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """One ``chunkwise run --cache`` derives the tag (fingerprinting the processor) once and
+    opens and prepares its cache once; the temporaries a killed run left are removed then, and
+    the note saying so reaches the output."""
+    import collections
+
+    import chunkwise.tag
+    from chunkwise.cache import ChunkCache
+    from chunkwise.cli import main
+
+    _, fileset = demo_files
+    small = {"TTbar": {"files": dict(list(fileset["TTbar"]["files"].items())[:2])}}
+    source = write_json(tmp_path / "fileset.json", small)
+    cache = tmp_path / "cache"
+    args = ["run", str(source), "--processor", PROCESSOR, "--cache", str(cache), "--no-progress"]
+    assert main(args) == 0
+    (tag_dir,) = [p for p in cache.iterdir() if p.is_dir()]
+    leftover = tag_dir / f".{'0' * 64}.coffea.k1lled.tmp"  # what a run killed mid-write leaves
+    leftover.write_bytes(b"torn")
+    os.utime(leftover, (1e9, 1e9))
+    capsys.readouterr()
+
+    calls: collections.Counter[str] = collections.Counter()
+
+    def counted(name: str, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(chunkwise.tag, "tag_manifest", counted("tag", chunkwise.tag.tag_manifest))
+    monkeypatch.setattr(ChunkCache, "__init__", counted("open", ChunkCache.__init__))
+    clean = ChunkCache.remove_stale_temporaries
+    monkeypatch.setattr(ChunkCache, "remove_stale_temporaries", counted("clean", clean))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert calls == {"tag": 1, "open": 1, "clean": 1}, calls
+    assert not leftover.exists()
+    assert f"removed 1 temporary files that killed runs left in {tag_dir}" in out
+    assert "chunks: 1 (0 processed, 1 cached" in out

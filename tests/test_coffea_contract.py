@@ -18,7 +18,7 @@ import pytest
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
-from chunkwise import _coffea
+from chunkwise import _coffea, outcomes, quiet
 from chunkwise.examples import METProcessor, write_nanoaod_like
 
 pytestmark = [
@@ -107,7 +107,7 @@ def test_error_classification_is_coffeas_chain_rule(exc: BaseException, skip: An
     runner = processor.Runner(processor.IterativeExecutor(), skipbadfiles=skip)
     allowed = runner._allowed_exceptions
     coffea_says = any(isinstance(c, allowed) for c in _exception_chain(exc))
-    assert _coffea.is_allowed(_coffea.allowed_exceptions(runner), exc) == coffea_says
+    assert outcomes.is_allowed(outcomes.allowed_exceptions(runner), exc) == coffea_says
 
 
 def test_retry_warning_text(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_retry_warning_text(tmp_path: Path) -> None:
         skipbadfiles=True,
         use_result_type=True,
     )
-    with pytest.warns(UserWarning, match=_coffea.RETRY_WARNING):
+    with pytest.warns(UserWarning, match=quiet.RETRY_WARNING):
         runner.run({"d": {"files": {str(tmp_path / "missing.root"): "Events"}}}, METProcessor())
 
 

@@ -362,7 +362,7 @@ def test_a_replica_serves_a_file_and_the_cache_keeps_the_logical_path(
     ],
 )
 def test_xrootd_errors_are_told_transient_or_permanent(message: str, transient: bool) -> None:
-    from chunkwise._coffea import is_transient
+    from chunkwise.retry import is_transient
 
     wrapped = Exception("Failed to open file: WorkItem(...)")
     wrapped.__cause__ = OSError(message)

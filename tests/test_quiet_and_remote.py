@@ -114,9 +114,8 @@ n_files = sum(len(v["files"]) for v in fileset.values())
 def go(executor):
     runner = processor.Runner(executor, schema=NanoAODSchema, skipbadfiles=True)
     for files_per_chunk in (1, n_files):
-        report = chunkwise.run(
-            fileset, METProcessor(), runner, files_per_chunk=files_per_chunk, progress=False
-        )
+        split = chunkwise.SplitOptions(files_per_chunk=files_per_chunk)
+        report = chunkwise.run(fileset, METProcessor(), runner, split=split, progress=False)
         print(f"=== summary files_per_chunk={files_per_chunk}", flush=True)
         print(report.summary(), flush=True)
         print(json.dumps(report.events), flush=True)
@@ -631,7 +630,7 @@ def test_a_helper_module_missing_on_the_worker_fails_before_any_work(
 def test_a_hook_left_behind_by_another_threads_catch_warnings_removes_itself() -> None:
     """catch_warnings is not thread-safe: a block entered while capture() is active and left
     after it ends puts chunkwise's hook back. The hook then shows the warning and steps aside."""
-    from chunkwise import _coffea
+    from chunkwise import quiet
 
     shown: list[str] = []
 
@@ -642,10 +641,10 @@ def test_a_hook_left_behind_by_another_threads_catch_warnings_removes_itself() -
         warnings.simplefilter("always")
         warnings.showwarning = mine
         other_thread = warnings.catch_warnings()
-        with _coffea.capture():
+        with quiet.capture():
             other_thread.__enter__()
         other_thread.__exit__(None, None, None)
-        assert warnings.showwarning is _coffea._route_warning  # left behind
+        assert warnings.showwarning is quiet._route_warning  # left behind
         warnings.warn("still shown", UserWarning, stacklevel=1)
         assert shown == ["still shown"]
         assert warnings.showwarning is mine
@@ -662,7 +661,7 @@ def test_only_the_users_own_modules_are_shipped_by_value(
 
     import cloudpickle
 
-    from chunkwise._coffea import _is_users_own_module, dumps_processor
+    from chunkwise.shipping import _is_users_own_module, dumps_processor
 
     module = analysis_module(with_helper=False)
     blob = dumps_processor(module.MyAnalysis())

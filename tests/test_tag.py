@@ -463,7 +463,7 @@ def test_versions_change_the_tag(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     monkeypatch.undo()
     assert cache_tag(Holder(), RUNNER) == tag
-    monkeypatch.setattr(chunkwise, "__version__", "9.9.9")
+    monkeypatch.setattr(chunkwise._core, "__version__", "9.9.9")
     assert cache_tag(Holder(), RUNNER) != tag
 
 

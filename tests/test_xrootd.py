@@ -50,7 +50,9 @@ import chunkwise
 import chunkwise.cache
 import chunkwise.cache_status
 import chunkwise.cli
+import chunkwise.cli.cache
 import chunkwise.runner
+import chunkwise.store.xrootd
 import chunkwise.tag
 from chunkwise.examples import METProcessor, write_nanoaod_like
 from chunkwise.runner import RunReport
@@ -1016,7 +1018,7 @@ def test_a_root_cache_server_killed_mid_write_leaves_no_torn_entry(
     from fsspec_xrootd.xrootd import XRootDFile
 
     remote = RemoteCache(servers, served_data=False)
-    monkeypatch.setattr(chunkwise.cache, "REMOTE_BLOCK", 1024)  # an entry is many requests
+    monkeypatch.setattr(chunkwise.store.xrootd, "REMOTE_BLOCK", 1024)  # an entry is many requests
     write = XRootDFile.write
     entries_started: list[str] = []
 
@@ -1303,7 +1305,7 @@ def test_cache_ls_verify_and_prune_on_a_root_cache(servers: Servers, tmp_path: P
     for tag in rows:
         files = list((remote.disk / tag).iterdir())
         manifest = json.loads((remote.disk / tag / "tag.json").read_text())
-        size = chunkwise.cli._size(sum(p.stat().st_size for p in files))
+        size = chunkwise.cli.cache.size(sum(p.stat().st_size for p in files))
         assert rows[tag][1] == manifest["processor"]
         assert rows[tag][2] == "3"
         assert " ".join(rows[tag][3:5]) == size

@@ -19,8 +19,11 @@ from chunkwise._core import hash_fileset, hash_filesets, split_fileset
 from chunkwise.chunks import SplitOptions
 
 if TYPE_CHECKING:  # pragma: no cover
+    from chunkwise._coffea import load_processor, make_executor, make_runner, save_output
     from chunkwise.cache_status import StatusReport, status
-    from chunkwise.runner import ChunkRecord, RunReport, run
+    from chunkwise.report import ChunkRecord, RunReport
+    from chunkwise.runner import run
+    from chunkwise.splitdir import write_split
     from chunkwise.tag import open_cache
 
 __all__ = [
@@ -30,10 +33,15 @@ __all__ = [
     "StatusReport",
     "hash_fileset",
     "hash_filesets",
+    "load_processor",
+    "make_executor",
+    "make_runner",
     "open_cache",
     "run",
+    "save_output",
     "split_fileset",
     "status",
+    "write_split",
 ]
 
 __version__: str = _core.__version__  # Cargo.toml's, compiled into the core
@@ -44,6 +52,11 @@ _LAZY = {
     "ChunkRecord": "chunkwise.report",
     "status": "chunkwise.cache_status",
     "open_cache": "chunkwise.tag",
+    "load_processor": "chunkwise._coffea",
+    "make_runner": "chunkwise._coffea",
+    "make_executor": "chunkwise._coffea",
+    "save_output": "chunkwise._coffea",
+    "write_split": "chunkwise.splitdir",
     "StatusReport": "chunkwise.cache_status",
 }
 

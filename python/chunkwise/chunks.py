@@ -265,27 +265,31 @@ def split_options(
     split : SplitOptions or None
         What the caller was given as ``split=``.
     legacy : mapping
-        ``{option: value}`` of the old keywords (``None`` when not given).
+        The other keywords the caller was given: each must be a split option.
     caller : str
-        The public function's name, for the messages (``"chunkwise.run"``).
+        The public function's name, for the messages (``"run"``).
 
     Raises
     ------
     TypeError
-        If both ``split`` and an old keyword are given.
+        For a keyword that is not a split option (as Python says it), or both ``split`` and
+        an old keyword.
     """
+    unknown = sorted(set(legacy) - set(SPLIT_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     given = {name: value for name, value in legacy.items() if value is not None}
     if not given:
         return SplitOptions() if split is None else split
     if split is not None:
         raise TypeError(
-            f"{caller}: give the split options once, as split=SplitOptions(...); got it and "
+            f"{caller}(): give the split options once, as split=SplitOptions(...); got it and "
             f"{', '.join(given)}"
         )
     spelled = ", ".join(f"{name}={value!r}" for name, value in given.items())
     warnings.warn(
-        f"{caller}({', '.join(f'{name}=' for name in given)}...) is deprecated: pass "
-        f"split=chunkwise.SplitOptions({spelled})",
+        f"chunkwise.{caller}({', '.join(f'{name}=' for name in given)}...) is deprecated: "
+        f"pass split=chunkwise.SplitOptions({spelled})",
         DeprecationWarning,
         stacklevel=3,
     )

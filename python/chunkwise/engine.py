@@ -18,23 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chunkwise._coffea import (
-    Outcome,
-    Plan,
-    RetryPolicy,
-    add_note,
-    dumps_processor,
-    error_text,
-    load_output,
-    merge,
-    pickled_output,
-    process_unit,
-    reissue,
-)
+from chunkwise._coffea import Plan, merge, process_unit
 from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk
-from chunkwise.errors import ChunkFailure
-from chunkwise.report import ChunkRecord, add_bad, add_counts, add_file_sums, add_sums
+from chunkwise.errors import ChunkFailure, add_note
+from chunkwise.outcomes import Outcome, error_text
+from chunkwise.quiet import reissue
+from chunkwise.report import ChunkRecord, RunReport, add_bad, add_counts, add_file_sums, add_sums
+from chunkwise.retry import RetryPolicy
+from chunkwise.shipping import dumps_processor, load_output, pickled_output
 
 __all__ = ["run_chunks"]
 
@@ -228,6 +220,17 @@ class _Engine:
         self.unsummed_entries = 0  # written by a chunkwise that did not read sums of weights
         self._entries: frozenset[str] | None = None
         self.shown: set[tuple[Any, str]] = set()
+
+    def fill(self, report: RunReport) -> None:
+        """Put what the run made into ``report``: the output, the records in the chunks'
+        order, retries, replicas and any cache problem (also as a note)."""
+        report.output = self.total
+        report.chunks = [self.records[i] for i in sorted(self.records)]
+        report.retries = self.retries
+        report.replicas = self.replicas
+        report.cache_problem = self.writer.problem()
+        if report.cache_problem is not None:
+            report.notes.append(report.cache_problem)
 
     # -- scheduling ---------------------------------------------------------------------------
     def run(self, chunks: Sequence[Chunk]) -> None:

@@ -4,8 +4,9 @@ Each is also importable from the module that raises it (``chunkwise.cache.CacheE
 before. This module imports nothing of chunkwise: every other module may import it.
 
 Bad input
-    ``FilesetError`` (a fileset file), ``MissingExtraError`` (an optional package),
-    ``DemoError``.
+    ``FilesetError`` (a fileset file), ``OptionError`` (a value that cannot be used),
+    ``MissingExtraError`` (an optional package), ``DemoError``, ``UsageError``
+    (the command line's).
 The cache
     ``CacheError`` (a cache that cannot be used), ``CorruptCacheEntryWarning`` (an entry or
     record that does not verify: it is recomputed or ignored).
@@ -27,11 +28,15 @@ __all__ = [
     "DemoError",
     "FilesetError",
     "MissingExtraError",
+    "OptionError",
     "ProcessorUnavailableError",
     "StaleModuleWarning",
     "UnfingerprintableStateWarning",
+    "UsageError",
     "WorkerError",
+    "add_note",
     "causes",
+    "one_line",
 ]
 
 
@@ -40,6 +45,19 @@ class FilesetError(ValueError):
 
     The message is a single line that says what is wrong and what to do.
     """
+
+
+class OptionError(ValueError):
+    """A value chunkwise was given that it cannot use: a ``module:Class`` that does not load,
+    a schema or exception name that does not exist, a directory it may not write into.
+
+    The message is one line, starting with the value as given: what is wrong and what to do.
+    The command line prints it after the option's name (``--processor 'x:Y': ...``).
+    """
+
+
+class UsageError(Exception):
+    """Bad input to a command of the command line: one line on stderr, exit status 2."""
 
 
 class MissingExtraError(ModuleNotFoundError):
@@ -120,3 +138,17 @@ def causes(exc: BaseException, *, context: bool = False) -> Iterator[BaseExcepti
         seen.add(id(current))
         yield current
         current = current.__cause__ or (current.__context__ if context else None)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (which has no ``add_note``)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of ``str(err)``, or its class name when it has no text."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -21,12 +21,20 @@ runs, so a run never dies halfway for want of a package.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 
 from chunkwise.errors import MissingExtraError
 
-__all__ = ["MissingExtraError", "check_paths", "distributed", "needs_xrootd", "xrootd_paths"]
+__all__ = [
+    "MissingExtraError",
+    "check_paths",
+    "distributed",
+    "module_version",
+    "needs_xrootd",
+    "xrootd_paths",
+]
 
 REMOTE_SCHEMES = ("root://", "roots://")
 
@@ -82,3 +90,19 @@ def check_paths(paths: Iterable[str]) -> None:
     remote = xrootd_paths(paths)
     if remote is not None:
         needs_xrootd(f"the root:// path {remote!r}")
+
+
+def module_version(module_name: str) -> str | None:
+    """The ``__version__`` of an importable module (imported if it is not yet), or None;
+    chunkwise's own is the Rust core's, from Cargo.toml."""
+    if module_name == "chunkwise":  # the Rust core's (Cargo.toml's), as chunkwise.__version__
+        from chunkwise._core import __version__ as version
+    else:
+        module = sys.modules.get(module_name)
+        if module is None:
+            try:
+                module = __import__(module_name)
+            except ImportError:
+                return None
+        version = getattr(module, "__version__", None)
+    return version if isinstance(version, str) else None

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chunkwise._coffea import GEN_WEIGHTS, error_text
 from chunkwise.cache import ChunkCache
+from chunkwise.extras import module_version
+from chunkwise.outcomes import error_text
+from chunkwise.sums import GEN_WEIGHTS
 from chunkwise.table import format_table
-from chunkwise.tag import _version
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -292,7 +293,7 @@ class RunReport:
             "retries": self.retries,
             "replicas": self.replicas,
             "notes": list(self.notes),
-            "versions": {name: _version(name) for name in ("chunkwise", "coffea")},
+            "versions": {name: module_version(name) for name in ("chunkwise", "coffea")},
         }
 
     def __str__(self) -> str:

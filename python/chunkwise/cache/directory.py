@@ -1,0 +1,250 @@
+"""``TagDirectory``: one tag directory of a cache, as a whole (``ChunkCache`` is one).
+
+Its trust, its listing, the temporary files that killed runs left in it, its manifest and the
+atomic writes of its files, through the store of its root (``chunkwise.store``). See
+``chunkwise.cache`` for the layout and what is trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from chunkwise.cache.records import _MAX_SALVAGE_BYTES, RecordKind, _seal, _unseal
+from chunkwise.errors import CacheError, CorruptCacheEntryWarning
+from chunkwise.store import TEMP_SUFFIX, FileStat, RemotePath, Store, Unsafe, open_store
+
+__all__ = [
+    "ENTRY_SUFFIX",
+    "FAILURE_SUFFIX",
+    "MANIFEST_NAME",
+    "SALVAGE_SUFFIX",
+    "TagDirectory",
+]
+
+ENTRY_SUFFIX = ".coffea"
+SALVAGE_SUFFIX = ".salvage.json"
+#: The record of a chunk lost whole (one file, or salvage off): its bad files and their errors,
+#: so that ``status`` tells a failed chunk from one never run. A ``SalvageRecord`` with no parts.
+FAILURE_SUFFIX = ".failed.json"
+MANIFEST_NAME = "tag.json"
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _is_our_temporary(name: str) -> bool:
+    """A name of chunkwise's temporary files: ``.<entry, record or manifest>.<random>.tmp``."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return False
+    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME)
+    return any(f"{s}." in name for s in suffixes)
+
+
+class TagDirectory:
+    """One tag directory of a cache: ``<root>/<tag>/``, or the root itself for the flat layout.
+
+    The base of ``ChunkCache``, which adds the chunks' entries and records; see it for the
+    parameters. Creating one touches nothing.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], tag: str = "", *, key: bytes | None = None
+    ) -> None:
+        if tag and (
+            os.sep in tag or (os.altsep and os.altsep in tag) or tag.startswith(".") or "\0" in tag
+        ):
+            raise ValueError(
+                f"cache tag must be a plain directory name, got {tag!r}; "
+                "use letters, digits, '-' and '_'"
+            )
+        if key is not None and (not isinstance(key, bytes) or not key):
+            raise TypeError(
+                f"cache key must be non-empty bytes (e.g. chunkwise.cache.load_key(path)), "
+                f"got {type(key).__name__}"
+            )
+        self._store: Store[Any]
+        self.root: Path | RemotePath
+        self._store, self.root = open_store(root)
+        self.tag = tag
+        self.directory = self.root / tag if tag else self.root
+        self.key = key
+        self._checked = False
+        self._removed: int | None = None  # what ``prepare`` removed, once it has run
+
+    @property
+    def manifest_path(self) -> Path | RemotePath:
+        """Path of the tag's manifest: ``<root>/<tag>/tag.json``."""
+        return self.directory / MANIFEST_NAME
+
+    # -- trust ----------------------------------------------------------------------------------
+    def check(self, *, create: bool = False) -> bool:
+        """Check that the cache's directories may be trusted (and create them if asked).
+
+        Returns
+        -------
+        bool
+            False when the directories do not exist (and ``create`` is off): an empty cache.
+
+        Raises
+        ------
+        CacheError
+            A path that is not a directory, or a directory owned by another user or writable
+            by group or others, without a key.
+        """
+        if self._checked:
+            return True
+        exists = self._store.check_directory(self.root, create, self.key)
+        if exists and self.tag:
+            exists = self._store.check_directory(self.directory, create, self.key)
+        self._checked = exists
+        return exists
+
+    def _may_request(self) -> bool:
+        """Whether the store may be asked anything: a store that needs a key (a root:// one)
+        has it checked first, before any request. False: the directories do not exist."""
+        return not self._store.needs_key or self.check()
+
+    def prepare(self) -> int:
+        """Before any work: create and check the directories, make sure entries can be
+        written, and remove temporary files that killed runs left behind.
+
+        It does this once per ``ChunkCache``: a later call (``chunkwise.run`` given a cache that
+        ``chunkwise run`` prepared) asks nothing of the store and returns the same count.
+
+        Returns
+        -------
+        int
+            The number of stale temporary files removed.
+
+        Raises
+        ------
+        CacheError
+            With one line: what is wrong with the cache and what to do.
+        """
+        if self._removed is not None:
+            return self._removed
+        self.check(create=True)
+        try:
+            self._store.probe(self.directory)
+        except OSError as err:
+            raise CacheError(
+                f"cache {str(self.directory)!r} is not writable ({err.strerror or err}); "
+                "choose a directory you can write to"
+            ) from None
+        self._removed = self.remove_stale_temporaries()
+        return self._removed
+
+    # -- records (the manifest here; the chunks' records are ChunkCache's) -------------------
+    @property
+    def _legacy_records(self) -> bool:
+        """Whether records of the previous, unauthenticated format are read: only in a local
+        cache without a key, whose directories only you can write (see ``check``)."""
+        return self.key is None and not self._store.needs_key
+
+    def _unseal(self, blob: bytes, kind: RecordKind, chunk_hash: str = "") -> dict[str, Any]:
+        data, _ = _unseal(
+            blob,
+            key=self.key,
+            kind=kind,
+            tag=self.tag,
+            chunk_hash=chunk_hash,
+            legacy=self._legacy_records,
+        )
+        return data
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The tag's manifest (what went into the tag), or None.
+
+        None when there is none, and when it does not verify: it is then ignored with a
+        ``CorruptCacheEntryWarning`` (a forged, torn or copied ``tag.json`` is never used).
+        """
+        if not self.tag or not self.check():
+            return None
+        try:
+            blob = self._store.read(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
+            if blob is None:
+                return None
+            return self._unseal(blob, "manifest")
+        except (Unsafe, ValueError) as exc:
+            why: Exception = exc
+        except OSError as exc:
+            if not self._store.transient_errors:
+                raise
+            why = exc
+        warnings.warn(
+            f"chunkwise: ignoring {self.manifest_path}: {why}; it counts as missing (a run "
+            "of this tag writes it again; an explicit tag holding entries then needs "
+            "--force-tag)",
+            CorruptCacheEntryWarning,
+            stacklevel=2,
+        )
+        return None
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> Path | RemotePath:
+        """Atomically write the tag's manifest, authenticated (see ``RECORD_FORMAT``).
+
+        Raises
+        ------
+        ValueError
+            If the manifest has a ``record`` or ``mac`` field, which the file adds.
+        """
+        data = _seal(manifest, key=self.key, kind="manifest", tag=self.tag)
+        self._write_atomic(self.manifest_path, data)
+        return self.manifest_path
+
+    # -- listing --------------------------------------------------------------------------------
+    def contents(self) -> dict[str, FileStat]:
+        """Everything in this tag's directory (the root for the flat layout), by name.
+
+        Returns
+        -------
+        dict
+            ``{name: FileStat}`` in listing order: each file's kind, size and modification
+            time. Empty when the directory does not exist. Over XRootD this is one request.
+
+        Raises
+        ------
+        CacheError
+            If the cache is not trusted (see ``check``; a remote one needs its key before any
+            request), or, for a remote cache, if the server cannot list the directory. A local
+            directory that cannot be listed raises ``OSError``.
+        """
+        if not self.check():
+            return {}
+        try:
+            return dict(self._store.scan(self.directory))  # a server's failure: a CacheError
+        except (FileNotFoundError, NotADirectoryError):
+            return {}  # removed since it was checked
+
+    # -- temporary files ------------------------------------------------------------------------
+    def temporaries(self, min_age: float = 60.0) -> Iterator[Path | RemotePath]:
+        """Yield chunkwise's temporary files in this tag's directory that no writer holds and
+        that are older than ``min_age`` seconds: leftovers of killed runs.
+
+        On a remote cache no lock can be seen, so a temporary counts as a leftover only when
+        it is older than ``chunkwise.store.xrootd.REMOTE_STALE_AGE`` seconds (by the server's
+        modification time).
+        """
+        if not self._may_request():
+            return
+        yield from self._store.temporaries(self.directory, min_age, _is_our_temporary)
+
+    def remove_stale_temporaries(self, min_age: float = 60.0) -> int:
+        """Delete the temporary files of ``temporaries``; return how many were deleted."""
+        removed = 0
+        for path in list(self.temporaries(min_age)):
+            with contextlib.suppress(FileNotFoundError):
+                self._store.remove(path)
+                removed += 1
+        return removed
+
+    # -- writing --------------------------------------------------------------------------------
+    def _write_atomic(self, path: Path | RemotePath, data: bytes) -> None:
+        self.check(create=True)
+        self._store.write_atomic(path, data, shared=self.key is not None)

@@ -1,0 +1,307 @@
+"""``chunkwise run``, ``chunkwise status`` and ``chunkwise demo``: the commands that use the
+processor and the cache. They check every option first, then call ``chunkwise.run`` or
+``chunkwise.status`` once, with the cache opened once, and print what came back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chunkwise._coffea import make_executor, save_output
+from chunkwise.cache import ChunkCache
+from chunkwise.cache_status import find_tag, status
+from chunkwise.chunks import Chunk
+from chunkwise.cli._common import (
+    EXIT_BUG,
+    EXIT_CACHE,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    below,
+    cache_key,
+    check_output_file,
+    good_enough,
+    load,
+    min_completeness,
+    split,
+    write_json,
+)
+from chunkwise.cli._processor import processor_manifest, processor_of, runner_of
+from chunkwise.errors import (
+    CacheError,
+    DemoError,
+    OptionError,
+    ProcessorUnavailableError,
+    UsageError,
+    one_line,
+)
+from chunkwise.examples import run_demo
+from chunkwise.extras import check_paths, distributed
+from chunkwise.report import RunReport
+from chunkwise.runner import run
+from chunkwise.tag import open_cache, tag_of
+
+__all__ = ["cmd_demo", "cmd_run", "cmd_status"]
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def _resolve_tag(args: argparse.Namespace) -> str:
+    """The cache tag status reads: --tag, else derived from --processor, else the only one."""
+    if args.tag is not None:
+        return args.tag
+    if args.processor is not None:
+        return tag_of(processor_manifest(args))
+    try:
+        return find_tag(args.cache, key=cache_key(args))
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+    except NotADirectoryError:
+        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory") from None
+    except ValueError as err:
+        raise UsageError(
+            f"--cache: {err} with --tag, or give --processor (and the Runner settings) to derive it"
+        ) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Look each chunk up in the cache; print the table (or the incomplete hashes)."""
+    fileset = load(args.fileset)
+    chunks = split(fileset, args, args.fileset)
+    if os.path.exists(args.cache) and not os.path.isdir(args.cache):
+        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
+    check_output_file(args.write_remaining, "--write-remaining", (args.fileset,))
+    threshold = min_completeness(args.min_completeness)
+    tag = _resolve_tag(args)
+    try:
+        report = status(chunks, args.cache, tag=tag, cache_key=cache_key(args))
+    except ValueError as err:
+        raise UsageError(f"--tag: {err}") from None
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+    if args.list_incomplete:
+        for digest in report.incomplete:
+            print(digest)
+    else:
+        print(report.summary())
+    if args.write_remaining is not None:
+        remaining = report.remaining_fileset(fileset)
+        write_json(remaining, args.write_remaining)
+        n = sum(
+            len(data["files"] if isinstance(data, Mapping) else data) for data in remaining.values()
+        )
+        print(
+            f"wrote the {n} files not done ({len(remaining)} datasets) to "
+            f"{args.write_remaining}" + ("" if n else ": nothing remains"),
+            file=sys.stderr,
+        )
+    if report.complete:
+        return EXIT_OK
+    fractions = {d: row.fraction for d, row in report.datasets.items()}
+    n_left = report.overall.files - report.overall.files_done
+    if good_enough("status", threshold, fractions, f"{n_left} files are not done"):
+        return EXIT_OK
+    if threshold is not None:
+        below("status", threshold, fractions)
+    return EXIT_INCOMPLETE
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _check_run_options(args: argparse.Namespace) -> float | None:
+    """Every option that needs no file or import; returns --min-completeness."""
+    if args.executor == "iterative" and args.workers is not None:
+        raise UsageError("--workers needs --executor futures or dask")
+    if args.scheduler is not None and args.executor != "dask":
+        raise UsageError("--scheduler needs --executor dask")
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers starts a local cluster; leave it out with --scheduler")
+    if args.cache is not None and os.path.exists(args.cache) and not os.path.isdir(args.cache):
+        raise UsageError(f"--cache {args.cache!r} is a file; give a directory")
+    for option, path in (
+        ("--output", args.output),
+        ("--plot", args.plot),
+        ("--report", args.report),
+    ):
+        check_output_file(path, option, (args.fileset,))
+    threshold = min_completeness(args.min_completeness)
+    if args.plot is not None and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+        raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png, .pdf or .svg")
+    plot_options = (args.lumi, args.com, args.experiment, args.plot_text)
+    if args.plot is None and plot_options != (None, None, None, None):
+        raise UsageError(
+            "--lumi, --com, --experiment and --plot-text label the plot: give --plot FILE too"
+        )
+    return threshold
+
+
+def _replicas(specs: list[str] | None) -> dict[str, list[str]]:
+    """--replica PREFIX=ALTERNATIVE, repeatable, alternatives in the order given."""
+    table: dict[str, list[str]] = {}
+    for spec in specs or ():
+        prefix, sep, alternative = spec.partition("=")
+        if not sep or not prefix or not alternative:
+            raise UsageError(
+                f"--replica {spec!r}: write it as PREFIX=ALTERNATIVE, e.g. "
+                "--replica root://siteA//store/=root://siteB//store/"
+            )
+        table.setdefault(prefix, []).append(alternative)
+    return table
+
+
+def _open_cache(args: argparse.Namespace, proc: Any, key: bytes | None) -> ChunkCache | None:
+    """The run's cache, opened under its tag and prepared, before any executor starts: the
+    processor is fingerprinted here, once, and ``chunkwise.run`` is given this cache."""
+    if args.cache is None:
+        return None
+    try:
+        cache = open_cache(
+            args.cache,
+            proc,
+            runner_of(args),
+            tag=args.tag,
+            key=key,
+            force_tag=args.force_tag,
+            weights=not args.no_weights,
+        )
+        cache.prepare()
+    except ValueError as err:
+        raise UsageError(f"--tag: {err}") from None
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+    print(f"cache: {cache.directory}", file=sys.stderr)
+    return cache
+
+
+def _execute(
+    args: argparse.Namespace,
+    chunks: list[Chunk],
+    proc: Any,
+    cache: ChunkCache | None,
+    replicas: dict[str, list[str]],
+) -> RunReport | None:
+    """``chunkwise.run`` on the executor of the options; None after a bug (said on stderr)."""
+    closers: list[Callable[[], Any]] = []
+    try:
+        try:
+            executor, closers = make_executor(args.executor, args.workers, args.scheduler)
+        except OptionError as err:
+            raise UsageError(f"--scheduler {err}") from None
+        return run(
+            chunks,
+            proc,
+            runner_of(args, executor),
+            cache=cache,
+            retries=args.retries,
+            replicas=replicas,
+            salvage=not args.no_salvage,
+            progress=not args.no_progress,
+            weights=not args.no_weights,
+        )
+    except (KeyboardInterrupt, UsageError):
+        raise
+    except (CacheError, ProcessorUnavailableError) as err:
+        raise UsageError(str(err)) from None
+    except Exception as err:
+        traceback.print_exc()
+        if getattr(err, "chunkwise_bug", False):
+            what = f"the processor raised {type(err).__name__}, which is not a bad-file error"
+        else:  # a worker that died, a lost cluster, an output that does not pickle...
+            what = f"the run failed: {type(err).__name__}: {one_line(err)}"
+        print(
+            f"chunkwise run: error: {what}; chunks finished so far are cached: fix it and rerun",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        for close in reversed(closers):
+            close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Check everything, open the cache, run, print the summary, save and plot."""
+    fileset = load(args.fileset, check_name=True)
+    chunks = split(fileset, args, args.fileset)
+    threshold = _check_run_options(args)
+    key = cache_key(args)
+    replicas = _replicas(args.replica)
+    runner_of(args)  # a bad --schema or --bad-file-errors is a usage error before any work
+    # A missing extra is said before the cache is opened or anything runs.
+    if args.executor == "dask":
+        distributed("--scheduler" if args.scheduler is not None else "--executor dask")
+    check_paths(p for chunk in chunks for files in chunk.files.values() for p in files)
+    check_paths(a for alternatives in replicas.values() for a in alternatives)
+    proc = processor_of(args)
+    cache = _open_cache(args, proc, key)
+    report = _execute(args, chunks, proc, cache, replicas)
+    if report is None:
+        return EXIT_BUG
+    print(report.summary())
+    n_bad = sum(len(files) for files in report.bad_files.values())
+    accepted = not report.complete and good_enough(
+        "run", threshold, report.completeness, f"{n_bad} bad files are left out"
+    )
+    if accepted:
+        report.notes.append(f"accepted as INCOMPLETE by --min-completeness {threshold:g}")
+    elif not report.complete and threshold is not None:
+        below("run", threshold, report.completeness)
+    if args.report is not None:
+        write_json(report.to_dict(), args.report)
+        print(f"wrote the report to {args.report}", file=sys.stderr)
+    if report.cache_problem is not None:
+        print(f"chunkwise run: warning: {report.cache_problem}", file=sys.stderr)
+    if report.output is None:
+        print("no chunk succeeded: nothing to save or plot", file=sys.stderr)
+    else:
+        _save_and_plot(args, report)
+    if report.complete:
+        return EXIT_OK if report.cache_problem is None else EXIT_CACHE
+    return EXIT_OK if accepted else EXIT_INCOMPLETE
+
+
+def _save_and_plot(args: argparse.Namespace, report: RunReport) -> None:
+    if args.output is not None:
+        save_output(report.output, args.output)
+        print(f"saved the merged output to {args.output}", file=sys.stderr)
+    if args.plot is None:
+        return
+    from chunkwise.plot import plot_histograms  # matplotlib: only when a plot is asked for
+
+    plotted = plot_histograms(
+        report.output,
+        args.plot,
+        completeness=report.completeness,
+        lumi=args.lumi,
+        com=args.com,
+        experiment=args.experiment or "CMS",
+        text="Private Work" if args.plot_text is None else args.plot_text,
+    )
+    if args.lumi is not None:
+        print(
+            f"note: --lumi {args.lumi:g} labels the plot; the histograms are drawn as "
+            "the processor filled them (scale MC by xsec * lumi / sumw in the processor "
+            "or on report.output)",
+            file=sys.stderr,
+        )
+    if plotted.drawn:
+        print(f"plotted {', '.join(plotted.drawn)} to {args.plot}", file=sys.stderr)
+    else:
+        print("the output holds no 1D histograms: --plot wrote nothing", file=sys.stderr)
+    if plotted.note() is not None:
+        print(plotted.note(), file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The demo: a small NanoAOD-like fileset, a run with salvage and cache, and a rerun."""
+    try:
+        return run_demo(args.dir)
+    except DemoError as err:
+        raise UsageError(str(err)) from None
