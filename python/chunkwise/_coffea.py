@@ -65,7 +65,7 @@ from chunkwise.outcomes import (
 )
 from chunkwise.quiet import _portable, capture
 from chunkwise.retry import RetryPolicy, _is_stale_handle, _run_with_retries
-from chunkwise.shipping import dumps_output
+from chunkwise.shipping import dumps_output, loads_processor
 from chunkwise.sums import _probe, read_file_sums
 
 __all__ = [
@@ -241,6 +241,30 @@ def _unit_executor_class() -> type:
     return UnitExecutor
 
 
+class _Shipped(ProcessorABC):  # type: ignore[misc]
+    """The processor as a unit hands it to coffea's Runner, which pickles it and loads a fresh
+    copy for every work item: pickled, it is the blob it came in, and loaded, it is
+    ``loads_processor``'s copy, so that its code keeps its file names (a copy pickled by
+    cloudpickle anew would be ``<dynamic-code>`` again on a worker that cannot import it)."""
+
+    def __init__(self, blob: bytes, processor_instance: Any) -> None:
+        self.blob = blob
+        self.processor_instance = processor_instance
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _fresh_processor, (self.blob,)
+
+    def process(self, events: Any) -> Any:
+        return self.processor_instance.process(events)
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return self.processor_instance.postprocess(accumulator)
+
+
+def _fresh_processor(blob: bytes) -> Any:
+    return loads_processor(blob)[0]
+
+
 def _worker_runner(settings: Mapping[str, Any]) -> Any:
     from coffea import processor
 
@@ -283,13 +307,11 @@ def _run_unit(
     fileset: Mapping[str, Any],
     path: str,
 ) -> Outcome:
-    import cloudpickle
-
     allowed = bad_file_types(settings["skipbadfiles"])
     try:
         # A fresh copy per unit: a processor that keeps state on self must not leak it
         # from one file into the next.
-        processor_instance, file_sums, weights = cloudpickle.loads(processor_blob)
+        processor_instance, file_sums, weights = loads_processor(processor_blob)
         runner = _worker_runner(settings)
     except Exception as exc:
         return _failure("bug", exc)
@@ -300,7 +322,7 @@ def _run_unit(
     except Exception as exc:
         return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
     try:
-        result = runner.run(fileset, processor_instance)
+        result = runner.run(fileset, _Shipped(processor_blob, processor_instance))
     except ValueError as exc:
         if not str(exc).startswith(NO_CHUNKS_SURVIVED):
             return _raised(exc, path)

@@ -344,14 +344,15 @@ class _Engine:
             return None
         exc = outcome.exception
         assert exc is not None
+        where = f"chunkwise: raised while processing {path} of dataset {dataset!r}"
         if exc.__traceback__ is None:  # it crossed a process boundary
-            add_note(
-                exc,
-                f"chunkwise: raised while processing {path} of dataset {dataset!r}; "
-                f"where it ran:\n{outcome.traceback.rstrip()}",
-            )
+            where += f"; where it ran:\n{outcome.traceback.rstrip()}"
+        add_note(exc, where)
         with contextlib.suppress(AttributeError, TypeError):
+            # What the command line says of it: the file, and the user's part of the traceback.
             exc.chunkwise_bug = True  # type: ignore[attr-defined]
+            exc.chunkwise_file = (dataset, path)  # type: ignore[attr-defined]
+            exc.chunkwise_traceback = outcome.user_traceback  # type: ignore[attr-defined]
         return exc
 
     # -- finishing a chunk --------------------------------------------------------------------

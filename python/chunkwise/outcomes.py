@@ -8,8 +8,10 @@ run. This module holds that rule, the one line each bad file gets in the report,
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +29,7 @@ __all__ = [
     "default_bad_file_errors",
     "error_text",
     "is_allowed",
+    "user_traceback",
 ]
 
 
@@ -108,7 +111,9 @@ class Outcome:
     served : str or None
         The replica's path that gave the output, when it is not the file's own path.
     sums : dict
-        For ``ok``: the file's per-file quantities (:func:`read_file_sums`).
+        For ``ok``: the file's per-file quantities (``chunkwise.sums.read_file_sums``).
+    user_traceback : str
+        For ``bug``: :func:`user_traceback`, the part of the traceback that is the user's.
     """
 
     kind: OutcomeKind
@@ -124,6 +129,7 @@ class Outcome:
     retries: int = 0
     served: str | None = None
     sums: dict[str, float] = field(default_factory=dict)
+    user_traceback: str = ""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -150,9 +156,30 @@ def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
         exception=_portable_exception(exc),
         error=error_text(exc),
         traceback=text,
+        user_traceback=user_traceback(exc) if kind == "bug" else "",
         causes=chain,
         transient=kind == "bad" and is_transient(exc),
     )
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The innermost exception of ``exc``'s chain as Python would show it, from the first frame
+    outside coffea and chunkwise: the processor's own line, not the machinery around it.
+
+    coffea raises a bug in a processor as a plain ``Exception`` (``Failed processing file``)
+    whose ``__cause__`` is the real one; that cause is what the user wrote.
+    """
+    *_, inner = causes(exc)
+    frames = traceback.extract_tb(inner.__traceback__)
+    machinery = tuple(
+        os.path.dirname(str(module.__file__)) + os.sep
+        for module in (sys.modules.get("coffea"), sys.modules.get("chunkwise"))
+        if module is not None and getattr(module, "__file__", None)
+    )
+    start = next((i for i, f in enumerate(frames) if not f.filename.startswith(machinery)), 0)
+    shown = traceback.StackSummary.from_list(frames[start:]).format()
+    head = "Traceback (most recent call last):\n" if shown else ""
+    return head + "".join(shown) + "".join(traceback.format_exception_only(type(inner), inner))
 
 
 def bad_file_errors_named(names: str | None) -> tuple[type[BaseException], ...]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import linecache
+import os
 import pickle
 import sys
 import threading
+import types
 from typing import Any
 
 __all__ = [
@@ -16,10 +19,13 @@ __all__ = [
     "dumps_output",
     "dumps_processor",
     "load_output",
+    "loads_processor",
     "pickled_output",
 ]
 
 _PICKLE_LOCK = threading.Lock()
+#: The file name cloudpickle gives the code it pickles by value.
+DYNAMIC_CODE = "<dynamic-code>"
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,7 +72,9 @@ def dumps_processor(processor_instance: Any, file_sums: Any = None, weights: boo
     The modules of the processor's class, of its base classes and of the hook that are the
     user's own code (not installed, not the standard library) are pickled by value with
     cloudpickle, so an external ``dask worker`` started elsewhere needs only the installed
-    packages. ``chunkwise._coffea.process_unit`` loads the pair.
+    packages. Their file names and source text travel with them: cloudpickle names such code
+    ``<dynamic-code>``, and :func:`loads_processor` gives it its file back, so that a traceback
+    from the processor shows the user's file, line and source, on every worker.
     """
     import cloudpickle
 
@@ -74,6 +82,7 @@ def dumps_processor(processor_instance: Any, file_sums: Any = None, weights: boo
     if file_sums is not None:
         names.append(getattr(file_sums, "__module__", None) or "")
     modules = {sys.modules[name] for name in names if _is_users_own_module(name)}
+    sources = {module.__name__: _source(module) for module in modules}
     with _PICKLE_LOCK:  # cloudpickle's by-value registry is global: never leave it changed
         registered = []
         try:
@@ -84,19 +93,78 @@ def dumps_processor(processor_instance: Any, file_sums: Any = None, weights: boo
                     continue
                 registered.append(module)
             return cloudpickle.dumps(
-                (processor_instance, file_sums, weights), protocol=pickle.HIGHEST_PROTOCOL
+                (processor_instance, file_sums, weights, sources),
+                protocol=pickle.HIGHEST_PROTOCOL,
             )
         finally:
             for module in registered:
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-def check_processor(blob: bytes) -> str | None:
-    """Load the processor where units run; return why it failed, or None. Runs on a worker."""
+def _source(module: types.ModuleType) -> tuple[str, list[str]]:
+    """A module's file name and the lines of its source (none if it cannot be read)."""
+    filename = str(module.__file__)
+    return filename, linecache.getlines(filename, module.__dict__)
+
+
+def loads_processor(blob: bytes) -> tuple[Any, Any, bool]:
+    """The processor, ``file_sums`` hook and ``weights`` of :func:`dumps_processor`, with the
+    code of the user's modules named by its file again (and its source known to ``linecache``
+    where the file is not on this machine). Runs where the units run."""
     import cloudpickle
 
+    processor_instance, file_sums, weights, sources = cloudpickle.loads(blob)
+    if sources:
+        _restore_filenames(type(processor_instance), file_sums, sources)
+    return processor_instance, file_sums, weights
+
+
+def _restore_filenames(klass: type, hook: Any, sources: dict[str, tuple[str, list[str]]]) -> None:
+    """Name the by-value code of the user's modules by its file, and make its source readable.
+
+    Every function reachable from the processor's classes, the hook, and the module globals
+    their code reads gets its code objects (nested ones too) back with the module's file name.
+    """
+    for filename, lines in sources.values():
+        if lines and not os.path.exists(filename):  # a worker without the user's files
+            # mtime None: linecache.checkcache keeps the entry (it cannot be stale).
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    seen: set[int] = set()
+    todo: list[Any] = [hook, *klass.__mro__]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, type):
+            if obj.__module__ in sources:
+                todo.extend(vars(obj).values())
+        elif isinstance(obj, (staticmethod, classmethod)):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo.extend((obj.fget, obj.fset, obj.fdel))
+        elif isinstance(obj, types.FunctionType) and obj.__module__ in sources:
+            filename = sources[obj.__module__][0]
+            obj.__code__ = _renamed(obj.__code__, filename)
+            names = obj.__code__.co_names
+            todo.extend(obj.__globals__[n] for n in names if n in obj.__globals__)
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` and the code objects nested in it, named by ``filename`` where cloudpickle
+    named them ``<dynamic-code>``."""
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    if code.co_filename == DYNAMIC_CODE:
+        return code.replace(co_filename=filename, co_consts=consts)
+    return code.replace(co_consts=consts) if consts != code.co_consts else code
+
+
+def check_processor(blob: bytes) -> str | None:
+    """Load the processor where units run; return why it failed, or None. Runs on a worker."""
     try:
-        cloudpickle.loads(blob)
+        loads_processor(blob)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

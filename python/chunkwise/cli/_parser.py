@@ -207,6 +207,12 @@ def _run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )
     p.add_argument("--no-salvage", action="store_true", help="lose a chunk with a bad file whole")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every warning and each bad file's traceback as they come, and a processor "
+        "bug's whole traceback",
+    )
     files = p.add_argument_group("bad files, retries and replicas")
     files.add_argument(
         "--retries",

@@ -36,10 +36,12 @@ from chunkwise.errors import (
     OptionError,
     ProcessorUnavailableError,
     UsageError,
+    causes,
     one_line,
 )
 from chunkwise.examples import run_demo
 from chunkwise.extras import check_paths, distributed
+from chunkwise.outcomes import user_traceback
 from chunkwise.report import RunReport
 from chunkwise.runner import run
 from chunkwise.tag import open_cache, tag_of
@@ -202,25 +204,44 @@ def _execute(
             salvage=not args.no_salvage,
             progress=not args.no_progress,
             weights=not args.no_weights,
+            quiet=not args.verbose,
         )
     except (KeyboardInterrupt, UsageError):
         raise
     except (CacheError, ProcessorUnavailableError) as err:
         raise UsageError(str(err)) from None
     except Exception as err:
-        traceback.print_exc()
-        if getattr(err, "chunkwise_bug", False):
-            what = f"the processor raised {type(err).__name__}, which is not a bad-file error"
-        else:  # a worker that died, a lost cluster, an output that does not pickle...
-            what = f"the run failed: {type(err).__name__}: {one_line(err)}"
-        print(
-            f"chunkwise run: error: {what}; chunks finished so far are cached: fix it and rerun",
-            file=sys.stderr,
-        )
+        _say_bug(err, args.verbose)
         return None
     finally:
         for close in reversed(closers):
             close()
+
+
+def _say_bug(err: BaseException, verbose: bool) -> None:
+    """What went wrong, as a Python bug reads: the user's part of the traceback (all of it
+    with ``--verbose``), then one line naming the real exception, its file and dataset."""
+    bug = getattr(err, "chunkwise_bug", False)
+    if verbose or not bug:
+        traceback.print_exc()
+    else:
+        print(
+            getattr(err, "chunkwise_traceback", "") or user_traceback(err), file=sys.stderr, end=""
+        )
+    if bug:
+        *_, inner = causes(err)
+        dataset, path = getattr(err, "chunkwise_file", ("?", "?"))
+        what = (
+            f"the processor raised {type(inner).__name__}: {one_line(inner)} "
+            f"({dataset}, {os.path.basename(path)})"
+        )
+    else:  # a worker that died, a lost cluster, an output that does not pickle...
+        what = f"the run failed: {type(err).__name__}: {one_line(err)}"
+    more = "" if verbose or not bug else " (--verbose shows the whole traceback)"
+    print(
+        f"chunkwise run: error: {what}; chunks finished so far are cached: fix it and rerun{more}",
+        file=sys.stderr,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

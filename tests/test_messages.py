@@ -1,0 +1,152 @@
+"""A run that says plainly what happened: a processor bug reads like a Python bug.
+
+A processor with a typo (``events.Muonn``) run over real NanoAOD files from ``../shared/samples``
+must end with the user's own frame (file, line and source text) and one last line naming the
+real exception, the ROOT file and the dataset, exit status 4, under every executor. The source
+travels with a processor shipped by value, so a worker without the user's files shows it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples"
+needs_samples = pytest.mark.skipif(
+    not (SAMPLES / "nano_dy.root").is_file(), reason="../shared/samples is not here"
+)
+
+TYPO = """
+import hist
+from coffea import processor
+
+
+class Typo(processor.ProcessorABC):
+    def process(self, events):
+        h = hist.Hist.new.Reg(10, 0, 100, name="pt").Double()
+        muons = events.Muonn
+        h.fill(pt=events.MET.pt)
+        return {"MET": h, "n": len(muons)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+"""
+
+
+def chunkwise_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chunkwise", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def typo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("typo")
+    (directory / "analysis.py").write_text(TYPO)
+    shutil.copy(SAMPLES / "nano_dy.root", directory / "f000000.root")
+    fileset = {"DY": {"files": {str(directory / "f000000.root"): "Events"}}}
+    (directory / "fileset.json").write_text(json.dumps(fileset))
+    return directory
+
+
+@needs_samples
+@pytest.mark.parametrize("executor", ["iterative", "futures", "dask"])
+def test_a_processor_bug_names_the_users_line_exception_and_file(typo_dir: Path, executor: str):
+    workers = [] if executor == "iterative" else ["--workers", "1"]
+    result = chunkwise_cli(
+        "run", "fileset.json", "--processor", "analysis:Typo", "--no-progress",
+        "--executor", executor, *workers, cwd=typo_dir,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "chunkwise run: error: the processor raised AttributeError: no field named 'Muonn' "
+        "(DY, f000000.root); chunks finished so far are cached: fix it and rerun "
+        "(--verbose shows the whole traceback)"
+    )
+    # The user's own frame, with the source line, as Python shows it; not cloudpickle's name.
+    frame = f'  File "{typo_dir / "analysis.py"}", line 9, in process'
+    assert frame in lines, result.stderr
+    assert lines[lines.index(frame) + 1].strip() == "muons = events.Muonn"
+    assert "<dynamic-code>" not in result.stderr
+    assert "AttributeError: no field named 'Muonn'" in lines
+    # coffea's wrapper and chunkwise's machinery are left out unless asked for.
+    assert "Failed processing file" not in result.stderr
+    assert "chunkwise/engine.py" not in result.stderr
+
+
+@needs_samples
+def test_verbose_shows_the_whole_traceback(typo_dir: Path):
+    result = chunkwise_cli(
+        "run", "fileset.json", "--processor", "analysis:Typo", "--no-progress", "--verbose",
+        cwd=typo_dir,
+    )  # fmt: skip
+    assert result.returncode == 4
+    assert "Failed processing file" in result.stderr  # coffea's wrapper, and its chain
+    assert f'File "{typo_dir / "analysis.py"}", line 9, in process' in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("chunks finished so far are cached: fix it and rerun")
+    assert "AttributeError: no field named 'Muonn' (DY, f000000.root)" in last
+
+
+def test_a_worker_without_the_users_files_still_shows_their_source(tmp_path: Path):
+    """The processor's module is shipped by value with its source: loaded where its file is
+    not, a traceback from it still shows the file name, the line and the source text."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "mymod.py").write_text(
+        textwrap.dedent(
+            """
+            from chunkwise.examples import METProcessor
+
+
+            def helper(x):
+                return x.no_such_field
+
+
+            class Mine(METProcessor):
+                def process(self, events):
+                    return helper(events)
+            """
+        )
+    )
+    blob = tmp_path / "blob"
+    dump = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import mymod\n"
+        "from chunkwise.shipping import dumps_processor\n"
+        "open(sys.argv[2], 'wb').write(dumps_processor(mymod.Mine()))\n"
+    )
+    subprocess.run([sys.executable, "-c", dump, str(home), str(blob)], check=True)
+    moved = tmp_path / "elsewhere"
+    home.rename(moved)  # the worker has no such file
+    load = (
+        "import sys, traceback\n"
+        "from chunkwise.shipping import loads_processor\n"
+        "p, _, _ = loads_processor(open(sys.argv[1], 'rb').read())\n"
+        "try:\n"
+        "    p.process(object())\n"
+        "except AttributeError:\n"
+        "    traceback.print_exc()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", load, str(blob)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    where = str(home / "mymod.py")
+    assert f'File "{where}", line 11, in process' in result.stderr, result.stderr
+    assert "return helper(events)" in result.stderr
+    assert f'File "{where}", line 6, in helper' in result.stderr
+    assert "return x.no_such_field" in result.stderr
+    assert "<dynamic-code>" not in result.stderr
+    assert not os.path.exists(where)
