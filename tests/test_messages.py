@@ -150,3 +150,102 @@ def test_a_worker_without_the_users_files_still_shows_their_source(tmp_path: Pat
     assert "return x.no_such_field" in result.stderr
     assert "<dynamic-code>" not in result.stderr
     assert not os.path.exists(where)
+
+
+# -- quiet by default, with reasons ------------------------------------------------------------
+FINE = """
+import warnings
+
+import hist
+from coffea import processor
+
+
+class Fine(processor.ProcessorABC):
+    def process(self, events):
+        warnings.warn("my own analysis warning", UserWarning)
+        h = hist.Hist.new.StrCat([], growth=True, name="dataset").Reg(10, 0, 200, name="pt")
+        h = h.Double().fill(dataset=events.metadata["dataset"], pt=events.MET.pt)
+        return {"MET": h}
+
+    def postprocess(self, accumulator):
+        return accumulator
+"""
+
+
+@pytest.fixture(scope="module")
+def three_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Simulation with a Runs tree (nano_dy), simulation without one (nano_tt_v12), data."""
+    directory = tmp_path_factory.mktemp("three")
+    (directory / "analysis.py").write_text(FINE)
+    fileset = {}
+    for dataset, name in (("DY", "nano_dy"), ("TT", "nano_tt_v12"), ("Mu", "nano_dimuon")):
+        shutil.copy(SAMPLES / f"{name}.root", directory / f"{name}.root")
+        fileset[dataset] = {"files": {str(directory / f"{name}.root"): "Events"}}
+    (directory / "fileset.json").write_text(json.dumps(fileset))
+    return directory
+
+
+@needs_samples
+def test_a_default_run_shows_the_packages_warnings_once_counted_and_says_why_sumw_is_missing(
+    three_samples: Path,
+):
+    args = ("run", "fileset.json", "--processor", "analysis:Fine", "--no-progress")
+    result = chunkwise_cli(*args, cwd=three_samples)
+    assert result.returncode == 0, result.stderr
+    # Before the summary: only the user's own warning, once; none of coffea's schema's.
+    shown = [line for line in result.stderr.splitlines() if "Warning: " in line]
+    assert len(shown) == 1 and "UserWarning: my own analysis warning" in shown[0], shown
+    assert "Missing cross-reference" not in result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    (counted,) = [n for n in notes if "warnings from coffea's nanoevents.schemas.nanoaod" in n]
+    assert "(first: RuntimeWarning: Missing cross-reference" in counted
+    assert "quiet=False (--verbose) shows each" in counted
+    # Why each dataset without a sum of weights has none; nothing about the one with it.
+    assert "note: TT: no sumw: no Runs tree in 1 of 1 files" in notes
+    assert "note: Mu: no sumw: data (no genEventSumw, no genWeight) in 1 of 1 files" in notes
+    assert not [n for n in notes if n.startswith("note: DY:")]
+
+    verbose = chunkwise_cli(*args, "--verbose", cwd=three_samples)
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stderr.count("Missing cross-reference") >= 10
+    assert "warnings from coffea's" not in verbose.stdout
+
+
+def test_genevent_sumw_missing_is_told_from_data(tmp_path: Path):
+    """A Runs tree without genEventSumw in a file whose events have genWeight is not data."""
+    import numpy as np
+    import uproot
+    from coffea import processor
+
+    from chunkwise.sums import WEIGHT_GAPS, read_file_sums
+
+    runner = processor.Runner(processor.IterativeExecutor())
+    for name, events in (("mc", {"genWeight": np.ones(3)}), ("data", {"x": np.ones(3)})):
+        with uproot.recreate(tmp_path / f"{name}.root") as f:
+            f["Events"] = events
+            f["Runs"] = {"run": np.array([1], dtype=np.uint32)}
+    mc = read_file_sums(runner, str(tmp_path / "mc.root"), None, True, "Events")
+    data = read_file_sums(runner, str(tmp_path / "data.root"), None, True, "Events")
+    assert mc == {"chunkwise:no_gen_weights": 1}
+    assert WEIGHT_GAPS["chunkwise:no_gen_weights"] == "genEventSumw missing from the Runs tree"
+    assert data == {"chunkwise:data": 1}
+
+
+def test_the_skipbadfiles_note_comes_only_when_a_file_was_bad(tmp_path: Path):
+    import warnings
+
+    from coffea import processor
+
+    import chunkwise
+    from chunkwise.examples import METProcessor, write_nanoaod_like
+
+    good = write_nanoaod_like(tmp_path / "good.root", 100, seed=1)
+    runner = processor.Runner(processor.IterativeExecutor(), skipbadfiles=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clean = chunkwise.run({"A": {"files": {str(good): "Events"}}}, METProcessor(), runner)
+        missing = {str(good): "Events", str(tmp_path / "missing.root"): "Events"}
+        bad = chunkwise.run({"A": {"files": missing}}, METProcessor(), runner)
+    assert not [n for n in clean.notes if "skipbadfiles=False" in n]
+    assert [n for n in bad.notes if "skipbadfiles=False" in n]
+    assert bad.completeness == {"A": 0.5}

@@ -133,12 +133,16 @@ class Plan:
         The Runner fields a worker rebuilds its in-process Runner from.
     notes : list of str
         What was adjusted, for the report.
+    bad_file_notes : list of str
+        What was adjusted that changes the result only if a file is bad: for the report when
+        one is.
     """
 
     runner: Any
     kind: Literal["iterative", "futures", "dask"]
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    bad_file_notes: list[str] = field(default_factory=list)
 
     @property
     def maxchunks(self) -> int | None:
@@ -209,9 +213,10 @@ def plan(runner: Any) -> Plan:
     # chunkwise retries transient errors itself, with backoff and replicas (RetryPolicy);
     # coffea's own retries would try every error again, at once, permanent ones too.
     settings["retries"] = 0
+    bad_file_notes = []
     if not runner.skipbadfiles:
         settings["skipbadfiles"] = default_bad_file_errors()
-        notes.append(
+        bad_file_notes.append(
             "the Runner has skipbadfiles=False; chunkwise treats OSError and KeyInFileError as "
             "bad files, so that one broken file does not end the run"
         )
@@ -221,7 +226,7 @@ def plan(runner: Any) -> Plan:
             f"maxchunks={runner.maxchunks} applies to each file: chunkwise runs files "
             "separately, where a plain Runner applies it to each dataset"
         )
-    return Plan(runner, kind, settings, notes)
+    return Plan(runner, kind, settings, notes, bad_file_notes)
 
 
 @functools.lru_cache(maxsize=1)
@@ -318,7 +323,7 @@ def _run_unit(
     try:
         # Read first: a file whose sums cannot be read cannot be normalized, so it is a bad
         # file (or, for an error outside skipbadfiles, a bug) before any work is spent on it.
-        sums = read_file_sums(runner, path, file_sums, weights)
+        sums = read_file_sums(runner, path, file_sums, weights, treename)
     except Exception as exc:
         return _failure("bad" if is_allowed(allowed, exc) else "bug", exc)
     try:

@@ -23,7 +23,7 @@ from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk
 from chunkwise.errors import ChunkFailure, add_note
 from chunkwise.outcomes import Outcome, error_text
-from chunkwise.quiet import reissue
+from chunkwise.quiet import WarningTally, reissue
 from chunkwise.report import ChunkRecord, RunReport, add_bad, add_counts, add_file_sums, add_sums
 from chunkwise.retry import RetryPolicy
 from chunkwise.shipping import dumps_processor, load_output, pickled_output
@@ -220,6 +220,7 @@ class _Engine:
         self.unsummed_entries = 0  # written by a chunkwise that did not read sums of weights
         self._entries: frozenset[str] | None = None
         self.shown: set[tuple[Any, str]] = set()
+        self.tally = WarningTally()  # installed packages' warnings, counted when quiet
 
     def fill(self, report: RunReport) -> None:
         """Put what the run made into ``report``: the output, the records in the chunks'
@@ -231,6 +232,7 @@ class _Engine:
         report.cache_problem = self.writer.problem()
         if report.cache_problem is not None:
             report.notes.append(report.cache_problem)
+        report.notes += self.tally.notes()
 
     # -- scheduling ---------------------------------------------------------------------------
     def run(self, chunks: Sequence[Chunk]) -> None:
@@ -327,7 +329,7 @@ class _Engine:
         state.waiting -= 1
         state.outcomes[part.hash] = outcome
         self.bar.files(1, bad=outcome.kind != "ok")
-        reissue(outcome.warnings, self.shown, self.quiet)
+        reissue(outcome.warnings, self.shown, self.quiet, self.tally)
         ((dataset, paths),) = part.files.items()
         (path,) = paths
         if outcome.retries:

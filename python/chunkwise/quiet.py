@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pickle
+import sysconfig
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -13,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # _portable is for chunkwise._coffea (the warnings of an outcome sent back).
-__all__ = ["RETRY_WARNING", "CaughtWarning", "_portable", "capture", "reissue"]
+__all__ = [
+    "RETRY_WARNING",
+    "CaughtWarning",
+    "WarningTally",
+    "_portable",
+    "capture",
+    "reissue",
+]
 
 #: The warning coffea's automatic retries emit before every new attempt. The final error is in
 #: the report, so these are noise unless the caller asks for detail.
@@ -22,12 +31,62 @@ RETRY_WARNING = "Performed attempt"
 
 @dataclass(frozen=True)
 class CaughtWarning:
-    """A warning raised while a unit ran, sent back to be shown (or not) in the caller."""
+    """A warning raised while a unit ran, sent back to be shown (or not) in the caller.
+
+    ``origin`` names the installed package (or Python's standard library) module that raised
+    it, e.g. ``"coffea's nanoevents.schemas.nanoaod"``, and is None for the user's own code;
+    it is worked out where the warning was raised, where the path means something.
+    """
 
     message: str
     category: type[Warning]
     filename: str
     lineno: int
+    origin: str | None = None
+
+
+def _origin(filename: str) -> str | None:
+    """Which installed package or standard library module ``filename`` is, or None for a file
+    of the user's own (anything else)."""
+    path = os.path.abspath(filename)
+    parts = path.split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            inside = parts[len(parts) - parts[::-1].index(marker) :]
+            break
+    else:
+        stdlib = sysconfig.get_paths()["stdlib"]
+        if not path.startswith(stdlib + os.sep):
+            return None
+        module = os.path.relpath(path, stdlib).removesuffix(".py").replace(os.sep, ".")
+        return f"Python's {module}"
+    if not inside:
+        return None
+    top, module = inside[0], ".".join(inside[1:]).removesuffix(".py").removesuffix(".__init__")
+    return f"{top}'s {module}" if module else top
+
+
+@dataclass
+class WarningTally:
+    """The warnings of installed packages that a quiet run counted instead of showing: per
+    origin, how many (as the caller's filters let through) and the first one."""
+
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    first: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def add(self, caught: CaughtWarning) -> None:
+        origin = caught.origin or "?"
+        self.counts[origin] = self.counts.get(origin, 0) + 1
+        text = " ".join(caught.message.split())
+        self.first.setdefault(origin, f"{caught.category.__name__}: {text}")
+
+    def notes(self) -> list[str]:
+        """One line per origin, most first."""
+        return [
+            f"{n} warning{'s' if n > 1 else ''} from {origin} (first: {self.first[origin]}); "
+            "quiet=False (--verbose) shows each"
+            for origin, n in sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        ]
 
 
 _QUIET_LOCK = threading.Lock()
@@ -40,7 +99,8 @@ _local = threading.local()
 def _route_warning(message: Any, category: Any, filename: Any, lineno: Any, *args: Any) -> None:
     sink = getattr(_local, "sink", None)
     if sink is not None:
-        sink.append(CaughtWarning(str(message), category, str(filename), int(lineno)))
+        where = str(filename)
+        sink.append(CaughtWarning(str(message), category, where, int(lineno), _origin(where)))
         return
     saved = _quiet_saved
     if saved is None and warnings.showwarning is _route_warning:
@@ -86,16 +146,31 @@ def capture() -> Iterator[list[CaughtWarning]]:
                 _quiet_saved = None
 
 
-def reissue(caught: Iterable[CaughtWarning], seen: set[tuple[Any, str]], quiet: bool) -> None:
+def reissue(
+    caught: Iterable[CaughtWarning],
+    seen: set[tuple[Any, str]],
+    quiet: bool,
+    tally: WarningTally | None = None,
+) -> None:
     """Show warnings caught in units in the caller's process, under the caller's filters.
 
-    With ``quiet`` each distinct (category, text) is shown once per run and coffea's retry
-    warnings are dropped; without it every warning is shown.
+    With ``quiet``, coffea's retry warnings are dropped, the warnings of installed packages
+    (coffea's schemas, uproot, ...) that the caller's filters let through are counted in
+    ``tally`` instead of shown, and each distinct (category, text) of the user's own code is
+    shown once per run. Without it every warning is shown.
     """
     for w in caught:
         if quiet:
+            if w.message.startswith(RETRY_WARNING):
+                continue
+            if w.origin is not None and tally is not None:
+                with capture() as let_through:  # the filters decide; nothing is printed
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                if let_through:
+                    tally.add(w)
+                continue
             key = (w.category, w.message)
-            if key in seen or w.message.startswith(RETRY_WARNING):
+            if key in seen:
                 continue
             seen.add(key)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from chunkwise.cache import ChunkCache
 from chunkwise.extras import module_version
 from chunkwise.outcomes import error_text
-from chunkwise.sums import GEN_WEIGHTS
+from chunkwise.sums import GEN_WEIGHTS, WEIGHT_GAPS
 from chunkwise.table import format_table
 
 __all__ = [
@@ -333,12 +333,17 @@ def add_sums(
             entry[1] += files
 
 
-def tally(report: RunReport) -> dict[str, tuple[str, int, int]]:
+def tally(
+    report: RunReport,
+) -> tuple[dict[str, tuple[str, int, int]], dict[str, dict[str, int]]]:
     """Fill in a report's counts, bad files, completeness and sums from its chunk records.
 
     Returns ``{dataset: (name, files with it, files in the output)}`` for the datasets whose
-    ``sumw`` (or, failing that, another total) only some of the files in the output have.
+    ``sumw`` (or, failing that, another total) only some of the files in the output have, and
+    ``{dataset: {gap: files}}``: how many of its files in the output gave no generator weights,
+    by why (``chunkwise.sums.WEIGHT_GAPS``).
     """
+    gaps: dict[str, dict[str, int]] = {}
     partial: dict[str, tuple[str, int, int]] = {}
     report.chunk_counts = dict.fromkeys(("processed", "cached", "salvaged", "failed"), 0)
     report.file_counts = dict.fromkeys(("processed", "cached", "bad"), 0)
@@ -358,6 +363,9 @@ def tally(report: RunReport) -> dict[str, tuple[str, int, int]]:
         add_sums(sums, record.sums)
         if record.parts or record.status == "failed":
             add_bad(report.bad_files, record.bad_files)
+    for dataset, totals in sums.items():
+        for name in [name for name in totals if name in WEIGHT_GAPS]:
+            gaps.setdefault(dataset, {})[name] = int(totals.pop(name)[1])
     for dataset, n_files in report.files_total.items():
         report.events.setdefault(dataset, 0)
         n_ok = n_files - len(report.bad_files.get(dataset, {}))
@@ -378,11 +386,15 @@ def tally(report: RunReport) -> dict[str, tuple[str, int, int]]:
         report.sumw2[dataset] = report.sums[dataset].get("sumw2")
         gen = report.sums[dataset].get("gen_events")
         report.gen_events[dataset] = None if gen is None else int(gen)
-    return partial
+    return partial, gaps
 
 
 def finish_report(
-    report: RunReport, *, maxchunks: int | None, unsummed_entries: int, foreign_entries: int
+    report: RunReport,
+    *,
+    maxchunks: int | None,
+    unsummed_entries: int,
+    foreign_entries: int,
 ) -> None:
     """Fill in ``report``'s counts from its chunk records, and the notes on what they mean.
 
@@ -397,7 +409,7 @@ def finish_report(
         Cache entries loaded that an older chunkwise wrote without sums of weights, and
         entries chunkwise did not write at all (plain ``coffea.util.save``).
     """
-    partial = tally(report)
+    partial, gaps = tally(report)
     if maxchunks is not None and any(v is not None for v in report.sumw.values()):
         for dataset in report.sums:
             for name in GEN_WEIGHTS:
@@ -414,6 +426,13 @@ def finish_report(
             "is None (files without a Runs tree mixed with files with one, or cache entries "
             "written with weights=False: rerun them with a new cache tag)"
         )
+    for dataset in sorted(report.sumw):
+        n_ok = report.files_total[dataset] - len(report.bad_files.get(dataset, {}))
+        if report.sumw[dataset] is not None or n_ok == 0 or maxchunks is not None:
+            continue
+        why = [f"{WEIGHT_GAPS[g]} in {n} of {n_ok} files" for g, n in gaps.get(dataset, {}).items()]
+        if why:  # (with weights=False, --no-weights, none was asked for: no note)
+            report.notes.append(f"{dataset}: no sumw: {'; '.join(why)}")
     if unsummed_entries:
         report.notes.append(
             f"{unsummed_entries} cache entries were written by an older chunkwise that "

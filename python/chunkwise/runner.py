@@ -231,6 +231,8 @@ def run(
         unsummed_entries=engine.unsummed_entries,
         foreign_entries=engine.foreign_entries,
     )
+    if report.bad_files:  # only then did treating them as bad change the result
+        report.notes += execution.bad_file_notes
     return report
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from chunkwise.errors import BadWeightsError, add_note
 
 # GEN_WEIGHTS, read_file_sums, and _probe (for chunkwise._coffea).
-__all__ = ["GEN_WEIGHTS", "_probe", "read_file_sums"]
+__all__ = ["GEN_WEIGHTS", "WEIGHT_GAPS", "_probe", "read_file_sums"]
 
 
 #: NanoAOD's Runs tree holds, per luminosity block range, sums over all generated events of the
@@ -23,8 +23,22 @@ GEN_WEIGHTS = {
 }
 
 
+#: Why a file gave no generator weights, counted like a quantity (1 for each such file), so that
+#: a report can say why a dataset's ``sumw`` is None; they never reach ``RunReport.sums``. The
+#: ``chunkwise:`` prefix is reserved: a ``file_sums`` hook may not use it.
+WEIGHT_GAPS = {
+    "chunkwise:no_runs_tree": "no Runs tree",
+    "chunkwise:no_gen_weights": "genEventSumw missing from the Runs tree",
+    "chunkwise:data": "data (no genEventSumw, no genWeight)",
+}
+
+
 def read_file_sums(
-    runner: Any, path: str, file_sums: Any = None, weights: bool = True
+    runner: Any,
+    path: str,
+    file_sums: Any = None,
+    weights: bool = True,
+    treename: str | None = None,
 ) -> dict[str, float]:
     """A file's per-file quantities: its generator weights, and what ``file_sums`` gives.
 
@@ -43,12 +57,16 @@ def read_file_sums(
     weights : bool, optional
         Read the generator weights (default True). Reading a ``Runs`` tree's metadata with
         uproot takes a few milliseconds a file.
+    treename : str, optional
+        The events' tree (default ``Events``): a file without generator weights whose events
+        have no ``genWeight`` either is data.
 
     Returns
     -------
     dict
         ``sumw``, ``sumw2`` and ``gen_events`` summed over the ``Runs`` tree when the file has
-        one with those branches (none of them otherwise: data), and the hook's quantities.
+        one with those branches, else one of ``WEIGHT_GAPS`` (1: why not), and the hook's
+        quantities.
 
     Raises
     ------
@@ -64,7 +82,7 @@ def read_file_sums(
     with uproot.open(path, timeout=runner.xrootdtimeout) as f:
         if weights:
             try:
-                found.update(_gen_weights(f, path))
+                found.update(_gen_weights(f, path, treename or "Events"))
             except Exception as exc:
                 add_note(
                     exc,
@@ -79,19 +97,21 @@ def read_file_sums(
     return found
 
 
-def _gen_weights(f: Any, path: str) -> dict[str, float]:
+def _gen_weights(f: Any, path: str, treename: str) -> dict[str, float]:
     import math
 
     runs = f["Runs"] if "Runs" in f else None
-    if not hasattr(runs, "arrays"):  # neither a TTree nor an RNTuple: data
-        return {}
+    if not hasattr(runs, "arrays"):  # neither a TTree nor an RNTuple
+        return {"chunkwise:no_runs_tree": 1}
     names = set(runs.keys())
     branches = {
         key: next((b for b in candidates if b in names), None)
         for key, candidates in GEN_WEIGHTS.items()
     }
     if not all(branches.values()):
-        return {}
+        events = f[treename] if treename in f else None
+        has_weight = events is not None and "genWeight" in getattr(events, "keys", list)()
+        return {"chunkwise:no_gen_weights" if has_weight else "chunkwise:data": 1}
     arrays = runs.arrays(list(branches.values()), library="np")
     found: dict[str, float] = {}
     for key, branch in branches.items():
@@ -116,10 +136,11 @@ def _checked_sums(extra: Any, hook: Any) -> dict[str, float]:
         )
     out: dict[str, float] = {}
     for key, value in extra.items():
-        if not isinstance(key, str) or key in GEN_WEIGHTS:
+        if not isinstance(key, str) or key in GEN_WEIGHTS or key.startswith("chunkwise:"):
             raise ValueError(
                 f"file_sums hook {name} returned the key {key!r}; use str keys other than "
-                f"{', '.join(GEN_WEIGHTS)} (chunkwise reads those from the Runs tree)"
+                f"{', '.join(GEN_WEIGHTS)} (chunkwise reads those from the Runs tree) that do "
+                "not start with 'chunkwise:'"
             )
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(
