@@ -10,6 +10,7 @@ otherwise.
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from chunkwise.cache import ENTRY_SUFFIX, ChunkCache, is_remote
 from chunkwise.chunks import SPLIT_FIELDS, SplitOptions, make_chunks, split_options
+from chunkwise.display import bad_files_html, bar, page, table
 from chunkwise.table import format_table
 from chunkwise.tag import cache_tag
 
@@ -159,6 +161,45 @@ class StatusReport:
         if len(self.datasets) > 1:
             rows.append(self.overall.row("(all)"))
         return format_table(header, rows)
+
+    def __repr__(self) -> str:
+        o = self.overall
+        state = "complete" if self.complete else f"{len(self.incomplete)} chunks not complete"
+        return (
+            f"<StatusReport {state}: {o.files_done}/{o.files} files done, {o.files_failed} "
+            f"failed, {len(self.datasets)} datasets, in {self.cache.directory}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """The status in Jupyter: per dataset, chunks and files done, failed and never run,
+        with a completeness bar; the failed files with their errors; what to do next."""
+        header = ["dataset", "chunks", "done", "failed", "never run", "corrupt", "files done"]
+        header += ["failed files", "completeness"]
+        rows = []
+        for name in sorted(self.datasets):
+            d = self.datasets[name]
+            row = [name, *map(str, (d.chunks, d.done, d.failed, d.never_run, d.corrupt))]
+            row += [f"{d.files_done}/{d.files}", str(d.files_failed), bar(d.fraction)]
+            rows.append(row)
+        if self.complete:
+            advice = "every chunk is in the cache: a run of this fileset loads it all."
+        else:
+            advice = (
+                "run the fileset again with this cache (only what is not done runs), or "
+                "report.remaining_fileset(fileset) for exactly the files left."
+            )
+        where = f"<p>cache: <code>{html.escape(str(self.cache.directory))}</code></p>"
+        parts = [where, table(header, rows, raw=[8]), bad_files_html("Failed files", self.failed)]
+        title = "chunkwise.status: " + (
+            "complete" if self.complete else f"{len(self.incomplete)} chunks not complete"
+        )
+        notes = []
+        if self.stale_temporaries:
+            notes.append(
+                f"{self.stale_temporaries} temporary files of killed runs are in the cache; the "
+                "next run removes them"
+            )
+        return page(title, self.complete, parts, notes, advice)
 
     def summary(self) -> str:
         """Where the cache is, the table, the failed files, and how many chunks are not done."""

@@ -23,6 +23,7 @@ from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
 from chunkwise.chunks import Chunk
 from chunkwise.errors import ChunkFailure, add_note
 from chunkwise.outcomes import Outcome, error_text
+from chunkwise.progress import Progress
 from chunkwise.quiet import WarningTally, reissue
 from chunkwise.report import ChunkRecord, RunReport, add_bad, add_counts, add_file_sums, add_sums
 from chunkwise.retry import RetryPolicy
@@ -113,65 +114,6 @@ class _EntryWriter:
         )
 
 
-class _Progress:
-    """One bar over the files, with an ETA and the chunks done; a no-op when disabled.
-
-    The bar advances as each file returns (the unit of work), so it moves within a chunk; the
-    text says how many chunks are finished and how many files were bad.
-    """
-
-    def __init__(self, files: int, chunks: int, enabled: bool) -> None:
-        self.chunks_total = chunks
-        self.chunks_done = 0
-        self.bad = 0
-        self._progress: Any = None
-        if enabled and files:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("chunkwise"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("files · {task.fields[counts]}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),  # stdout is for the summary
-            )
-            self._task = self._progress.add_task("files", total=files, counts=self._text())
-
-    def _text(self) -> str:
-        return f"{self.chunks_done}/{self.chunks_total} chunks, {self.bad} bad files"
-
-    def __enter__(self) -> _Progress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def files(self, n: int, bad: int = 0) -> None:
-        """``n`` files returned (``bad`` of them bad)."""
-        self.bad += bad
-        if self._progress is not None:
-            self._progress.update(self._task, advance=n, counts=self._text())
-
-    def chunk(self, record: ChunkRecord, files: int) -> None:
-        """A chunk is finished; ``files`` of its files had not been counted yet (cached)."""
-        self.chunks_done += 1
-        self.files(files)
-
-
 # -- the engine -----------------------------------------------------------------------------------
 @dataclass(eq=False)
 class _Open:
@@ -198,7 +140,7 @@ class _Engine:
         salvage: bool,
         in_flight: int | None,
         quiet: bool,
-        bar: _Progress,
+        bar: Progress,
         policy: RetryPolicy,
         file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
         weights: bool = True,
@@ -554,7 +496,7 @@ def run_chunks(
     is made of. Everything finished is written to the cache before this returns or raises; an
     exception (a bug in the processor) gets a note saying how much was saved."""
     n_files = sum(chunk.n_files for chunk in chunks)
-    with _Progress(n_files, len(chunks), progress) as bar:
+    with Progress(n_files, len(chunks), progress) as bar:
         engine = _Engine(
             execution,
             processor_instance,

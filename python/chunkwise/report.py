@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chunkwise.cache import ChunkCache
+from chunkwise.display import bad_files_html, bar, page, table
 from chunkwise.extras import module_version
 from chunkwise.outcomes import error_text
 from chunkwise.sums import GEN_WEIGHTS, WEIGHT_GAPS
@@ -298,6 +299,49 @@ class RunReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        n_bad = sum(len(files) for files in self.bad_files.values())
+        n_files = sum(self.files_total.values())
+        state = "complete" if self.complete else "INCOMPLETE"
+        return (
+            f"<RunReport {state}: {len(self.files_total)} datasets, {n_files - n_bad}/{n_files} "
+            f"files, {sum(self.events.values()):,} events, {len(self.chunks)} chunks>"
+        )
+
+    def _repr_html_(self) -> str:
+        """The report in Jupyter: per dataset, files ok and bad, events, completeness and Σw;
+        the bad files with their errors; the notes; and what to do next."""
+        with_sumw = any(v is not None for v in self.sumw.values())
+        header = ["dataset", "files ok", "bad", "total", "events", "completeness"]
+        header += ["Σw"] if with_sumw else []
+        rows = []
+        for dataset in sorted(self.files_total):
+            total = self.files_total[dataset]
+            bad = len(self.bad_files.get(dataset, {}))
+            row = [dataset, str(total - bad), str(bad), str(total)]
+            row += [f"{self.events.get(dataset, 0):,}", bar(self.completeness.get(dataset, 0.0))]
+            if with_sumw:
+                sumw = self.sumw.get(dataset)
+                row.append("-" if sumw is None else f"{sumw:.6g}")
+            rows.append(row)
+        c, f = self.chunk_counts, self.file_counts
+        counts = (
+            f"<p>chunks: {len(self.chunks)} ({c.get('processed', 0)} processed, "
+            f"{c.get('cached', 0)} cached, {c.get('salvaged', 0)} salvaged, "
+            f"{c.get('failed', 0)} failed); files: {f.get('processed', 0)} processed, "
+            f"{f.get('cached', 0)} cached, {f.get('bad', 0)} bad</p>"
+        )
+        if self.complete:
+            advice = "every file is in report.output; a rerun with this cache loads it all."
+        else:
+            advice = (
+                "fix or replace the bad files and rerun with the same cache: only they run "
+                "again. chunkwise.status(...).remaining_fileset(fileset) lists what is left."
+            )
+        title = "chunkwise.run: " + ("complete" if self.complete else "INCOMPLETE")
+        parts = [table(header, rows, raw=[5]), counts, bad_files_html("Bad files", self.bad_files)]
+        return page(title, self.complete, parts, self.notes, advice)
 
 
 def add_counts(into: dict[str, int], counts: Mapping[str, int]) -> None:
