@@ -167,9 +167,9 @@ def run(
         Read each file's generator weights from its ``Runs`` tree (default True; about 4 ms a
         file). ``False`` skips it (for data, say) and leaves ``report.sumw`` at ``None``.
     quiet : bool, optional
-        ``True`` (default): coffea's progress bars and retry warnings are off, and each other
-        warning is shown once, here, under your filters. ``False``: every warning is shown, and
-        each bad file's traceback is logged on the ``"chunkwise"`` logger.
+        ``True`` (default): coffea's retry warnings are dropped, installed packages' warnings
+        are counted in ``report.notes``, and your code's are shown once each, under your
+        filters. ``False``: every warning is shown, and each bad file's traceback is logged.
 
     Returns
     -------
