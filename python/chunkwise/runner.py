@@ -12,7 +12,7 @@ dataset's files, and how many events, made it into the merged output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ from chunkwise.report import ChunkRecord, RunReport, add_counts, finish_report
 from chunkwise.retry import RetryPolicy
 from chunkwise.tag import open_cache
 
-__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "default_runner", "run"]
+__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "check_extras", "default_runner", "run"]
 
 
-def _check_extras(chunks: Sequence[Chunk], policy: RetryPolicy) -> None:
-    """Before anything runs: a root:// path (or replica) needs ``chunkwise[xrootd]``."""
+def check_extras(chunks: Sequence[Chunk], alternatives: Iterable[Iterable[str]]) -> None:
+    """Before anything runs: a ``root://`` path, or replica (each of ``alternatives`` lists a
+    prefix's), needs ``chunkwise[xrootd]``; raise ``MissingExtraError`` if it is missing."""
     check_paths(p for chunk in chunks for files in chunk.files.values() for p in files)
-    check_paths(a for _, alts in policy.replicas for a in alts)
+    check_paths(a for alts in alternatives for a in alts)
 
 
 def _checked(
@@ -210,7 +211,7 @@ def run(
     """
     policy = _checked(file_sums, in_flight, retries, retry_delay, replicas)
     chunks = make_chunks(fileset, split_options(split, split_keywords, "run"))
-    _check_extras(chunks, policy)
+    check_extras(chunks, (alts for _, alts in policy.replicas))
     execution = plan(runner)
     report = RunReport(notes=list(execution.notes))
     if cache is not None:

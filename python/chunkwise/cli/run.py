@@ -40,10 +40,10 @@ from chunkwise.errors import (
     one_line,
 )
 from chunkwise.examples import run_demo
-from chunkwise.extras import check_paths, distributed
+from chunkwise.extras import distributed
 from chunkwise.outcomes import user_traceback
 from chunkwise.report import RunReport
-from chunkwise.runner import run
+from chunkwise.runner import check_extras, run
 from chunkwise.tag import open_cache, tag_of
 
 __all__ = ["cmd_demo", "cmd_run", "cmd_status"]
@@ -255,8 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A missing extra is said before the cache is opened or anything runs.
     if args.executor == "dask":
         distributed("--scheduler" if args.scheduler is not None else "--executor dask")
-    check_paths(p for chunk in chunks for files in chunk.files.values() for p in files)
-    check_paths(a for alternatives in replicas.values() for a in alternatives)
+    check_extras(chunks, replicas.values())
     proc = processor_of(args)
     cache = _open_cache(args, proc, key)
     report = _execute(args, chunks, proc, cache, replicas)
