@@ -675,15 +675,11 @@ def test_new_user_findings(tmp_path: Path, demo_files):
 
 
 def test_run_opens_its_cache_and_fingerprints_the_processor_once(
-    tmp_path: Path, demo_files, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, demo_files, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture
 ):
     """One ``chunkwise run --cache`` derives the tag (fingerprinting the processor) once and
     opens and prepares its cache once; the temporaries a killed run left are removed then, and
     the note saying so reaches the output."""
-    import collections
-
-    import chunkwise.tag
-    from chunkwise.cache import ChunkCache
     from chunkwise.cli import main
 
     _, fileset = demo_files
@@ -697,20 +693,8 @@ def test_run_opens_its_cache_and_fingerprints_the_processor_once(
     leftover.write_bytes(b"torn")
     os.utime(leftover, (1e9, 1e9))
     capsys.readouterr()
+    calls = request.getfixturevalue("opening_counts")  # counted from here on
 
-    calls: collections.Counter[str] = collections.Counter()
-
-    def counted(name: str, fn):
-        def wrapper(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-
-        return wrapper
-
-    monkeypatch.setattr(chunkwise.tag, "tag_manifest", counted("tag", chunkwise.tag.tag_manifest))
-    monkeypatch.setattr(ChunkCache, "__init__", counted("open", ChunkCache.__init__))
-    clean = ChunkCache.remove_stale_temporaries
-    monkeypatch.setattr(ChunkCache, "remove_stale_temporaries", counted("clean", clean))
     assert main(args) == 0
     out = capsys.readouterr().out
     assert calls == {"tag": 1, "open": 1, "clean": 1}, calls

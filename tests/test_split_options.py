@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 
 import chunkwise
-import chunkwise.tag
-from chunkwise.cache import ChunkCache
 from chunkwise.chunks import make_chunks
 from chunkwise.examples import METProcessor, make_demo_fileset
 
@@ -92,26 +90,13 @@ def test_status_takes_split_and_an_opened_cache(fileset: dict[str, Any], tmp_pat
 
 
 def test_run_given_an_opened_cache_fingerprints_and_opens_nothing_again(
-    fileset: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fileset: dict[str, Any], tmp_path: Path, opening_counts: collections.Counter[str]
 ) -> None:
-    calls: collections.Counter[str] = collections.Counter()
-
-    def counted(name: str, fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls[name] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(chunkwise.tag, "tag_manifest", counted("tag", chunkwise.tag.tag_manifest))
-    monkeypatch.setattr(ChunkCache, "__init__", counted("open", ChunkCache.__init__))
-    clean = ChunkCache.remove_stale_temporaries
-    monkeypatch.setattr(ChunkCache, "remove_stale_temporaries", counted("clean", clean))
     processor = METProcessor()
     cache = chunkwise.open_cache(tmp_path / "cache", processor)
     assert cache.prepare() == 0
     split = chunkwise.SplitOptions(percentage=20)
     chunkwise.run(fileset, processor, split=split, cache=cache, progress=False)
-    assert calls == {"tag": 1, "open": 1, "clean": 1}, calls
+    assert opening_counts == {"tag": 1, "open": 1, "clean": 1}, opening_counts
     with pytest.raises(ValueError, match="opened ChunkCache.*leave cache_tag, force_tag unset"):
         chunkwise.run(fileset, processor, split=split, cache=cache, cache_tag="t", force_tag=True)

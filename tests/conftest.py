@@ -1,0 +1,33 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def opening_counts(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """Count, without changing them, the three costly steps of opening a run's cache: deriving
+    the tag (the processor's fingerprint: ``tag``), building a ``ChunkCache`` (``open``: its
+    trust checks) and cleaning up stale temporaries (``clean``: a listing of its directory)."""
+    import chunkwise.tag
+    from chunkwise.cache import ChunkCache
+
+    calls: collections.Counter[str] = collections.Counter()
+
+    def count(owner: Any, name: str, label: str) -> None:
+        real = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[label] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+    count(chunkwise.tag, "tag_manifest", "tag")
+    count(ChunkCache, "__init__", "open")
+    count(ChunkCache, "remove_stale_temporaries", "clean")
+    return calls
