@@ -81,6 +81,20 @@ def test_import_is_cheap():
     assert result.stdout.strip() == "[]"
 
 
+def test_status_and_cache_commands_do_not_import_coffea(tmp_path: Path, fileset_json: Path):
+    """A batch job that loops on ``status`` pays for no coffea import (without --processor)."""
+    code = (
+        "import sys\n"
+        "from chunkwise.cli import main\n"
+        "main(['status', sys.argv[1], '--treename', 'Events', '--cache', sys.argv[2]])\n"
+        "main(['cache', 'ls', sys.argv[2]])\n"
+        "print(sorted({'coffea', 'uproot', 'dask'} & set(sys.modules)))\n"
+    )
+    args = [sys.executable, "-c", code, str(fileset_json), str(tmp_path / "cache")]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("suffix", [".json", ".json.gz", ".yaml", ".yml"])
 def test_split_writes_chunks_named_by_their_coffea_hash(tmp_path: Path, suffix: str):
     from coffea.dataset_tools import hash_fileset as coffea_hash

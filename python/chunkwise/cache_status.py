@@ -332,7 +332,7 @@ def status(
     """
     # The split options given one keyword each (deprecated): exactly the parameters so named.
     legacy = {name: value for name, value in locals().items() if name in SPLIT_FIELDS}
-    chunks = make_chunks(fileset, split_options(split, legacy, "chunkwise.status"))
+    chunks = make_chunks(fileset, split_options(split, legacy, "status"))
     store = _opened(cache, tag, processor_instance, runner, cache_key, file_sums, weights)
     report = StatusReport(store)
     report.stale_temporaries = sum(1 for _ in store.temporaries())

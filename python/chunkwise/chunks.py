@@ -275,6 +275,11 @@ def split_options(
         For a keyword that is not a split option (as Python says it), or both ``split`` and
         an old keyword.
     """
+    if split is not None and not isinstance(split, SplitOptions):
+        raise TypeError(
+            f"{caller}(): split must be a chunkwise.SplitOptions, got {type(split).__name__}; "
+            "e.g. split=chunkwise.SplitOptions(percentage=10)"
+        )
     unknown = sorted(set(legacy) - set(SPLIT_FIELDS))
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")

@@ -446,7 +446,7 @@ def run_demo(
 
     Examples
     --------
-    >>> from chunkwise.demo import run_demo
+    >>> from chunkwise.examples import run_demo
     >>> run_demo("/tmp/chunkwise-demo")  # doctest: +SKIP
     """
     out = out or sys.stdout

@@ -12,6 +12,7 @@ dataset's files, and how many events, made it into the merged output.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,17 @@ from chunkwise.errors import ChunkFailure
 from chunkwise.extras import check_paths
 from chunkwise.report import ChunkRecord, RunReport, add_counts, finish_report
 from chunkwise.retry import RetryPolicy
-from chunkwise.tag import open_cache
+from chunkwise.tag import open_cache as _open_cache
 
-__all__ = ["ChunkFailure", "ChunkRecord", "RunReport", "check_extras", "default_runner", "run"]
+__all__ = [
+    "ChunkFailure",
+    "ChunkRecord",
+    "RunReport",
+    "check_extras",
+    "default_runner",
+    "open_cache",
+    "run",
+]
 
 
 def check_extras(chunks: Sequence[Chunk], alternatives: Iterable[Iterable[str]]) -> None:
@@ -259,7 +268,7 @@ def _opened(
 ) -> ChunkCache:
     """The run's cache: the one given, opened already, or opened here under its tag."""
     if not isinstance(cache, ChunkCache):
-        return open_cache(
+        return _open_cache(
             cache,
             processor_instance,
             execution.runner,
@@ -276,3 +285,34 @@ def _opened(
             f"{', '.join(given + ['force_tag'] * force)} unset"
         )
     return cache
+
+
+def open_cache(
+    root: str | Path,
+    tag: str | None,
+    key: bytes | None,
+    force: bool,
+    processor_instance: Any,
+    runner: Any,
+    file_sums: Callable[[Any], Mapping[str, float] | None] | None = None,
+    weights: bool = True,
+) -> ChunkCache:
+    """Deprecated: ``chunkwise.open_cache(root, processor, runner, tag=..., key=...,
+    force_tag=..., file_sums=..., weights=...)``, which this calls."""
+    warnings.warn(
+        "chunkwise.runner.open_cache(root, tag, key, force, processor, runner, ...) is "
+        "deprecated: use chunkwise.open_cache(root, processor, runner, tag=tag, key=key, "
+        "force_tag=force, ...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _open_cache(
+        root,
+        processor_instance,
+        runner,
+        tag=tag,
+        key=key,
+        force_tag=force,
+        file_sums=file_sums,
+        weights=weights,
+    )

@@ -7,7 +7,7 @@ one line on stderr that names the problem and what to do, exit status 2, and not
 
 The package: ``_parser`` (every command's options), ``_common`` (reading filesets, checking
 outputs, the cache key), ``_processor`` (the processor and Runner the options name), and one
-module per command group: ``split`` (split, hash), ``run`` (run, status, demo), ``cache``
+module per command group: ``split`` (split, hash), ``status``, ``run`` (run, demo), ``cache``
 (cache ls, verify, prune, explain). A command's module is imported only when it runs, so
 ``chunkwise split`` never imports coffea.
 """

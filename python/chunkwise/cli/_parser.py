@@ -123,7 +123,7 @@ def _status_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "each dataset's other fields: run it to resubmit",
     )
     add_min_completeness(p, "every chunk is done")
-    p.set_defaults(func="run:cmd_status")
+    p.set_defaults(func="status:cmd_status")
 
 
 def _run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,7 +9,6 @@ from typing import Any
 
 from chunkwise.cache import ChunkCache, is_remote, list_tags, remove_tag
 from chunkwise.cli._common import EXIT_INCOMPLETE, EXIT_OK, cache_call, cache_key
-from chunkwise.cli._processor import processor_manifest
 from chunkwise.errors import CacheError, UsageError
 from chunkwise.table import format_table
 from chunkwise.tag import explain, tag_of
@@ -67,6 +66,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def _current_tags(args: argparse.Namespace) -> set[str]:
     keep = set(args.keep or ())
     if args.processor is not None:
+        from chunkwise.cli._processor import processor_manifest  # coffea: only for --processor
+
         keep.add(tag_of(processor_manifest(args)))
     if not keep:
         raise UsageError("say which tag to keep: --keep TAG, or --processor MODULE:CLASS")
@@ -134,6 +135,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.new is not None:
         new, name = manifest_of(args.new), args.new
     elif args.processor is not None:
+        from chunkwise.cli._processor import processor_manifest  # coffea: only for --processor
+
         new = processor_manifest(args)
         name = f"the current {args.processor}"
     else:

@@ -1,6 +1,6 @@
-"""``chunkwise run``, ``chunkwise status`` and ``chunkwise demo``: the commands that use the
-processor and the cache. They check every option first, then call ``chunkwise.run`` or
-``chunkwise.status`` once, with the cache opened once, and print what came back."""
+"""``chunkwise run`` and ``chunkwise demo``: the commands that run the processor. ``run`` checks
+every option first, opens the cache once, calls ``chunkwise.run`` once with it, and prints what
+came back."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from chunkwise._coffea import make_executor, save_output
 from chunkwise.cache import ChunkCache
-from chunkwise.cache_status import find_tag, status
 from chunkwise.chunks import Chunk
 from chunkwise.cli._common import (
     EXIT_BUG,
@@ -29,7 +28,7 @@ from chunkwise.cli._common import (
     split,
     write_json,
 )
-from chunkwise.cli._processor import processor_manifest, processor_of, runner_of
+from chunkwise.cli._processor import processor_of, runner_of
 from chunkwise.errors import (
     CacheError,
     DemoError,
@@ -44,72 +43,9 @@ from chunkwise.extras import distributed
 from chunkwise.outcomes import user_traceback
 from chunkwise.report import RunReport
 from chunkwise.runner import check_extras, run
-from chunkwise.tag import open_cache, tag_of
+from chunkwise.tag import open_cache
 
-__all__ = ["cmd_demo", "cmd_run", "cmd_status"]
-
-
-# ----------------------------------------------------------------------------- status
-
-
-def _resolve_tag(args: argparse.Namespace) -> str:
-    """The cache tag status reads: --tag, else derived from --processor, else the only one."""
-    if args.tag is not None:
-        return args.tag
-    if args.processor is not None:
-        return tag_of(processor_manifest(args))
-    try:
-        return find_tag(args.cache, key=cache_key(args))
-    except CacheError as err:
-        raise UsageError(str(err)) from None
-    except NotADirectoryError:
-        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory") from None
-    except ValueError as err:
-        raise UsageError(
-            f"--cache: {err} with --tag, or give --processor (and the Runner settings) to derive it"
-        ) from None
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Look each chunk up in the cache; print the table (or the incomplete hashes)."""
-    fileset = load(args.fileset)
-    chunks = split(fileset, args, args.fileset)
-    if os.path.exists(args.cache) and not os.path.isdir(args.cache):
-        raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
-    check_output_file(args.write_remaining, "--write-remaining", (args.fileset,))
-    threshold = min_completeness(args.min_completeness)
-    tag = _resolve_tag(args)
-    try:
-        report = status(chunks, args.cache, tag=tag, cache_key=cache_key(args))
-    except ValueError as err:
-        raise UsageError(f"--tag: {err}") from None
-    except CacheError as err:
-        raise UsageError(str(err)) from None
-    if args.list_incomplete:
-        for digest in report.incomplete:
-            print(digest)
-    else:
-        print(report.summary())
-    if args.write_remaining is not None:
-        remaining = report.remaining_fileset(fileset)
-        write_json(remaining, args.write_remaining)
-        n = sum(
-            len(data["files"] if isinstance(data, Mapping) else data) for data in remaining.values()
-        )
-        print(
-            f"wrote the {n} files not done ({len(remaining)} datasets) to "
-            f"{args.write_remaining}" + ("" if n else ": nothing remains"),
-            file=sys.stderr,
-        )
-    if report.complete:
-        return EXIT_OK
-    fractions = {d: row.fraction for d, row in report.datasets.items()}
-    n_left = report.overall.files - report.overall.files_done
-    if good_enough("status", threshold, fractions, f"{n_left} files are not done"):
-        return EXIT_OK
-    if threshold is not None:
-        below("status", threshold, fractions)
-    return EXIT_INCOMPLETE
+__all__ = ["cmd_demo", "cmd_run"]
 
 
 # ----------------------------------------------------------------------------- run
