@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 import chunkwise
+import chunkwise.cache
+from chunkwise.cache import ChunkCache
 from chunkwise.chunks import make_chunks
 from chunkwise.examples import METProcessor, make_demo_fileset
 
@@ -100,3 +102,30 @@ def test_run_given_an_opened_cache_fingerprints_and_opens_nothing_again(
     assert opening_counts == {"tag": 1, "open": 1, "clean": 1}, opening_counts
     with pytest.raises(ValueError, match="opened ChunkCache.*leave cache_tag, force_tag unset"):
         chunkwise.run(fileset, processor, split=split, cache=cache, cache_tag="t", force_tag=True)
+
+
+class _Scaled(METProcessor):
+    """Another processor: its outputs differ, so its tag does."""
+
+    def process(self, events: Any) -> Any:
+        out = super().process(events)
+        out["cutflow"]["scaled"] = 1
+        return out
+
+
+def test_an_opened_cache_refuses_a_processor_it_was_not_opened_for(
+    fileset: dict[str, Any], tmp_path: Path, opening_counts: collections.Counter[str]
+) -> None:
+    split = chunkwise.SplitOptions(percentage=20)
+    cache = chunkwise.open_cache(tmp_path / "cache", METProcessor())
+    # Another instance of the same processor: fingerprinted again, and it agrees.
+    chunkwise.run(fileset, METProcessor(), split=split, cache=cache, progress=False)
+    assert opening_counts["tag"] == 2
+    # Another processor would write its outputs under the first one's tag: refused.
+    with pytest.raises(chunkwise.cache.CacheError, match="opened for another processor"):
+        chunkwise.run(fileset, _Scaled(), split=split, cache=cache, progress=False)
+    with pytest.raises(chunkwise.cache.CacheError, match="opened for another processor"):
+        chunkwise.run(fileset, METProcessor(), split=split, cache=cache, weights=False)
+    raw = ChunkCache(tmp_path / "cache", cache.tag)
+    with pytest.raises(chunkwise.cache.CacheError, match="not opened with chunkwise.open_cache"):
+        chunkwise.run(fileset, METProcessor(), split=split, cache=raw, progress=False)

@@ -25,6 +25,7 @@ from chunkwise.errors import ChunkFailure
 from chunkwise.extras import check_paths
 from chunkwise.report import ChunkRecord, RunReport, add_counts, finish_report
 from chunkwise.retry import RetryPolicy
+from chunkwise.tag import check_opened
 from chunkwise.tag import open_cache as _open_cache
 
 __all__ = [
@@ -284,6 +285,7 @@ def _opened(
             f"cache is an opened ChunkCache, which has its own tag and key: leave "
             f"{', '.join(given + ['force_tag'] * force)} unset"
         )
+    check_opened(cache, processor_instance, execution.runner, file_sums, weights)
     return cache
 
 

@@ -14,6 +14,7 @@ file, a lock, a module object held as state, ...) is named in an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -22,6 +23,7 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "UnfingerprintableStateWarning",
     "cache_tag",
     "explain",
+    "check_opened",
     "open_cache",
     "tag_manifest",
     "tag_of",
@@ -449,6 +452,69 @@ def explain(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Opening:
+    """What a cache was opened for by :func:`open_cache`: the very objects, and the manifest
+    they made (None for the flat layout, which has none)."""
+
+    processor: Any
+    runner_key: tuple[Any, ...]
+    file_sums: Any
+    weights: bool
+    manifest: dict[str, Any] | None
+
+
+def _runner_key(runner: Any) -> tuple[Any, ...]:
+    """The Runner settings that are part of the tag, as values to compare (not fingerprints)."""
+    if runner is None:
+        from chunkwise._coffea import default_runner
+
+        runner = default_runner()
+    return tuple(getattr(runner, name, None) for name in _OUTPUT_RUNNER_FIELDS)
+
+
+def check_opened(
+    cache: ChunkCache,
+    processor_instance: Any,
+    runner: Any,
+    file_sums: Any = None,
+    weights: bool = True,
+) -> None:
+    """Refuse to run a processor with a cache opened for another one.
+
+    The same processor object, hook and Runner settings as :func:`open_cache` was given are
+    trusted as they are (nothing is fingerprinted again). Anything else is fingerprinted, and
+    must make the manifest the cache was opened with.
+
+    Raises
+    ------
+    CacheError
+        A cache opened for another processor or other settings, or not by ``open_cache``.
+    """
+    opened = cache.opened_for
+    if not isinstance(opened, Opening):
+        raise CacheError(
+            f"cache {str(cache.directory)!r} was not opened with chunkwise.open_cache: give "
+            "run its directory, or open it with chunkwise.open_cache(root, processor, runner)"
+        )
+    if opened.manifest is None:  # the flat layout: no tag, no manifest, as cache_tag=""
+        return
+    if (
+        opened.processor is processor_instance
+        and opened.file_sums is file_sums
+        and opened.weights == weights
+        and opened.runner_key == _runner_key(runner)
+    ):
+        return
+    manifest = tag_manifest(processor_instance, runner, file_sums, weights)
+    if manifest != opened.manifest:
+        why = "; ".join(explain(opened.manifest, manifest)[:3]) or "their manifests differ"
+        raise CacheError(
+            f"cache {str(cache.directory)!r} was opened for another processor or other "
+            f"settings ({why}): open it with chunkwise.open_cache for the one you run"
+        )
+
+
 def open_cache(
     root: str | Path,
     processor_instance: Any,
@@ -481,7 +547,9 @@ def open_cache(
     -------
     ChunkCache
         Created and checked; ``prepare()`` is left to the run (it writes a probe and removes
-        stale temporaries).
+        stale temporaries). It remembers what it was opened for: ``run`` given the same
+        processor object and settings fingerprints nothing again, and refuses other ones
+        whose tag differs (``check_opened``).
 
     Raises
     ------
@@ -491,14 +559,19 @@ def open_cache(
 
     Examples
     --------
-    >>> cache = chunkwise.open_cache("chunk_cache", MyProcessor(), runner)  # doctest: +SKIP
-    >>> report = chunkwise.run(fileset, MyProcessor(), runner, cache=cache)  # doctest: +SKIP
+    >>> processor = MyProcessor()
+    >>> cache = chunkwise.open_cache("chunk_cache", processor, runner)  # doctest: +SKIP
+    >>> report = chunkwise.run(fileset, processor, runner, cache=cache)  # doctest: +SKIP
     """
     force = force_tag
+    opening = Opening(processor_instance, _runner_key(runner), file_sums, weights, None)
     if tag == "":
-        return ChunkCache(root, "", key=key)
+        cache = ChunkCache(root, "", key=key)
+        cache.opened_for = opening
+        return cache
     manifest = tag_manifest(processor_instance, runner, file_sums, weights)
     cache = ChunkCache(root, tag_of(manifest) if tag is None else tag, key=key)
+    cache.opened_for = dataclasses.replace(opening, manifest=manifest)
     cache.check(create=True)
     existing = cache.read_manifest()
     if existing == manifest:

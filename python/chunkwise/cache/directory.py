@@ -76,6 +76,9 @@ class TagDirectory:
         self.key = key
         self._checked = False
         self._removed: int | None = None  # what ``prepare`` removed, once it has run
+        # What ``chunkwise.open_cache`` opened it for (``chunkwise.tag.Opening``), so that
+        # ``run`` given this cache can tell the same processor and settings from others.
+        self.opened_for: Any = None
 
     @property
     def manifest_path(self) -> Path | RemotePath:
