@@ -354,6 +354,44 @@ def test_two_runs_in_two_threads(tmp_path: Path) -> None:
     assert after[0] is before[0] and after[1] is before[1]
 
 
+def test_an_in_process_run_leaves_the_users_class_as_it_is(
+    files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Units that run in the caller's process get copies of the processor, never a class
+    loaded back by value over the user's own: a module global changed after a run counts in
+    the next one, and the class's functions are the module's."""
+    (tmp_path / "scaled.py").write_text(
+        textwrap.dedent(
+            """
+            from chunkwise.examples import METProcessor
+
+            SCALE = 1
+
+
+            class Scaled(METProcessor):
+                def process(self, events):
+                    out = super().process(events)
+                    out["cutflow"]["scaled events"] += SCALE * len(events)
+                    return out
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import scaled  # type: ignore[import-not-found]
+
+    process = scaled.Scaled.__dict__["process"]
+    fileset = _fileset("A", files["good"][:1])
+    split = chunkwise.SplitOptions(files_per_chunk=1)
+    first = chunkwise.run(fileset, scaled.Scaled(), split=split, progress=False)
+    assert scaled.Scaled.__dict__["process"] is process
+    assert process.__globals__ is vars(scaled)
+    scaled.SCALE = 2
+    second = chunkwise.run(fileset, scaled.Scaled(), split=split, progress=False)
+    n = first.events["A"]
+    assert first.output["cutflow"]["scaled events"] == n
+    assert second.output["cutflow"]["scaled events"] == 2 * n
+
+
 # -- 4. processors reach remote workers -------------------------------------------------------
 def _stop(proc: subprocess.Popen[Any]) -> None:
     """Terminate one process we started, by its PID; kill it if it does not exit in time."""

@@ -65,7 +65,7 @@ from chunkwise.outcomes import (
 )
 from chunkwise.quiet import _portable, capture
 from chunkwise.retry import RetryPolicy, _is_stale_handle, _run_with_retries
-from chunkwise.shipping import dumps_output, loads_processor
+from chunkwise.shipping import LocalProcessor, dumps_output, loads_processor
 from chunkwise.sums import _probe, read_file_sums
 
 __all__ = [
@@ -252,7 +252,7 @@ class _Shipped(ProcessorABC):  # type: ignore[misc]
     ``loads_processor``'s copy, so that its code keeps its file names (a copy pickled by
     cloudpickle anew would be ``<dynamic-code>`` again on a worker that cannot import it)."""
 
-    def __init__(self, blob: bytes, processor_instance: Any) -> None:
+    def __init__(self, blob: bytes | LocalProcessor, processor_instance: Any) -> None:
         self.blob = blob
         self.processor_instance = processor_instance
 
@@ -266,7 +266,7 @@ class _Shipped(ProcessorABC):  # type: ignore[misc]
         return self.processor_instance.postprocess(accumulator)
 
 
-def _fresh_processor(blob: bytes) -> Any:
+def _fresh_processor(blob: bytes | LocalProcessor) -> Any:
     return loads_processor(blob)[0]
 
 
@@ -307,7 +307,7 @@ def _raised(exc: BaseException, path: str) -> Outcome:
 
 def _run_unit(
     settings: Mapping[str, Any],
-    processor_blob: bytes,
+    processor_blob: bytes | LocalProcessor,
     treename: str | None,
     fileset: Mapping[str, Any],
     path: str,
@@ -353,7 +353,7 @@ def _run_unit(
 
 
 def process_unit(
-    processor_blob: bytes,
+    processor_blob: bytes | LocalProcessor,
     settings: Mapping[str, Any],
     policy: RetryPolicy,
     fileset: Mapping[str, Any],

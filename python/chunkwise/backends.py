@@ -41,7 +41,7 @@ class Backend:
         """Block until at least one of ``futures`` is done; return the done ones."""
         raise NotImplementedError
 
-    def share(self, blob: bytes) -> Any:
+    def share(self, blob: Any) -> Any:
         """Something to pass to ``submit`` in place of ``blob``, sent to workers once."""
         return blob
 

@@ -27,7 +27,7 @@ from chunkwise.progress import Progress
 from chunkwise.quiet import WarningTally, reissue
 from chunkwise.report import ChunkRecord, RunReport, add_bad, add_counts, add_file_sums, add_sums
 from chunkwise.retry import RetryPolicy
-from chunkwise.shipping import dumps_processor, load_output, pickled_output
+from chunkwise.shipping import LocalProcessor, dumps_processor, load_output, pickled_output
 
 __all__ = ["run_chunks"]
 
@@ -149,7 +149,11 @@ class _Engine:
         self.policy = policy
         self.retries: dict[str, dict[str, int]] = {}
         self.replicas: dict[str, dict[str, str]] = {}
-        self.blob = dumps_processor(processor_instance, file_sums, weights)
+        self.blob: bytes | LocalProcessor
+        if plan.kind == "iterative":  # units run here: no pickling of the user's classes
+            self.blob = LocalProcessor(processor_instance, file_sums, weights)
+        else:
+            self.blob = dumps_processor(processor_instance, file_sums, weights)
         self.cache = cache
         self.salvage = salvage
         self.in_flight = in_flight

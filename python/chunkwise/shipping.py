@@ -4,6 +4,7 @@ in an LZ4 frame)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import linecache
@@ -12,9 +13,11 @@ import pickle
 import sys
 import threading
 import types
+import weakref
 from typing import Any
 
 __all__ = [
+    "LocalProcessor",
     "check_processor",
     "dumps_output",
     "dumps_processor",
@@ -107,10 +110,40 @@ def _source(module: types.ModuleType) -> tuple[str, list[str]]:
     return filename, linecache.getlines(filename, module.__dict__)
 
 
-def loads_processor(blob: bytes) -> tuple[Any, Any, bool]:
-    """The processor, ``file_sums`` hook and ``weights`` of :func:`dumps_processor`, with the
-    code of the user's modules named by its file again (and its source known to ``linecache``
-    where the file is not on this machine). Runs where the units run."""
+class LocalProcessor:
+    """The processor of a run whose units run in the caller's own process: never pickled.
+
+    Pickling a processor by value and loading it back in the process that defined it makes
+    cloudpickle hand back the user's own class with its methods replaced by copies, whose
+    globals are a snapshot: a later run in the same process would not see a changed module
+    global. Here each unit, and each of coffea's work items, gets a ``copy.deepcopy`` of the
+    processor instead; its class is untouched. Pickled (coffea pickles what it is given), it is
+    a reference to itself in this process.
+    """
+
+    _alive: weakref.WeakValueDictionary[int, LocalProcessor] = weakref.WeakValueDictionary()
+
+    def __init__(self, processor_instance: Any, file_sums: Any, weights: bool) -> None:
+        self.processor_instance = processor_instance
+        self.file_sums = file_sums
+        self.weights = weights
+        LocalProcessor._alive[id(self)] = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _local_processor, (id(self),)
+
+
+def _local_processor(key: int) -> LocalProcessor:
+    return LocalProcessor._alive[key]
+
+
+def loads_processor(blob: bytes | LocalProcessor) -> tuple[Any, Any, bool]:
+    """The processor, ``file_sums`` hook and ``weights`` of :func:`dumps_processor` (or a
+    fresh copy of a :class:`LocalProcessor`'s), with the code of the user's modules named by
+    its file again (and its source known to ``linecache`` where the file is not on this
+    machine). Runs where the units run."""
+    if isinstance(blob, LocalProcessor):
+        return copy.deepcopy(blob.processor_instance), blob.file_sums, blob.weights
     import cloudpickle
 
     processor_instance, file_sums, weights, sources = cloudpickle.loads(blob)
@@ -161,7 +194,7 @@ def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_consts=consts) if consts != code.co_consts else code
 
 
-def check_processor(blob: bytes) -> str | None:
+def check_processor(blob: bytes | LocalProcessor) -> str | None:
     """Load the processor where units run; return why it failed, or None. Runs on a worker."""
     try:
         loads_processor(blob)
