@@ -37,6 +37,21 @@ class Typo(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+XSEC = {}
+
+
+class Chained(processor.ProcessorABC):
+    def process(self, events):
+        try:
+            xsec = XSEC[events.metadata["dataset"]]
+        except KeyError as err:
+            raise RuntimeError("no cross-section for DY; add it to XSEC") from err
+        return {"xsec": xsec}
+
+    def postprocess(self, accumulator):
+        return accumulator
 """
 
 
@@ -84,6 +99,27 @@ def test_a_processor_bug_names_the_users_line_exception_and_file(typo_dir: Path,
     # coffea's wrapper and chunkwise's machinery are left out unless asked for.
     assert "Failed processing file" not in result.stderr
     assert "chunkwise/engine.py" not in result.stderr
+
+
+@needs_samples
+@pytest.mark.parametrize("executor", ["iterative", "futures"])
+def test_the_users_own_exception_is_named_not_its_cause(typo_dir: Path, executor: str):
+    """An error raised on purpose from another keeps its message; the chain shows both."""
+    workers = [] if executor == "iterative" else ["--workers", "1"]
+    result = chunkwise_cli(
+        "run", "fileset.json", "--processor", "analysis:Chained", "--no-progress",
+        "--executor", executor, *workers, cwd=typo_dir,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(
+        "chunkwise run: error: the processor raised RuntimeError: no cross-section for DY; "
+        "add it to XSEC (DY, f000000.root);"
+    ), lines[-1]
+    assert "KeyError: 'DY'" in lines
+    assert "The above exception was the direct cause of the following exception:" in lines
+    assert "RuntimeError: no cross-section for DY; add it to XSEC" in lines
+    assert "Failed processing file" not in result.stderr
 
 
 @needs_samples

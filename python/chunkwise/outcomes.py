@@ -29,6 +29,7 @@ __all__ = [
     "default_bad_file_errors",
     "error_text",
     "is_allowed",
+    "user_exception",
     "user_traceback",
 ]
 
@@ -162,24 +163,36 @@ def _failure(kind: OutcomeKind, exc: BaseException) -> Outcome:
     )
 
 
-def user_traceback(exc: BaseException) -> str:
-    """The innermost exception of ``exc``'s chain as Python would show it, from the first frame
-    outside coffea and chunkwise: the processor's own line, not the machinery around it.
+#: How coffea words the plain ``Exception`` it wraps a processor's error in.
+COFFEA_WRAPPER = "Failed processing file"
 
-    coffea raises a bug in a processor as a plain ``Exception`` (``Failed processing file``)
-    whose ``__cause__`` is the real one; that cause is what the user wrote.
-    """
-    *_, inner = causes(exc)
-    frames = traceback.extract_tb(inner.__traceback__)
+
+def user_exception(exc: BaseException) -> BaseException:
+    """The error the processor raised: ``exc`` without coffea's wrapper (a plain ``Exception``,
+    ``Failed processing file: ...``, whose ``__cause__`` is the processor's own error)."""
+    for current in causes(exc):
+        if not (type(current) is Exception and str(current).startswith(COFFEA_WRAPPER)):
+            return current
+    return exc
+
+
+def user_traceback(exc: BaseException) -> str:
+    """:func:`user_exception` as Python would show it, its own chain included, each traceback
+    from its first frame outside coffea and chunkwise: the processor's own lines, not the
+    machinery around them."""
+    shown = traceback.TracebackException.from_exception(user_exception(exc))
     machinery = tuple(
         os.path.dirname(str(module.__file__)) + os.sep
         for module in (sys.modules.get("coffea"), sys.modules.get("chunkwise"))
         if module is not None and getattr(module, "__file__", None)
     )
-    start = next((i for i, f in enumerate(frames) if not f.filename.startswith(machinery)), 0)
-    shown = traceback.StackSummary.from_list(frames[start:]).format()
-    head = "Traceback (most recent call last):\n" if shown else ""
-    return head + "".join(shown) + "".join(traceback.format_exception_only(type(inner), inner))
+    part: traceback.TracebackException | None = shown
+    while part is not None:
+        frames = list(part.stack)
+        start = next((i for i, f in enumerate(frames) if not f.filename.startswith(machinery)), 0)
+        part.stack = traceback.StackSummary.from_list(frames[start:])
+        part = part.__cause__ or (None if part.__suppress_context__ else part.__context__)
+    return "".join(shown.format())
 
 
 def bad_file_errors_named(names: str | None) -> tuple[type[BaseException], ...]:

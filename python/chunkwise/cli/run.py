@@ -35,12 +35,12 @@ from chunkwise.errors import (
     OptionError,
     ProcessorUnavailableError,
     UsageError,
-    causes,
+    WorkerError,
     one_line,
 )
 from chunkwise.examples import run_demo
 from chunkwise.extras import distributed
-from chunkwise.outcomes import user_traceback
+from chunkwise.outcomes import user_exception, user_traceback
 from chunkwise.report import RunReport
 from chunkwise.runner import check_extras, run
 from chunkwise.tag import open_cache
@@ -165,12 +165,13 @@ def _say_bug(err: BaseException, verbose: bool) -> None:
             getattr(err, "chunkwise_traceback", "") or user_traceback(err), file=sys.stderr, end=""
         )
     if bug:
-        *_, inner = causes(err)
+        raised = user_exception(err)
         dataset, path = getattr(err, "chunkwise_file", ("?", "?"))
-        what = (
-            f"the processor raised {type(inner).__name__}: {one_line(inner)} "
-            f"({dataset}, {os.path.basename(path)})"
-        )
+        # A WorkerError stands in for an exception that did not pickle; its text names it.
+        said = one_line(raised)
+        if not isinstance(raised, WorkerError):
+            said = f"{type(raised).__name__}: {said}"
+        what = f"the processor raised {said} ({dataset}, {os.path.basename(path)})"
     else:  # a worker that died, a lost cluster, an output that does not pickle...
         what = f"the run failed: {type(err).__name__}: {one_line(err)}"
     more = "" if verbose or not bug else " (--verbose shows the whole traceback)"
