@@ -285,3 +285,28 @@ def test_the_skipbadfiles_note_comes_only_when_a_file_was_bad(tmp_path: Path):
     assert not [n for n in clean.notes if "skipbadfiles=False" in n]
     assert [n for n in bad.notes if "skipbadfiles=False" in n]
     assert bad.completeness == {"A": 0.5}
+
+
+@needs_samples
+def test_why_sumw_is_missing_is_cached_apart_from_the_sums(tmp_path: Path):
+    """The reasons travel with the entry, beside its sums (which every chunkwise reads as
+    quantities), and a rerun from the cache still says them."""
+    import warnings
+
+    import chunkwise
+    from chunkwise.cache import ChunkCache
+    from chunkwise.examples import METProcessor
+
+    shutil.copy(SAMPLES / "nano_tt_v12.root", tmp_path / "tt.root")
+    fileset = {"TT": {"files": {str(tmp_path / "tt.root"): "Events"}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = chunkwise.run(fileset, METProcessor(), cache=tmp_path / "cache", progress=False)
+        again = chunkwise.run(fileset, METProcessor(), cache=tmp_path / "cache", progress=False)
+    note = "TT: no sumw: no Runs tree in 1 of 1 files"
+    assert note in first.notes and note in again.notes
+    assert again.file_counts["cached"] == 1
+    entry = ChunkCache(tmp_path / "cache", first.cache.tag).load(first.chunks[0].hash)
+    assert entry.info["sums"] == {"TT": {}}
+    assert entry.info["gaps"] == {"TT": {"chunkwise:no_runs_tree": [1, 1]}}
+    assert again.sums == {"TT": {}}  # the reasons are not quantities

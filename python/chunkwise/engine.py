@@ -28,6 +28,7 @@ from chunkwise.quiet import WarningTally, reissue
 from chunkwise.report import ChunkRecord, RunReport, add_bad, add_counts, add_file_sums, add_sums
 from chunkwise.retry import RetryPolicy
 from chunkwise.shipping import LocalProcessor, dumps_processor, load_output, pickled_output
+from chunkwise.sums import WEIGHT_GAPS
 
 __all__ = ["run_chunks"]
 
@@ -425,7 +426,13 @@ class _Engine:
         """Queue a cache entry: from the unit's payload if given, else by pickling ``output``."""
         if self.cache is None:
             return
-        info = {"events": events, "sums": sums}
+        # Why files gave no generator weights goes apart from the sums (``gaps``), which
+        # hold only quantities, as every chunkwise reads them.
+        gaps = {d: {n: v for n, v in t.items() if n in WEIGHT_GAPS} for d, t in sums.items()}
+        plain = {d: {n: v for n, v in t.items() if n not in WEIGHT_GAPS} for d, t in sums.items()}
+        info: dict[str, Any] = {"events": events, "sums": plain}
+        if any(gaps.values()):
+            info["gaps"] = {d: g for d, g in gaps.items() if g}
         if payload is not None:
             data = self.cache.encode_pickled(chunk_hash, pickled_output(payload), info)
         else:  # pickled here, before the output is merged into (and changed with) the total
@@ -452,6 +459,7 @@ class _Engine:
         events = dict(entry.info.get("events", {}))
         record = ChunkRecord(chunk.hash, chunk.fileset, "cached", events=events)
         add_sums(record.sums, entry.info.get("sums", {}))
+        add_sums(record.sums, entry.info.get("gaps", {}))
         return record, entry.output
 
     def _listed(self) -> frozenset[str]:

@@ -127,8 +127,14 @@ def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
     ):
         raise ValueError("its event counts are malformed")
-    sums = info.get("sums", {})
-    if not isinstance(sums, dict) or not all(
+    for field in ("sums", "gaps"):  # gaps: files without generator weights, by why
+        if not _sums_shaped(info.get(field, {})):
+            raise ValueError(f"its {'sums of weights' if field == 'sums' else field} are malformed")
+
+
+def _sums_shaped(sums: Any) -> bool:
+    """``{dataset: {name: [finite total, files]}}``, as chunkwise writes sums."""
+    return isinstance(sums, dict) and all(
         isinstance(dataset, str)
         and isinstance(totals, dict)
         and all(
@@ -142,5 +148,4 @@ def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
             for name, entry in totals.items()
         )
         for dataset, totals in sums.items()
-    ):
-        raise ValueError("its sums of weights are malformed")
+    )
