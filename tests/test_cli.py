@@ -715,3 +715,15 @@ def test_run_opens_its_cache_and_fingerprints_the_processor_once(
     assert not leftover.exists()
     assert f"removed 1 temporary files that killed runs left in {tag_dir}" in out
     assert "chunks: 1 (0 processed, 1 cached" in out
+
+
+def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path: Path, demo_files):
+    _, fileset = demo_files
+    source = write_json(tmp_path / "fileset.json", fileset)
+    cache = tmp_path / "cache"
+    result = cli(
+        "run", source, "--processor", PROCESSOR, "--cache", cache,
+        "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
+    )  # fmt: skip
+    assert_usage_error(result, "--scheduler 'tcp://127.0.0.1:1': cannot connect")
+    assert not cache.exists()  # the executor is started before the cache is opened

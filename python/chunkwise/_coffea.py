@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import logging
 import os
 import sys
 import time
@@ -565,7 +566,14 @@ def make_executor(
             ) from None
         closers.append(client.close)
     else:
-        cluster = dask.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        # Its workers log at ERROR only: a cluster shut down after a bug would otherwise log
+        # each cancelled task after the run's last line.
+        cluster = dask.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
         closers.append(cluster.close)
         client = dask.Client(cluster)
         closers.append(client.close)

@@ -120,16 +120,18 @@ def _execute(
     args: argparse.Namespace,
     chunks: list[Chunk],
     proc: Any,
-    cache: ChunkCache | None,
+    key: bytes | None,
     replicas: dict[str, list[str]],
 ) -> RunReport | None:
-    """``chunkwise.run`` on the executor of the options; None after a bug (said on stderr)."""
+    """Start the executor (an unreachable scheduler is said before anything is written), open
+    the cache once, and call ``chunkwise.run``; None after a bug (said on stderr)."""
     closers: list[Callable[[], Any]] = []
     try:
         try:
             executor, closers = make_executor(args.executor, args.workers, args.scheduler)
         except OptionError as err:
             raise UsageError(f"--scheduler {err}") from None
+        cache = _open_cache(args, proc, key)
         return run(
             chunks,
             proc,
@@ -194,8 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         distributed("--scheduler" if args.scheduler is not None else "--executor dask")
     check_extras(chunks, replicas.values())
     proc = processor_of(args)
-    cache = _open_cache(args, proc, key)
-    report = _execute(args, chunks, proc, cache, replicas)
+    report = _execute(args, chunks, proc, key, replicas)
     if report is None:
         return EXIT_BUG
     print(report.summary())
