@@ -12,17 +12,23 @@ Builds a synthetic fileset (default: 1M files in 100 datasets, CMS-like ~190-cha
   fileset (default 1M files; ``num_entries`` per file, as coffea's ``preprocess`` writes);
 - ``hash_fileset`` and ``hash_filesets`` of a preprocessed fileset (default 500k files) against
   coffea and its SHA-256 floor;
-- the peak RSS growth of ``hash_fileset`` (in a fresh subprocess per implementation).
+- the peak RSS growth of ``hash_fileset`` (in a fresh subprocess per implementation);
+- ``split_fileset(..., stable=True)`` against the positional split it replaces, on 1M files
+  (files) and on the preprocessed fileset (events), then, on 10,000 CMS-like paths of one
+  dataset at 50 files per chunk, how many chunk hashes survive growth (0.1 %, 1 %, 10 % new
+  files at random sorted positions) for positional and stable splitting against the ideal, and
+  the stable chunk-size distribution.
 
 It prints ratios, which is what to quote on a noisy 2-core machine.
 
 Usage: ``python benches/bench_core.py [--files N] [--datasets D] [--repeat R]
-[--only plain,events,preprocessed]``
+[--only plain,events,preprocessed,stable] [--growth-trials T]``
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import gc
 import hashlib
@@ -272,6 +278,154 @@ def bench_preprocessed(args, rows) -> None:
     )
 
 
+def cms_paths(rng: random.Random, n: int) -> list[str]:
+    """``n`` CMS-like paths of one dataset (random UUID names in 1,000 block directories)."""
+    base = (
+        "root://cmsxrootd.fnal.gov//store/mc/RunIISummer20UL16NanoAODv9/"
+        "DYJetsToLL_M-50_TuneCP5_13TeV-amcatnloFXFX-pythia8/NANOAODSIM/"
+        "106X_mcRun2_asymptotic_v17-v1/"
+    )
+    out = []
+    for _ in range(n):
+        h = f"{rng.getrandbits(128):032X}"
+        name = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        out.append(f"{base}{rng.randrange(10000, 11000)}/{name}.root")
+    return out
+
+
+def bench_stable(args, rows) -> None:
+    """stable=True against the positional split: speed, growth, chunk sizes."""
+    per = 50
+    _stable_files_speed(args, rows, per)
+    _stable_events_speed(args, rows, per)
+    _stable_growth(args, per)
+
+
+def ab_pairs(a, b, n: int) -> tuple[float, float, float]:
+    """``n`` interleaved timings of ``a`` then ``b``: the best of each, and the median of the
+    ratios b/a, which another job on the machine disturbs far less than either time."""
+    import statistics
+
+    ta, tb, ratios = [], [], []
+    for _ in range(n):
+        x, y = timed(a), timed(b)
+        ta.append(x)
+        tb.append(y)
+        ratios.append(y / x)
+    return min(ta), min(tb), statistics.median(ratios)
+
+
+def _stable_files_speed(args, rows, per: int) -> None:
+    import chunkwise
+
+    fs = make_fileset(args.files, args.datasets)
+    n_p = len(chunkwise.split_fileset(fs, strategy="by_dataset", files_per_chunk=per))
+    n_s = len(chunkwise.split_fileset(fs, files_per_chunk=per, stable=True))
+    t_p, t_s, ratio = ab_pairs(
+        lambda: chunkwise.split_fileset(fs, strategy="by_dataset", files_per_chunk=per),
+        lambda: chunkwise.split_fileset(fs, files_per_chunk=per, stable=True),
+        3 * args.repeat,
+    )
+    rows.append((f"split(by_dataset, files_per_chunk={per}): {n_p:,} chunks", None, t_p, None, ""))
+    rows.append(
+        (
+            f"split(files_per_chunk={per}, stable=True): {n_s:,}",
+            None,
+            t_s,
+            None,
+            f"<= 1.2x files_per_chunk: {ratio:.2f}x (median of {3 * args.repeat} pairs)",
+        )
+    )
+
+
+def _stable_events_speed(args, rows, per: int) -> None:
+    import chunkwise
+
+    pre = make_preprocessed(args.events_files, args.datasets)
+    n_files = sum(len(d["files"]) for d in pre.values())
+    mean = sum(f["num_entries"] for d in pre.values() for f in d["files"].values()) / n_files
+    events = int(mean * per)
+    t_e, t_es, ratio = ab_pairs(
+        lambda: chunkwise.split_fileset(pre, strategy="by_dataset", events_per_chunk=events),
+        lambda: chunkwise.split_fileset(pre, events_per_chunk=events, stable=True),
+        3 * args.repeat,
+    )
+    rows.append((f"split(by_dataset, events_per_chunk={events:,})", None, t_e, None, ""))
+    rows.append(
+        (
+            f"split(events_per_chunk={events:,}, stable=True)",
+            None,
+            t_es,
+            None,
+            f"vs events_per_chunk: {ratio:.2f}x (median of {3 * args.repeat} pairs)",
+        )
+    )
+
+
+def _stable_growth(args, per: int) -> None:
+    import statistics
+
+    import chunkwise
+
+    # Growth: 10,000 CMS-like paths, 50 files per chunk, new files at random sorted positions.
+    n, trials = 10_000, args.growth_trials
+    print(
+        f"\ngrowth: {n:,} CMS-like paths in one dataset, {per} files per chunk; fraction of the "
+        f"old chunk hashes kept, mean of {trials} trials"
+    )
+    print(
+        f"{'added':>12} {'positional':>11} {'stable':>8} {'ideal':>8} {'stable/ideal':>13} "
+        f"{'ideal (stable chunks)':>22}"
+    )
+
+    def hashes(paths, **kwargs):
+        fileset = {"DY": {"files": dict.fromkeys(paths, "Events"), "metadata": {"xsec": 6077.2}}}
+        chunks = chunkwise.split_fileset(fileset, files_per_chunk=per, **kwargs)
+        return chunks, chunkwise.hash_filesets(chunks)
+
+    def untouched(chunks, new) -> float:
+        """The fraction of ``chunks`` that no new file falls in (sorted order)."""
+        new = sorted(new)
+        kept = 0
+        for c in chunks:
+            files = list(c["DY"]["files"])
+            lo, hi = files[0], files[-1]
+            i = bisect.bisect_left(new, lo)
+            kept += i == len(new) or new[i] > hi
+        return kept / len(chunks)
+
+    sizes: list[int] = []
+    for frac in (0.001, 0.01, 0.1):
+        got = {"positional": [], "stable": [], "ideal": [], "ideal_stable": []}
+        for trial in range(trials):
+            rng = random.Random(1000 * trial + int(frac * 1000))
+            base = cms_paths(rng, n)
+            new = cms_paths(rng, int(n * frac))
+            for name, kwargs in (
+                ("positional", {"strategy": "by_dataset"}),
+                ("stable", {"stable": True}),
+            ):
+                old_chunks, old = hashes(base, **kwargs)
+                _, grown = hashes(base + new, **kwargs)
+                got[name].append(len(set(old) & set(grown)) / len(old))
+                ideal = "ideal" if name == "positional" else "ideal_stable"
+                got[ideal].append(untouched(old_chunks, new))
+                if name == "stable" and frac == 0.001:
+                    sizes += [len(c["DY"]["files"]) for c in old_chunks[:-1]]
+        m = {k: statistics.mean(v) for k, v in got.items()}
+        print(
+            f"{len(new):>6} ({frac:>5.1%}) {m['positional']:>10.1%} {m['stable']:>8.1%} "
+            f"{m['ideal']:>8.1%} {m['stable'] / m['ideal']:>12.2f}x {m['ideal_stable']:>21.1%}"
+        )
+    sizes.sort()
+    print(
+        f"stable chunk sizes (files_per_chunk={per}; {len(sizes):,} chunks of {trials} datasets, "
+        f"each dataset's last left out): min {sizes[0]}, p1 {sizes[len(sizes) // 100]}, "
+        f"median {sizes[len(sizes) // 2]}, mean {statistics.mean(sizes):.1f}, "
+        f"p99 {sizes[int(0.99 * len(sizes))]}, max {sizes[-1]}  (bounds: {per // 4} to {4 * per})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1_000_000)
@@ -281,10 +435,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--coffea-repeat", type=int, default=1)
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--growth-trials", type=int, default=20)
     ap.add_argument(
         "--only",
-        default="plain,events,preprocessed",
-        help="comma-separated sections: plain, events, preprocessed",
+        default="plain,events,preprocessed,stable",
+        help="comma-separated sections: plain, events, preprocessed, stable",
     )
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -296,6 +451,8 @@ def main() -> None:
         bench_events(args, rows)
     if "preprocessed" in only:
         bench_preprocessed(args, rows)
+    if "stable" in only:
+        bench_stable(args, rows)
     print()
     print_rows(rows)
     print(f"(cores available: {len(os.sched_getaffinity(0))})")

@@ -84,6 +84,16 @@ pub enum Error<'a, 'py> {
     PercentageAndFilesPerChunk,
     /// `events_per_chunk` with `percentage` or `files_per_chunk`.
     EventsCombined,
+    /// `stable` is not a bool.
+    StableNotBool(&'a Bound<'py, PyAny>),
+    /// `stable=True` with `percentage`.
+    StableWithPercentage,
+    /// `stable=True` with neither `files_per_chunk` nor `events_per_chunk`.
+    StableNeedsSize,
+    /// `stable=True`: a dataset whose name is not a `str`.
+    StableName(&'a Bound<'py, PyAny>),
+    /// `stable=True`: a file (path, dataset) whose path is not a `str`.
+    StablePath(&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>),
     /// `files_per_chunk` or `events_per_chunk` (named) is not an int.
     NotAnInt(&'static str, &'a Bound<'py, PyAny>),
     /// `files_per_chunk` or `events_per_chunk` (named) is below 1.
@@ -134,6 +144,38 @@ impl From<Error<'_, '_>> for PyErr {
                 "events_per_chunk cannot be combined with percentage or files_per_chunk: pass \
                  one of the three",
             ),
+            Error::StableNotBool(flag) => PyTypeError::new_err(format!(
+                "stable must be a bool (True or False), not {}",
+                type_name_lossy(flag)
+            )),
+            Error::StableWithPercentage => PyValueError::new_err(
+                "stable=True cannot be combined with percentage: pass files_per_chunk=N or \
+                 events_per_chunk=N, the mean chunk size",
+            ),
+            Error::StableNeedsSize => PyValueError::new_err(
+                "stable=True needs files_per_chunk=N or events_per_chunk=N: the mean chunk size",
+            ),
+            Error::StableName(name) => {
+                let py = name.py();
+                type_error(type_name(name).and_then(|t| {
+                    text(
+                        py,
+                        "stable=True needs every dataset name to be a str, but {!r} is of type {}",
+                        (name, t),
+                    )
+                }))
+            }
+            Error::StablePath(path, dataset) => {
+                let py = path.py();
+                type_error(type_name(path).and_then(|t| {
+                    text(
+                        py,
+                        "stable=True needs every path to be a str, but file {!r} of dataset {!r} \
+                         is of type {}",
+                        (path, dataset, t),
+                    )
+                }))
+            }
             Error::NotAnInt(name, n) => {
                 PyTypeError::new_err(format!("{name} must be an int, not {}", type_name_lossy(n)))
             }

@@ -12,6 +12,7 @@ mod prefetch;
 mod pyobj;
 mod sort;
 mod split;
+mod stable;
 mod threads;
 
 use pyo3::prelude::*;
@@ -32,9 +33,25 @@ fn hash_filesets(chunks: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         .collect())
 }
 
+/// An argument as the caller passed it, `None` inside only when it was left out. (An
+/// `Option<&Bound>` argument reads an explicit `None` as left out too; `stable=None` must be
+/// refused as not a bool.)
+struct Given<'py>(Option<Bound<'py, PyAny>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Given<'py> {
+    type Error = std::convert::Infallible;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Given(Some(obj.to_owned())))
+    }
+}
+
 /// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
 #[pyfunction]
-#[pyo3(signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None))]
+#[pyo3(
+    signature = (fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None, stable=Given(None)),
+    text_signature = "(fileset, strategy=None, datasets=None, percentage=None, treename=None, *, files_per_chunk=None, events_per_chunk=None, stable=False)"
+)]
 #[allow(clippy::too_many_arguments)]
 fn split_fileset<'py>(
     py: Python<'py>,
@@ -45,6 +62,7 @@ fn split_fileset<'py>(
     treename: Option<&Bound<'py, PyAny>>,
     files_per_chunk: Option<&Bound<'py, PyAny>>,
     events_per_chunk: Option<&Bound<'py, PyAny>>,
+    stable: Given<'py>,
 ) -> PyResult<Bound<'py, PyList>> {
     split::split_fileset(
         py,
@@ -55,6 +73,7 @@ fn split_fileset<'py>(
         treename,
         files_per_chunk,
         events_per_chunk,
+        stable.0.as_ref(),
     )
 }
 

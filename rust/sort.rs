@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use crate::prefetch::{prefetch, AHEAD};
 
 /// Length of the common prefix of `a` and `b`, eight bytes at a time.
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+pub fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut i = 0;

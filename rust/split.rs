@@ -1,19 +1,23 @@
 //! `split_fileset`: coffea's splitting of a fileset into independent chunks, with the same output
-//! and errors, plus `files_per_chunk`.
+//! and errors, plus `files_per_chunk`, `events_per_chunk` and `stable` (whose rule is in
+//! [`crate::stable`]).
 //!
 //! Dataset-level steps use Python's own protocols (they run once per dataset). File-level work,
 //! sorting each dataset's paths and slicing them into bins, is done once per dataset in Rust,
 //! sorting all datasets in parallel with the GIL released, and the output reuses the original
 //! key and value objects.
 
+use std::sync::mpsc;
+
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyMapping, PySequence, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyMapping, PySequence, PyString};
 
 use crate::errors::{Error, Op};
 use crate::fileset::{self, Files, Shape};
 use crate::prefetch::{prefetch_object, AHEAD};
 use crate::pyobj;
 use crate::sort::sorted_order;
+use crate::stable::{self, Rule};
 use crate::threads;
 
 /// How chunks are cut from a dataset's sorted files.
@@ -213,14 +217,14 @@ fn normalize<'py>(
 type Kept<'py> = Vec<(Bound<'py, PyString>, Option<Bound<'py, PyAny>>)>;
 
 /// A dataset's files in sorted order, in the container shape they came in.
-enum Sorted<'py> {
-    /// Read fast, with the sort permutation.
-    Fast(Kept<'py>, Vec<u32>, Shape),
+enum Sorted<'a, 'py> {
+    /// Read fast (borrowed from what [`gather`] read), with the sort permutation.
+    Fast(&'a Kept<'py>, Vec<u32>, Shape),
     /// Sorted by Python itself (rare paths): the sorted items or paths.
     Python(Bound<'py, PyList>, Shape),
 }
 
-impl Sorted<'_> {
+impl Sorted<'_, '_> {
     fn len(&self) -> usize {
         match self {
             Sorted::Fast(v, _, _) => v.len(),
@@ -228,6 +232,9 @@ impl Sorted<'_> {
         }
     }
 }
+
+/// What [`gather`] read of one dataset.
+type Gathered<'py> = (Files<'py, Kept<'py>>, Bound<'py, PyAny>);
 
 /// A dataset's files, read for sorting, and the container they came from.
 fn gather<'py>(data: &Bound<'py, PyAny>) -> PyResult<(Files<'py, Kept<'py>>, Bound<'py, PyAny>)> {
@@ -245,41 +252,94 @@ fn utf8_keys<'a>(kept: &'a Kept<'_>) -> Option<Vec<&'a [u8]>> {
         .collect()
 }
 
-/// Sort every dataset's files, all datasets in parallel with the GIL released.
-fn sort_all<'py>(
-    py: Python<'py>,
-    gathered: Vec<(Files<'py, Kept<'py>>, Bound<'py, PyAny>)>,
-) -> PyResult<Vec<Sorted<'py>>> {
-    let keys: Vec<Option<Vec<&[u8]>>> = gathered
+/// The UTF-8 paths of every dataset read fast, for sorting (and hashing); `None` for a
+/// dataset that Python must sort.
+fn all_keys<'a>(gathered: &'a [Gathered<'_>]) -> Vec<Option<Vec<&'a [u8]>>> {
+    gathered
         .iter()
         .map(|(g, _)| match g {
             Files::Fast(kept, _) => utf8_keys(kept),
             Files::Python(..) => None,
         })
-        .collect();
+        .collect()
+}
+
+/// One dataset's files in sorted order: by `order`, the permutation that sorts its `keys`, or,
+/// without one, by Python.
+fn sorted_of<'a, 'py>(
+    (g, files): &'a Gathered<'py>,
+    order: Option<Vec<u32>>,
+) -> PyResult<Sorted<'a, 'py>> {
+    Ok(match (g, order) {
+        (Files::Fast(kept, shape), Some(order)) => Sorted::Fast(kept, order, *shape),
+        // A path with a lone surrogate: Python sorts by code point.
+        (Files::Fast(..), None) => {
+            let (sorted, shape) = fileset::python(Op::Split, files)?;
+            Sorted::Python(sorted, shape)
+        }
+        (Files::Python(l, shape), _) => Sorted::Python(l.clone(), *shape),
+    })
+}
+
+/// Sort every dataset's files, all datasets in parallel with the GIL released.
+fn sort_all<'a, 'py>(
+    py: Python<'py>,
+    gathered: &'a [Gathered<'py>],
+) -> PyResult<Vec<Sorted<'a, 'py>>> {
+    let keys = all_keys(gathered);
     let orders = threads::par_map(py, &keys, |k| k.as_deref().map(sorted_order));
     drop(keys);
     gathered
-        .into_iter()
+        .iter()
         .zip(orders)
-        .map(|((g, files), order)| {
-            Ok(match (g, order) {
-                (Files::Fast(kept, shape), Some(order)) => Sorted::Fast(kept, order, shape),
-                // A path with a lone surrogate: Python sorts by code point.
-                (Files::Fast(..), None) => {
-                    let (sorted, shape) = fileset::python(Op::Split, &files)?;
-                    Sorted::Python(sorted, shape)
-                }
-                (Files::Python(l, shape), _) => Sorted::Python(l, shape),
-            })
-        })
+        .map(|(g, order)| sorted_of(g, order))
         .collect()
+}
+
+/// A `str`'s UTF-8 bytes; a lone surrogate (which only a Python `str` can hold) is written as
+/// its three-byte form, as `s.encode("utf-8", "surrogatepass")` writes it. Overridden methods
+/// of a `str` subclass are not called.
+fn utf8_surrogatepass(s: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
+    if let Ok(text) = s.to_str() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let py = s.py();
+    let encoded = py
+        .get_type::<PyString>()
+        .call_method1(pyo3::intern!(py, "encode"), (s, "utf-8", "surrogatepass"))?;
+    Ok(encoded.cast::<PyBytes>()?.as_bytes().to_vec())
+}
+
+/// The boundary hashes of a dataset that Python sorted, in its sorted order; a path that is not
+/// a `str` raises.
+fn python_hashes(
+    name: &Bound<'_, PyAny>,
+    dataset: &[u8],
+    files: &Sorted<'_, '_>,
+) -> PyResult<Vec<u64>> {
+    let (list, shape) = match files {
+        Sorted::Python(list, shape) => (list, *shape),
+        // Hashed by `stable_split`'s worker; never asked for.
+        Sorted::Fast(..) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let path = match shape {
+            Shape::Dict => pyobj::unpack2(&item)?.0,
+            Shape::List => item,
+        };
+        let Ok(text) = path.cast::<PyString>() else {
+            return Err(Error::StablePath(&path, name).into());
+        };
+        out.push(stable::boundary_hash(dataset, &utf8_surrogatepass(text)?));
+    }
+    Ok(out)
 }
 
 /// A dataset entry for one bin: a copy of `data` whose `files` holds `[start, end)`.
 fn rebuild<'py>(
     data: &Bound<'py, PyAny>,
-    files: &Sorted<'py>,
+    files: &Sorted<'_, 'py>,
     start: usize,
     end: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -347,9 +407,15 @@ fn num_entries(value: &Bound<'_, PyAny>) -> PyResult<Option<u128>> {
 /// order) without a usable `num_entries`.
 fn event_bins(
     name: &Bound<'_, PyAny>,
-    files: &Sorted<'_>,
+    files: &Sorted<'_, '_>,
     limit: u128,
 ) -> PyResult<Vec<(usize, usize)>> {
+    Ok(pack_events(event_counts(name, files)?, limit))
+}
+
+/// Every file's `num_entries` (saturated at `u128::MAX`), in sorted order, or the error naming
+/// the first file without a usable one.
+fn event_counts(name: &Bound<'_, PyAny>, files: &Sorted<'_, '_>) -> PyResult<Vec<u128>> {
     let missing = |path: &Bound<'_, PyAny>| Err(Error::NoNumEntries(path, name).into());
     let counts: Vec<u128> = match files {
         Sorted::Fast(pairs, order, Shape::Dict) => {
@@ -388,7 +454,101 @@ fn event_bins(
             None => Vec::new(),
         },
     };
-    Ok(pack_events(counts, limit))
+    Ok(counts)
+}
+
+/// Below this many files, `stable_split` hashes them on the calling thread.
+const INLINE_HASHING: usize = 4096;
+
+/// `stable=True`: each dataset's chunks, cut by [`stable::Rule`] (files, or events with
+/// `events`), one dataset to a chunk, datasets in order.
+///
+/// Hashing the paths is the one cost positional splitting does not have, so it is hidden
+/// behind the rest: one worker thread hashes the datasets read fast, in order, while this
+/// thread sorts them (on rayon's pool, with the GIL released) and then builds each dataset's
+/// chunks (with the GIL) as soon as its hashes are in. One worker, not rayon's pool: building
+/// the chunks holds the GIL on one core, and hashing on more than the other would slow it down.
+///
+/// The worker reads the paths' UTF-8 bytes while this thread holds the GIL and may run Python
+/// code (a key's `__eq__` while a dict is built, say). That is sound because those bytes belong
+/// to exact `str` objects, which never change, and `gathered` holds a reference to each of them
+/// until the worker is joined; their UTF-8 form was made by [`all_keys`] before it started.
+fn stable_split<'py>(
+    py: Python<'py>,
+    normalized: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
+    size: u128,
+    events: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let names = normalized
+        .iter()
+        .map(|(name, _)| match name.cast::<PyString>() {
+            Ok(text) => utf8_surrogatepass(text),
+            Err(_) => Err(Error::StableName(name).into()),
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let gathered = normalized
+        .iter()
+        .map(|(_, data)| gather(data))
+        .collect::<PyResult<Vec<_>>>()?;
+    let keys = all_keys(&gathered);
+    let rule = Rule::new(size);
+    // A small fileset is hashed here, first: a thread costs more than its hashing.
+    let inline = keys.iter().flatten().map(Vec::len).sum::<usize>() < INLINE_HASHING;
+    std::thread::scope(|scope| {
+        let (sender, mut receiver) = mpsc::channel::<Option<Vec<u64>>>();
+        let (keys, names) = (&keys, &names);
+        let hash_all = move || {
+            for (k, name) in keys.iter().zip(names) {
+                let hashes = k.as_deref().map(|k| stable::hashes(name, k));
+                // Closed: this thread stopped at an error; nothing more is needed.
+                if sender.send(hashes).is_err() {
+                    break;
+                }
+            }
+        };
+        let worker = if inline {
+            hash_all();
+            None
+        } else {
+            Some(scope.spawn(hash_all))
+        };
+        let built = (|| -> PyResult<Bound<'py, PyList>> {
+            let orders = threads::par_map(py, keys, |k| k.as_deref().map(sorted_order));
+            let out = PyList::empty(py);
+            let datasets = normalized.iter().zip(&gathered).zip(orders).zip(names);
+            for ((((name, data), g), order), dataset) in datasets {
+                let (hashes, back) = py.detach(move || (receiver.recv(), receiver));
+                receiver = back;
+                let hashes = hashes.map_err(|_| PyErr::from(Error::ThreadPanicked))?;
+                let files = sorted_of(g, order)?;
+                let hashes = match (&files, hashes) {
+                    // Hashed in the container's order (which walks the paths' memory forwards):
+                    // put them in sorted order.
+                    (Sorted::Fast(_, order, _), Some(h)) => {
+                        order.iter().map(|&i| h[i as usize]).collect()
+                    }
+                    _ => python_hashes(name, dataset, &files)?,
+                };
+                let counts = if events {
+                    Some(event_counts(name, &files)?)
+                } else {
+                    None
+                };
+                for (start, end) in rule.ranges(&hashes, counts.as_deref()) {
+                    let chunk = PyDict::new(py);
+                    chunk.set_item(name, rebuild(data, &files, start, end)?)?;
+                    out.append(chunk)?;
+                }
+            }
+            Ok(out)
+        })();
+        // The receiver went with the closure: a worker still sending stops.
+        if let Some(worker) = worker {
+            py.detach(|| worker.join())
+                .map_err(|_| PyErr::from(Error::ThreadPanicked))?;
+        }
+        built
+    })
 }
 
 /// Split a fileset into chunks; see the Python docstring in `chunkwise/_core.pyi`.
@@ -402,6 +562,7 @@ pub fn split_fileset<'py>(
     treename: Option<&Bound<'py, PyAny>>,
     files_per_chunk: Option<&Bound<'py, PyAny>>,
     events_per_chunk: Option<&Bound<'py, PyAny>>,
+    stable: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let by_dataset = match strategy {
         None => false,
@@ -412,9 +573,31 @@ pub fn split_fileset<'py>(
             true
         }
     };
+    // Stable chunks never mix datasets: `stable=True` implies strategy="by_dataset".
+    let stable = match stable {
+        None => false,
+        Some(flag) if flag.is_instance_of::<PyBool>() => flag.is_truthy()?,
+        Some(flag) => return Err(Error::StableNotBool(flag).into()),
+    };
+    if stable && percentage.is_some() {
+        return Err(Error::StableWithPercentage.into());
+    }
+    if stable && files_per_chunk.is_none() && events_per_chunk.is_none() {
+        return Err(Error::StableNeedsSize.into());
+    }
     let cut = parse_cut(percentage, files_per_chunk, events_per_chunk)?;
     let selected = select(fileset, datasets)?;
     let normalized = normalize(&selected, treename)?;
+    if stable {
+        return match cut {
+            Some(Cut::Files(Binning::FilesPerChunk(n))) => {
+                stable_split(py, &normalized, n as u128, false)
+            }
+            Some(Cut::Events(n)) => stable_split(py, &normalized, n, true),
+            Some(Cut::Files(Binning::Bins(_))) => Err(Error::StableWithPercentage.into()),
+            None => Err(Error::StableNeedsSize.into()),
+        };
+    }
 
     let Some(cut) = cut else {
         let out = PyList::empty(py);
@@ -438,7 +621,7 @@ pub fn split_fileset<'py>(
         .iter()
         .map(|(_, data)| gather(data))
         .collect::<PyResult<Vec<_>>>()?;
-    let sorted = sort_all(py, gathered)?;
+    let sorted = sort_all(py, &gathered)?;
 
     // Each dataset's bins, as `[start, end)` ranges of its sorted files.
     let bins: Vec<Vec<(usize, usize)>> = match cut {

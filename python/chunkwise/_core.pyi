@@ -18,6 +18,7 @@ def split_fileset(
     *,
     files_per_chunk: int | None = None,
     events_per_chunk: int | None = None,
+    stable: bool = False,
 ) -> list[dict[Any, Any]]:
     """Split a fileset into independent chunks, exactly as coffea 2026.9.0 does.
 
@@ -48,6 +49,20 @@ def split_fileset(
         with ``files_per_chunk``. A file without a non-negative int ``num_entries`` raises
         ValueError naming it; so does combining this with ``percentage`` or
         ``files_per_chunk``. Values above 2**120 behave as 2**120.
+    stable : bool, default False
+        Keyword-only, chunkwise's own: content-defined chunks, for a fileset that will grow.
+        Each dataset's files, in sorted path order, are cut where a fixed hash of (dataset,
+        path) says, so that adding or removing a file changes only the chunks of at most two
+        consecutive *stretches* (the one it falls in and the next) and every other chunk keeps
+        its exact :func:`hash_fileset`, hence its cache entry. Needs ``files_per_chunk=N`` (or
+        ``events_per_chunk=E``, weighing each file by its ``num_entries``): chunks then hold
+        about N files (E events) on average, no chunk but a dataset's last holds fewer than
+        ``max(1, N // 4)``, and none more than ``4 N`` (events: its files before the last hold
+        at most ``4 E``). Implies ``strategy="by_dataset"``: stable chunks never mix datasets.
+        Dataset names and paths must be ``str``. Sizes above 2**60 behave as 2**60. The rule is
+        part of chunkwise's format (README, "Stable splitting"): the same fileset gives the
+        same chunks on every platform and in every version. ``percentage`` raises ValueError,
+        as does leaving out both sizes; a value that is not a bool raises TypeError.
 
     Returns
     -------
@@ -60,6 +75,8 @@ def split_fileset(
     >>> fs = {"ttbar": {"files": {"b.root": "Events", "a.root": "Events"}}}
     >>> split_fileset(fs, percentage=50)
     [{'ttbar': {'files': {'a.root': 'Events'}}}, {'ttbar': {'files': {'b.root': 'Events'}}}]
+    >>> [len(c["ttbar"]["files"]) for c in split_fileset(fs, files_per_chunk=1, stable=True)]
+    [1, 1]
     """
 
 def hash_fileset(chunk: _Fileset) -> str:

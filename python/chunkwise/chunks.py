@@ -128,6 +128,11 @@ class SplitOptions:
     ----------
     strategy, datasets, percentage, files_per_chunk, treename, events_per_chunk
         As for ``chunkwise.split_fileset`` (and coffea's); ``None`` leaves each unset.
+    stable : bool
+        As for ``chunkwise.split_fileset``: content-defined chunks of about ``files_per_chunk``
+        files (or ``events_per_chunk`` events) that keep their hashes when the fileset grows.
+        ``False`` (the default) leaves it unset. It is not one of ``SPLIT_FIELDS``: ``run`` and
+        ``status`` take it only inside a ``SplitOptions``.
 
     Examples
     --------
@@ -142,10 +147,12 @@ class SplitOptions:
     files_per_chunk: int | None = None
     treename: str | None = None
     events_per_chunk: int | None = None
+    stable: bool = False
 
     def given(self) -> list[str]:
-        """The names of the options that are set."""
-        return [name for name in SPLIT_FIELDS if getattr(self, name) is not None]
+        """The names of the options that are set (``stable`` only when it is true)."""
+        given = [name for name in SPLIT_FIELDS if getattr(self, name) is not None]
+        return [*given, "stable"] if self.stable else given
 
     def split(self, fileset: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``chunkwise.split_fileset(fileset, **options)``: the chunks, as filesets.
@@ -163,6 +170,7 @@ class SplitOptions:
             self.treename,
             files_per_chunk=self.files_per_chunk,
             events_per_chunk=self.events_per_chunk,
+            stable=self.stable,
         )
 
 

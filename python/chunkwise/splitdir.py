@@ -81,6 +81,7 @@ def write_split(
             "events_per_chunk": options.events_per_chunk,
             "datasets": options.datasets,
             "treename": options.treename,
+            "stable": options.stable,
         },
         "n_chunks": 0,
         "chunks": [],

@@ -184,4 +184,5 @@ def split_options(args: argparse.Namespace) -> SplitOptions:
         files_per_chunk=args.files_per_chunk,
         treename=args.treename,
         events_per_chunk=args.events_per_chunk,
+        stable=args.stable,
     )

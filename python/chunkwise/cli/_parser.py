@@ -383,6 +383,13 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
         "num_entries (a preprocessed fileset); a larger file gets a chunk of its own",
     )
     group.add_argument(
+        "--stable",
+        action="store_true",
+        help="cut chunks where the files' hashes say, so that adding or removing files keeps "
+        "every other chunk and its cache entry; --files-per-chunk or --events-per-chunk is then "
+        "the mean size (N/4 to 4N); never mixes datasets. For any fileset that will grow",
+    )
+    group.add_argument(
         "--datasets",
         type=dataset_list,
         metavar="A,B",
