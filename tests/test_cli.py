@@ -334,7 +334,8 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     assert (api.datasets["DYJets"].files_done, api.datasets["DYJets"].files) == (5, 6)
     assert not api.complete and sorted(api.incomplete) == sorted(incomplete)
 
-    # A torn entry (say, from a full disk) shows up as corrupt, and its files as not done.
+    # A torn entry (say, from a full disk) shows up as corrupt with --verify, and its files as
+    # not done; without it, the listed entry counts as done (run verifies it before use).
     # Tear a whole chunk's entry, not one of a salvaged chunk's per-file entries.
     parts = {
         part["hash"]
@@ -343,7 +344,9 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     }
     entry = min(e for e in (cache / tag).glob("*.coffea") if e.stem not in parts)
     entry.write_bytes(entry.read_bytes()[:100])
-    torn = cli("status", source, *split, "--cache", cache, "--tag", tag)
+    listed = cli("status", source, *split, "--cache", cache, "--tag", tag)
+    assert "2 of 5 chunks are not complete" in listed.stdout
+    torn = cli("status", source, *split, "--cache", cache, "--tag", tag, "--verify")
     assert torn.returncode == 1
     assert "3 of 5 chunks are not complete" in torn.stdout
     (all_row,) = [line.split() for line in torn.stdout.splitlines() if line.startswith("(all)")]
@@ -354,7 +357,7 @@ def test_run_then_status_on_a_fileset_with_bad_files(tmp_path: Path, demo_files)
     # source file and line that Python's warnings add, and shows its chunk as never run.
     (record,) = (cache / tag).glob("*.salvage.json")
     record.write_text(record.read_text().replace('"error": "', '"error": "edited '))
-    edited = cli("status", source, *split, "--cache", cache, "--tag", tag)
+    edited = cli("status", source, *split, "--cache", cache, "--tag", tag, "--verify")
     assert edited.returncode == 1
     (line,) = edited.stderr.splitlines()
     assert line.startswith("CorruptCacheEntryWarning: chunkwise: ignoring the salvage record ")

@@ -1,11 +1,11 @@
 """``chunkwise.status``: how much of a fileset is in the cache, without running anything.
 
-``chunkwise status`` prints what :func:`status` returns. A chunk is *done* when its entry is in
-the cache and verifies, or when every one of its files has its own entry (a salvaged chunk, or
-files run on their own). A chunk that is not done has *failed* when the last run that tried it
-recorded a bad file (the salvage record, or the failure record of a chunk lost whole, names
-them with their errors), is *corrupt* when its entry fails verification, and was *never run*
-otherwise.
+``chunkwise status`` prints what :func:`status` returns. The tag directory is listed once. A
+file is *done* when the listing holds its chunk's entry or its own (a salvaged chunk, or files
+run on their own), and *failed* when a salvage or failure record of the tag, whatever split or
+fileset it came from, names it with its error. A chunk (or a dataset's part of it) is done when
+all its files are, corrupt when its entry is not a regular file (or, with ``verify``, fails
+verification), failed when one of its files failed, and never run otherwise.
 """
 
 from __future__ import annotations
@@ -17,13 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chunkwise.cache import ENTRY_SUFFIX, ChunkCache, is_remote
-from chunkwise.chunks import SPLIT_FIELDS, SplitOptions, make_chunks, split_options
+from chunkwise.cache import ENTRY_SUFFIX, FAILURE_SUFFIX, SALVAGE_SUFFIX, ChunkCache, is_remote
+from chunkwise.cache.directory import _is_hash
+from chunkwise.chunks import (
+    SPLIT_FIELDS,
+    Chunk,
+    SplitOptions,
+    count_files,
+    make_chunks,
+    split_options,
+)
 from chunkwise.display import bad_files_html, bar, page, table
 from chunkwise.table import format_table
 from chunkwise.tag import cache_tag
 
-__all__ = ["DatasetStatus", "StatusReport", "find_tag", "status"]
+__all__ = ["DatasetStatus", "StatusReport", "find_tag", "status", "status_cache"]
 
 
 @dataclass
@@ -85,6 +93,13 @@ class StatusReport:
         entry), in fileset order; :meth:`remaining_fileset` makes a fileset of them.
     stale_temporaries : int
         Temporary files that killed runs left in the cache (the next ``run`` removes them).
+    split : SplitOptions
+        The split options the fileset was looked up with (given, or the last run's).
+    notes : list of str
+        What the numbers alone do not say: options that differ from the last run's.
+    other_entries : int
+        Entries of the tag that hold neither a chunk of this split nor one file of it: chunks
+        of another split or fileset. A run with this split computes their files again.
     """
 
     cache: ChunkCache
@@ -94,6 +109,9 @@ class StatusReport:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
     remaining: dict[str, list[str]] = field(default_factory=dict)
     stale_temporaries: int = 0
+    split: SplitOptions = field(default_factory=SplitOptions)
+    notes: list[str] = field(default_factory=list)
+    other_entries: int = 0
 
     @property
     def complete(self) -> bool:
@@ -193,13 +211,22 @@ class StatusReport:
         title = "chunkwise.status: " + (
             "complete" if self.complete else f"{len(self.incomplete)} chunks not complete"
         )
-        notes = []
+        notes = self._notes()
         if self.stale_temporaries:
             notes.append(
                 f"{self.stale_temporaries} temporary files of killed runs are in the cache; the "
                 "next run removes them"
             )
         return page(title, self.complete, parts, notes, advice)
+
+    def _notes(self) -> list[str]:
+        notes = list(self.notes)
+        if self.other_entries:
+            notes.append(
+                f"{self.other_entries} entries of this tag hold chunks of another split or "
+                "fileset: a run with this split computes their files again"
+            )
+        return notes
 
     def summary(self) -> str:
         """Where the cache is, the table, the failed files, and how many chunks are not done."""
@@ -211,11 +238,12 @@ class StatusReport:
             if self.incomplete
             else f"all {n} chunks are complete"
         )
-        lines = [f"cache: {where}{exists}", self.table()]
+        lines = [f"cache: {where}{exists}", f"split: {self.split.describe()}", self.table()]
         for dataset in sorted(self.failed):
             for path, error in sorted(self.failed[dataset].items()):
                 lines.append(f"  failed: {dataset}: {path}: {error}")
         lines.append(last)
+        lines += [f"note: {note}" for note in self._notes()]
         if self.stale_temporaries:
             lines.append(
                 f"{self.stale_temporaries} temporary files of killed runs are in the cache; "
@@ -283,20 +311,28 @@ def status(
     cache_key: bytes | None = None,
     file_sums: Any = None,
     weights: bool = True,
+    verify: bool = False,
 ) -> StatusReport:
-    """Look each chunk of a fileset up in the cache of ``chunkwise.run``; run nothing.
+    """Look each file of a fileset up in the cache of ``chunkwise.run``; run nothing.
+
+    The cache is listed once (one request on a root:// cache): a chunk whose entry is listed is
+    done, and so is a file whose own entry is listed (salvaged, or run on its own). Bad files
+    are remembered by file: every salvage and failure record of the tag names its bad files
+    with their errors, whatever split or fileset made it, so a file that failed in a chunk of
+    another split, or before datasets were added, is still named.
 
     Parameters
     ----------
     fileset : dict or list of dict
-        The fileset (split with ``split``, which must be the options ``run`` used) or a list
-        of chunks.
+        The fileset, or a list of chunks (split already: then ``split`` is not given).
     cache : str, os.PathLike or ChunkCache
         The cache directory given to ``run``, or the cache ``chunkwise.open_cache`` opened
         (then ``tag``, ``processor_instance``, ``runner`` and ``cache_key`` are its own).
     split : SplitOptions, optional
-        How ``run`` split the fileset. The options as keywords of their own still work, with a
-        ``DeprecationWarning``.
+        How to split the fileset. By default, as the last run that split a fileset into this
+        tag did (it recorded its options), else ``split_fileset``'s defaults. Options that
+        differ from the last run's are used, with a note in ``report.notes``. The options as
+        keywords of their own still work, with a ``DeprecationWarning``.
     tag : str, optional
         The cache tag (``""`` for the flat layout). By default it is derived from
         ``processor_instance`` and ``runner`` when a processor is given, else it is the one tag
@@ -308,12 +344,17 @@ def status(
         Deprecated: ``split=SplitOptions(...)``.
     cache_key : bytes, optional
         The key of a shared cache, as given to ``run``.
+    verify : bool, optional
+        Also read and verify every listed entry of the fileset's chunks and files, so that an
+        entry that fails verification counts as corrupt (default False: a listed entry counts
+        as done, and ``run`` verifies each one before it uses it; ``chunkwise cache verify``
+        checks a whole tag).
 
     Returns
     -------
     StatusReport
-        Per dataset, the chunks done, failed, never run and corrupt, the files done, and
-        the failed files with their errors.
+        Per dataset, the chunks done, failed, never run and corrupt, the files done and failed
+        (a dataset's own files), the failed files with their errors, and the split used.
 
     Raises
     ------
@@ -324,45 +365,187 @@ def status(
 
     Examples
     --------
-    >>> split = chunkwise.SplitOptions(percentage=20)
-    >>> report = chunkwise.status(fileset, "chunk_cache", split=split)  # doctest: +SKIP
+    >>> report = chunkwise.status(fileset, "chunk_cache")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
     >>> report.incomplete  # doctest: +SKIP
     ['5febc050...']
     """
     # The split options given one keyword each (deprecated): exactly the parameters so named.
     legacy = {name: value for name, value in locals().items() if name in SPLIT_FIELDS}
-    chunks = make_chunks(fileset, split_options(split, legacy, "status"))
+    given = split_options(split, legacy, "status")
+    if split is None and all(v is None for v in legacy.values()):
+        given = None
     store = _opened(cache, tag, processor_instance, runner, cache_key, file_sums, weights)
     report = StatusReport(store)
+    listing = store.kinds()  # the one listing of the tag directory
+    report.split = _split_to_use(given, store, fileset, report.notes)
+    chunks = make_chunks(fileset, report.split if isinstance(fileset, Mapping) else None)
+    found = _Found(store, listing, chunks, verify)
     report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()
     for chunk in chunks:
         if chunk.hash in seen:
             continue
         seen.add(chunk.hash)
-        done, failed, category = _look_up(store, chunk)
-        _count_chunk(report.overall, category)
+        done, corrupt = found.chunk(chunk)
+        chunk_failed = False
+        n_chunk_done = 0
         for dataset, paths in chunk.files.items():
             row = report.datasets.setdefault(dataset, DatasetStatus())
-            _count_chunk(row, category)
             left = report.remaining.setdefault(dataset, [])
-            for path in paths:
-                if (dataset, path) in done:
-                    row.files_done += 1
-                    report.overall.files_done += 1
-                    continue
-                left.append(path)
-                error = failed.get((dataset, path))
-                if error is not None:
-                    report.failed.setdefault(dataset, {})[path] = error
-                    row.files_failed += 1
-                    report.overall.files_failed += 1
-            row.files += len(paths)
-            report.overall.files += len(paths)
-        if category != "done":
+            if done is None:  # the chunk's entry is listed: every file is done
+                n_done, n_failed = len(paths), 0
+            elif not done and not found.bad:  # nothing of it is known
+                n_done, n_failed = 0, 0
+                left.extend(paths)
+            else:
+                n_done = n_failed = 0
+                for path in paths:
+                    if (dataset, path) in done:
+                        n_done += 1
+                        continue
+                    left.append(path)
+                    error = found.bad.get((dataset, path))
+                    if error is not None:
+                        report.failed.setdefault(dataset, {})[path] = error
+                        n_failed += 1
+            # A dataset's counts are its own files': a bad file of another dataset in a mixed
+            # chunk does not make this dataset's part of it failed.
+            _count(row, len(paths), n_done, n_failed, corrupt)
+            _count(report.overall, len(paths), n_done, n_failed, None, chunk=False)
+            chunk_failed |= n_failed > 0
+            n_chunk_done += n_done
+        if n_chunk_done < chunk.n_files:
             report.incomplete.append(chunk.hash)
+        _count_chunk(report.overall, chunk.n_files, n_chunk_done, chunk_failed, corrupt)
+    report.other_entries = found.others()
     return report
+
+
+def _split_to_use(
+    given: SplitOptions | None, store: ChunkCache, fileset: Any, notes: list[str]
+) -> SplitOptions:
+    """The split options to look up with: those given, else the last run's (noted when the two
+    differ, or when the last run's could not be written down)."""
+    if not isinstance(fileset, Mapping):
+        return SplitOptions() if given is None else given  # make_chunks refuses options
+    recorded = store.recorded_split(count_files(fileset))
+    if given is None:
+        if isinstance(recorded, SplitOptions):
+            return recorded
+        if isinstance(recorded, str):
+            notes.append(
+                f"the last run's split options were not recorded ({recorded}): split with "
+                "the defaults; give the run's options"
+            )
+        return SplitOptions()
+    if isinstance(recorded, SplitOptions) and not given.same_as(recorded):
+        notes.append(
+            f"split with {given.describe()}, not as the last run here ({recorded.describe()}): "
+            "chunks are looked up as split here, and files one by one"
+        )
+    return given
+
+
+class _Found:
+    """What the cache's one listing (and the records it lists) say of a fileset's chunks."""
+
+    def __init__(
+        self, store: ChunkCache, listing: Mapping[str, str], chunks: Sequence[Chunk], verify: bool
+    ) -> None:
+        self.store = store
+        self.verify = verify
+        entries: dict[str, str] = {}
+        records: list[str] = []
+        for name, kind in listing.items():
+            if name.endswith(ENTRY_SUFFIX) and _is_hash(name[: -len(ENTRY_SUFFIX)]):
+                entries[name[: -len(ENTRY_SUFFIX)]] = kind
+            elif name.endswith((SALVAGE_SUFFIX, FAILURE_SUFFIX)):
+                records.append(name)
+        self.entries = entries
+        self._mine = {chunk.hash: chunk for chunk in chunks}
+        # Part hashes are worked out for the chunks a salvage record names, and for every chunk
+        # not done only when the listing holds other entries still: files cached one by one
+        # without a record (a run of the files left, one per chunk), or chunks of another split.
+        self._salvaged = {
+            name[: -len(SALVAGE_SUFFIX)] for name in records if name.endswith(SALVAGE_SUFFIX)
+        }
+        explained = set(self._mine)
+        for chunk_hash in self._salvaged:
+            chunk = self._mine.get(chunk_hash)
+            if chunk is not None and chunk_hash not in entries and chunk.n_files > 1:
+                explained.update(chunk.part_files)
+        self._everywhere = any(h not in explained for h in entries)
+        self._seen_parts: set[str] = set()
+        self.bad = self._bad_files(records)
+
+    def _bad_files(self, records: list[str]) -> dict[tuple[str, str], str]:
+        """``{(dataset, path): error}`` from every record listed, the newest last; a record
+        whose chunk has its entry now (it was run again, whole) is out of date."""
+        dated = []
+        for name in records:
+            suffix = SALVAGE_SUFFIX if name.endswith(SALVAGE_SUFFIX) else FAILURE_SUFFIX
+            chunk_hash = name[: -len(suffix)]
+            if not _is_hash(chunk_hash) or chunk_hash in self.entries:
+                continue
+            try:
+                mtime = self.store._store.stat(self.store.directory / name).mtime
+            except OSError:
+                continue  # removed meanwhile
+            dated.append((mtime, name, chunk_hash, suffix))
+        bad: dict[tuple[str, str], str] = {}
+        for _, _, chunk_hash, suffix in sorted(dated):
+            load = self.store.load_salvage if suffix == SALVAGE_SUFFIX else self.store.load_failure
+            record = load(chunk_hash)
+            if record is None:
+                continue
+            for dataset, paths in record.bad_files.items():
+                if isinstance(paths, Mapping):
+                    for path, error in paths.items():
+                        bad[(str(dataset), str(path))] = str(error)
+        return bad
+
+    def _cached(self, chunk_hash: str) -> str:
+        """``"done"``, ``"corrupt"`` or ``"missing"`` for one entry of the listing."""
+        kind = self.entries.get(chunk_hash)
+        if kind is None:
+            return "missing"
+        if kind != "file":
+            return "corrupt"  # never read: a symbolic link, a FIFO, a directory
+        if self.verify and self.store.status(chunk_hash) != "cached":
+            return "corrupt"
+        return "done"
+
+    def chunk(self, chunk: Chunk) -> tuple[set[tuple[str, str]] | None, bool]:
+        """The chunk's files whose output the cache holds (``None``: all of them), and whether
+        its entry is corrupt."""
+        state = self._cached(chunk.hash)
+        if state == "done":
+            return None, False
+        done: set[tuple[str, str]] = set()
+        if chunk.n_files > 1 and (self._everywhere or chunk.hash in self._salvaged):
+            parts = chunk.part_files
+            self._seen_parts.update(parts)
+            done = {where for h, where in parts.items() if self._cached(h) == "done"}
+        return done, state == "corrupt"
+
+    def others(self) -> int:
+        """How many listed entries are neither a chunk of this split nor a file of one (a
+        chunk of another split or fileset): their files are run again by this split."""
+        if not self._everywhere:
+            return 0
+        return sum(1 for h in self.entries if h not in self._mine and h not in self._seen_parts)
+
+
+def status_cache(root: str | Path, tag: str, key: bytes | None = None) -> ChunkCache:
+    """The cache of one tag under ``root``, for :func:`status` to read.
+
+    Raises
+    ------
+    ValueError
+        If ``root`` holds tags, but not this one (a typo, or other options than the run's).
+    """
+    return _opened(root, tag, None, None, key, None, True)
 
 
 def _opened(
@@ -412,45 +595,32 @@ def _opened(
     return store
 
 
-def _look_up(
-    store: ChunkCache, chunk: Any
-) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str], str]:
-    """A chunk's files done and failed (with their errors), and its category."""
-    state = store.status(chunk.hash)
-    files = {(d, p) for d, paths in chunk.files.items() for p in paths}
-    if state == "cached":
-        return files, {}, "done"
-    done: set[tuple[str, str]] = set()
-    if chunk.n_files > 1:  # files cached one by one (salvaged, or run on their own)
-        done = {where for part, where in chunk.part_files.items() if store.status(part) == "cached"}
-    failed: dict[tuple[str, str], str] = {}
-    # A chunk lost whole, then salvaged by a later run, has both records: the salvage record,
-    # applied last, has the errors of the last run that tried each file.
-    lost = store.load_failure(chunk.hash)
-    if lost is not None and lost.chunk_hash == chunk.hash:
-        failed.update(_named(lost.bad_files, files))
-    salvage = store.load_salvage(chunk.hash) if state == "salvaged" else None
-    if salvage is not None and salvage.misfit(chunk.part_files) is None:
-        failed.update(_named(salvage.bad_files, files))
-    failed = {where: error for where, error in failed.items() if where not in done}
-    if done == files:
-        return done, {}, "done"
-    if state == "corrupt":
-        return done, failed, "corrupt"
-    return done, failed, "failed" if failed else "never_run"
+def _count(
+    row: DatasetStatus,
+    n_files: int,
+    n_done: int,
+    n_failed: int,
+    corrupt: bool | None,
+    *,
+    chunk: bool = True,
+) -> None:
+    """Add one chunk's files of one dataset to ``row`` (and the chunk, with ``chunk``)."""
+    row.files += n_files
+    row.files_done += n_done
+    row.files_failed += n_failed
+    if chunk:
+        _count_chunk(row, n_files, n_done, n_failed > 0, bool(corrupt))
 
 
-def _named(bad: Mapping[str, Any], files: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """A record's bad files that are files of the chunk (a record is checked, not trusted)."""
-    out = {}
-    for dataset, paths in bad.items():
-        if isinstance(paths, Mapping):
-            for path, error in paths.items():
-                if (dataset, path) in files:
-                    out[(dataset, path)] = str(error)
-    return out
-
-
-def _count_chunk(counts: DatasetStatus, category: str) -> None:
-    counts.chunks += 1
-    setattr(counts, category, getattr(counts, category) + 1)
+def _count_chunk(
+    row: DatasetStatus, n_files: int, n_done: int, failed: bool, corrupt: bool
+) -> None:
+    row.chunks += 1
+    if n_done == n_files:
+        row.done += 1
+    elif corrupt:
+        row.corrupt += 1
+    elif failed:
+        row.failed += 1
+    else:
+        row.never_run += 1

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +18,13 @@ from typing import Any
 
 from chunkwise import _core
 
+_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
 __all__ = [
     "SPLIT_FIELDS",
     "Chunk",
     "SplitOptions",
+    "count_files",
     "make_chunks",
     "runner_fileset",
     "split_options",
@@ -67,7 +72,15 @@ class Chunk:
 
     @functools.cached_property
     def part_files(self) -> dict[str, tuple[str, str]]:
-        """``{part hash: (dataset, path)}`` of the chunk's single-file parts."""
+        """``{part hash: (dataset, path)}`` of the chunk's single-file parts.
+
+        Worked out without building the parts when the chunk is plain (see
+        :func:`_plain_part_hashes`): ``status`` needs only this, for every chunk not done.
+        """
+        if "parts" not in self.__dict__ and not (self.n_files == 1 and len(self.files) == 1):
+            plain = _plain_part_hashes(self.fileset)
+            if plain is not None:
+                return plain
         out = {}
         for part in self.parts:
             ((dataset, paths),) = part.files.items()
@@ -79,6 +92,75 @@ class Chunk:
     def runner_fileset(self) -> dict[str, Any]:
         """The chunk in the form coffea's Runner reads (see :func:`runner_fileset`)."""
         return runner_fileset(self.fileset)
+
+
+#: The fields of a dataset that its hash covers besides ``files``, in the canonical order.
+_HASHED_FIELDS = ("metadata", "preload", "treename")
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_template(head: str, tail: str, name: str, spec_json: str) -> bool:
+    """Whether the template of one dataset gives the core's hash, checked on one file."""
+    path = "/chunkwise/check.root"
+    dataset = json.loads(spec_json)
+    dataset["files"] = {path: dataset.pop("\0value")}
+    expected = _core.hash_fileset({name: dataset})
+    got = hashlib.sha256(f"{head}{_ascii(path)}{tail}".encode()).hexdigest()
+    return got == expected
+
+
+def _plain_part_hashes(fileset: Mapping[str, Any]) -> dict[str, tuple[str, str]] | None:
+    """``{hash: (dataset, path)}`` of each file as a chunk of its own, hashed here in Python, or
+    None when the chunk is not plain enough for that (then the parts are built and hashed by
+    the core).
+
+    The hash of a chunk is the SHA-256 of one JSON text (coffea's canonical document). For one
+    file of a dataset it is ``{"<dataset>":{"files":[["<path>",<tree>]],<fields>}}``: the
+    text before and after the path is the same for every file of the dataset with the same
+    tree, so each file costs one string escape and one SHA-256. Only plain datasets take this
+    way (a dict of ``str`` paths to ``str`` or ``None`` trees, and fields that JSON encodes),
+    and each template is checked once against the core before it is used.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for name, spec in fileset.items():
+        if not isinstance(name, str) or type(spec) is not dict:
+            return None
+        files = spec.get("files")
+        if type(files) is not dict:
+            return None
+        fields = {}
+        try:
+            for key in _HASHED_FIELDS:
+                if key in spec:
+                    value = spec[key]
+                    if key == "preload" and isinstance(value, _COLLECTIONS):
+                        value = sorted(value)
+                    fields[key] = value
+            extra = "".join(f",{_ascii(k)}:{_canonical(v)}" for k, v in fields.items())
+        except (TypeError, ValueError):
+            return None
+        templates: dict[Any, tuple[str, str]] = {}
+        head = f'{{{_ascii(name)}:{{"files":[['
+        for path, tree in files.items():
+            if type(path) is not str:
+                return None
+            template = templates.get(tree)
+            if template is None:
+                if tree is not None and type(tree) is not str:
+                    return None
+                tail = f",{_canonical(tree)}]]{extra}}}}}"
+                spec_json = _canonical({**fields, "\0value": tree})
+                if not _checked_template(head, tail, name, spec_json):
+                    return None
+                template = templates[tree] = (head, tail)
+            digest = hashlib.sha256(f"{template[0]}{_ascii(path)}{template[1]}".encode())
+            out[digest.hexdigest()] = (name, path)
+    return out
 
 
 def _treename(value: Any, default: str | None) -> str | None:
@@ -154,6 +236,58 @@ class SplitOptions:
         given = [name for name in SPLIT_FIELDS if getattr(self, name) is not None]
         return [*given, "stable"] if self.stable else given
 
+    def describe(self) -> str:
+        """The options that are set, as one would write them (``"files_per_chunk=2, stable"``;
+        ``"the defaults"`` when none is)."""
+        parts = [
+            f"{name}={getattr(self, name)!r}" for name in SPLIT_FIELDS
+            if getattr(self, name) is not None
+        ]  # fmt: skip
+        parts += ["stable"] if self.stable else []
+        return ", ".join(parts) or "the defaults"
+
+    def to_record(self) -> dict[str, Any] | None:
+        """The options as JSON (only those set), for a cache's ``split.json``; ``None`` when
+        they cannot be written down (``datasets`` given as a callable or patterns)."""
+        record: dict[str, Any] = {}
+        for name in SPLIT_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "datasets":
+                if isinstance(value, str) or callable(value):
+                    return None
+                value = list(value)
+                if not all(isinstance(d, str) for d in value):
+                    return None
+            record[name] = value
+        if self.stable:
+            record["stable"] = True
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SplitOptions:
+        """The options ``to_record`` wrote.
+
+        Raises
+        ------
+        ValueError
+            If ``record`` is not such a record.
+        """
+        known = (*SPLIT_FIELDS, "stable")
+        if not isinstance(record, Mapping) or not set(record) <= set(known):
+            raise ValueError(f"not a record of split options: {record!r}")
+        options = dict(record)
+        if isinstance(options.get("datasets"), list):
+            options["datasets"] = tuple(options["datasets"])
+        return cls(**options)
+
+    def same_as(self, other: SplitOptions) -> bool:
+        """Whether both are the same options, as ``to_record`` writes them (``False`` when
+        they cannot be written down)."""
+        mine = self.to_record()
+        return mine is not None and mine == other.to_record()
+
     def split(self, fileset: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``chunkwise.split_fileset(fileset, **options)``: the chunks, as filesets.
 
@@ -222,6 +356,16 @@ def make_chunks(
             f"fileset must be a fileset dict or a list of chunks, got {type(fileset).__name__}"
         )
     return _build(filesets)
+
+
+def count_files(fileset: Mapping[str, Any]) -> int:
+    """How many files a fileset names, over all its datasets (what a run records beside its
+    split options, for ``status`` to tell the whole fileset from the files left to do)."""
+    total = 0
+    for spec in fileset.values():
+        files = spec.get("files", ()) if isinstance(spec, Mapping) else spec
+        total += len(files) if isinstance(files, (Mapping, list, tuple)) else 0
+    return total
 
 
 def runner_fileset(fileset: Mapping[str, Any]) -> dict[str, Any]:

@@ -182,10 +182,12 @@ class _Engine:
         report.notes += self.tally.notes()
 
     # -- scheduling ---------------------------------------------------------------------------
-    def run(self, chunks: Sequence[Chunk]) -> None:
+    def run(self, chunks: Sequence[Chunk], on_start: Callable[[], None] | None = None) -> None:
         with self.plan.backend() as backend:
             blob = backend.share(self.blob)
             backend.check(blob)
+            if on_start is not None:  # the workers can run the processor: work begins
+                on_start()
             queue_target = backend.queue_target()
             max_open = self.in_flight or backend.default_in_flight()
             futures: dict[Any, tuple[_Open, Chunk]] = {}
@@ -503,10 +505,12 @@ def run_chunks(
     policy: RetryPolicy,
     file_sums: Callable[[Any], Mapping[str, float] | None] | None,
     weights: bool,
+    on_start: Callable[[], None] | None = None,
 ) -> _Engine:
     """Run every chunk; return the engine, whose ``records``, ``total`` and counts the report
     is made of. Everything finished is written to the cache before this returns or raises; an
-    exception (a bug in the processor) gets a note saying how much was saved."""
+    exception (a bug in the processor) gets a note saying how much was saved. ``on_start`` is
+    called once the workers are known to load the processor, before any chunk is looked up."""
     n_files = sum(chunk.n_files for chunk in chunks)
     with Progress(n_files, len(chunks), progress) as bar:
         engine = _Engine(
@@ -523,7 +527,7 @@ def run_chunks(
         )
         try:
             try:
-                engine.run(chunks)
+                engine.run(chunks, on_start)
             finally:
                 engine.writer.close()  # everything finished is on disk before returning or raising
         except Exception as exc:

@@ -12,6 +12,7 @@ dataset's files, and how many events, made it into the merged output.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from chunkwise._coffea import Plan, default_runner, plan
 from chunkwise.cache import ChunkCache
-from chunkwise.chunks import Chunk, SplitOptions, make_chunks, split_options
+from chunkwise.chunks import Chunk, SplitOptions, count_files, make_chunks, split_options
 from chunkwise.engine import run_chunks
 from chunkwise.errors import ChunkFailure
 from chunkwise.extras import check_paths
@@ -220,7 +221,8 @@ def run(
     >>> hist = report.output["MET"]  # doctest: +SKIP
     """
     policy = _checked(file_sums, in_flight, retries, retry_delay, replicas)
-    chunks = make_chunks(fileset, split_options(split, split_keywords, "run"))
+    options = split_options(split, split_keywords, "run")
+    chunks = make_chunks(fileset, options)
     check_extras(chunks, (alts for _, alts in policy.replicas))
     execution = plan(runner)
     report = RunReport(notes=list(execution.notes))
@@ -228,12 +230,18 @@ def run(
         opened = (cache, cache_tag, cache_key, force_tag)
         report.cache = _opened(*opened, processor_instance, execution, file_sums, weights)
         _prepare(report.cache, report.notes)
+    on_start = None
+    if report.cache is not None and isinstance(fileset, Mapping):
+        # Recorded once work begins, for ``status``; a list of chunks says nothing of a split.
+        on_start = functools.partial(
+            record_split, report.cache, options, count_files(fileset), report.notes
+        )
     for chunk in chunks:
         add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
-    options = dict(salvage=salvage, in_flight=in_flight, quiet=quiet, progress=progress)
+    settings = dict(salvage=salvage, in_flight=in_flight, quiet=quiet, progress=progress)
     engine = run_chunks(
         chunks, execution, processor_instance, report.cache, policy=policy,
-        file_sums=file_sums, weights=weights, **options,
+        file_sums=file_sums, weights=weights, on_start=on_start, **settings,
     )  # fmt: skip
     engine.fill(report)
     finish_report(
@@ -245,6 +253,18 @@ def run(
     if report.bad_files:  # only then did treating them as bad change the result
         report.notes += execution.bad_file_notes
     return report
+
+
+def record_split(cache: ChunkCache, options: SplitOptions, n_files: int, notes: list[str]) -> None:
+    """Write the run's split options into its tag directory, for ``status``; a write that
+    fails is a note (``status`` then needs the options given), not an error."""
+    try:
+        cache.write_split(options, n_files)
+    except OSError as err:
+        notes.append(
+            f"the split options were not recorded in {cache.split_path} "
+            f"({err.strerror or err}): give them to 'status'"
+        )
 
 
 def _prepare(cache: ChunkCache, notes: list[str]) -> None:

@@ -13,6 +13,9 @@ Layout
     Written when a chunk was lost whole: its bad files and their errors, for ``status``.
 ``<root>/<tag>/tag.json``
     What went into the tag (see ``chunkwise.tag.tag_manifest``).
+``<root>/<tag>/split.json``
+    The split options of the last run that split a fileset here: ``status`` splits with them
+    when it is given none.
 
 What is trusted
 ---------------
@@ -56,7 +59,13 @@ from __future__ import annotations
 
 from chunkwise.cache.chunk_cache import CacheEntry, ChunkCache
 from chunkwise.cache.codec import CACHE_FORMAT
-from chunkwise.cache.directory import ENTRY_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME, SALVAGE_SUFFIX
+from chunkwise.cache.directory import (
+    ENTRY_SUFFIX,
+    FAILURE_SUFFIX,
+    MANIFEST_NAME,
+    SALVAGE_SUFFIX,
+    SPLIT_NAME,
+)
 from chunkwise.cache.housekeeping import TagSummary, list_tags, remove_tag
 from chunkwise.cache.records import RECORD_FORMAT, SalvageRecord, load_key
 from chunkwise.errors import CacheError, CorruptCacheEntryWarning
@@ -72,6 +81,7 @@ __all__ = [
     "MANIFEST_NAME",
     "FAILURE_SUFFIX",
     "SALVAGE_SUFFIX",
+    "SPLIT_NAME",
     "CacheEntry",
     "CacheError",
     "ChunkCache",

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from chunkwise.cache.records import _MAX_SALVAGE_BYTES, RecordKind, _seal, _unseal
+from chunkwise.chunks import SplitOptions
 from chunkwise.errors import CacheError, CorruptCacheEntryWarning
 from chunkwise.store import TEMP_SUFFIX, FileStat, RemotePath, Store, Unsafe, open_store
 
@@ -23,6 +26,7 @@ __all__ = [
     "FAILURE_SUFFIX",
     "MANIFEST_NAME",
     "SALVAGE_SUFFIX",
+    "SPLIT_NAME",
     "TagDirectory",
 ]
 
@@ -32,17 +36,25 @@ SALVAGE_SUFFIX = ".salvage.json"
 #: so that ``status`` tells a failed chunk from one never run. A ``SalvageRecord`` with no parts.
 FAILURE_SUFFIX = ".failed.json"
 MANIFEST_NAME = "tag.json"
+#: The split options of the last run that split a fileset into this tag (``status`` uses them).
+SPLIT_NAME = "split.json"
+#: How many runs' split options ``split.json`` keeps.
+_SPLIT_RUNS = 16
+
+
+_HASH = re.compile("[0-9a-f]{64}")
 
 
 def _is_hash(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    """Whether ``text`` is a chunk hash: 64 lowercase hex digits."""
+    return _HASH.fullmatch(text) is not None
 
 
 def _is_our_temporary(name: str) -> bool:
     """A name of chunkwise's temporary files: ``.<entry, record or manifest>.<random>.tmp``."""
     if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
         return False
-    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME)
+    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME, SPLIT_NAME)
     return any(f"{s}." in name for s in suffixes)
 
 
@@ -167,26 +179,92 @@ class TagDirectory:
         None when there is none, and when it does not verify: it is then ignored with a
         ``CorruptCacheEntryWarning`` (a forged, torn or copied ``tag.json`` is never used).
         """
-        if not self.tag or not self.check():
+        if not self.tag:
+            return None
+        then = (
+            "it counts as missing (a run of this tag writes it again; an explicit tag holding "
+            "entries then needs --force-tag)"
+        )
+        return self._read_record(self.manifest_path, "manifest", then)
+
+    @property
+    def split_path(self) -> Path | RemotePath:
+        """Path of the last run's split options: ``<root>/<tag>/split.json``."""
+        return self.directory / SPLIT_NAME
+
+    def read_split(self, *, warn: bool = True) -> list[dict[str, Any]]:
+        """The split records of the last runs that split a fileset into this tag, oldest first.
+
+        Each is ``{"split": options or None, "why": text, "files": n, "time": t}``: ``split``
+        is ``SplitOptions.to_record``'s dict, or ``None`` when the options could not be written
+        down (``why`` says why); ``files`` is how many files the run's fileset had. Empty when
+        there are none, and when the record does not verify (it is ignored with a
+        ``CorruptCacheEntryWarning``).
+        """
+        then = "status splits with the options it is given"
+        record = self._read_record(self.split_path, "split", then if warn else None)
+        runs = record.get("runs") if record is not None else None
+        if not isinstance(runs, list):
+            return []
+        return [r for r in runs if isinstance(r, dict) and isinstance(r.get("files"), int)]
+
+    def write_split(self, options: SplitOptions, n_files: int) -> None:
+        """Record the split options of a run over a fileset of ``n_files`` files, beside those
+        of the runs before it (the last ``_SPLIT_RUNS``, one per options and size)."""
+        written = options.to_record()
+        why = "" if written is not None else "its datasets were given as a callable or patterns"
+        run = {"split": written, "why": why, "files": n_files}
+        runs = [
+            r for r in self.read_split(warn=False)  # one that does not verify is replaced
+            if (r.get("split"), r.get("files")) != (written, n_files)
+        ]  # fmt: skip
+        runs = [*runs, {**run, "time": round(time.time())}][-_SPLIT_RUNS:]
+        data = _seal({"runs": runs}, key=self.key, kind="split", tag=self.tag)
+        self._write_atomic(self.split_path, data)
+
+    def recorded_split(self, n_files: int) -> SplitOptions | None | str:
+        """The split options a fileset of ``n_files`` files was most likely run with: those
+        of the last run over as many files, else of the run over the most files (a run of
+        the files left to do has fewer). ``None`` when no run recorded its options; a text
+        saying why when they could not be written down."""
+        runs = self.read_split()
+        if not runs:
+            return None
+        same = [r for r in runs if r["files"] == n_files]
+        chosen = same[-1] if same else max(reversed(runs), key=lambda r: r["files"])
+        try:
+            if chosen.get("split") is None:
+                return str(chosen.get("why") or "they could not be written down")
+            return SplitOptions.from_record(chosen["split"])
+        except (ValueError, TypeError) as err:
+            warnings.warn(
+                f"chunkwise: ignoring {self.split_path}: {err}", CorruptCacheEntryWarning,
+                stacklevel=2,
+            )  # fmt: skip
+            return None
+
+    def _read_record(
+        self, path: Path | RemotePath, kind: RecordKind, then: str | None
+    ) -> dict[str, Any] | None:
+        """A record of the tag directory, verified, or None (missing, or ignored with a warning
+        that says what happens ``then``; without a warning for ``then=None``)."""
+        if not self.check():
             return None
         try:
-            blob = self._store.read(self.manifest_path, limit=_MAX_SALVAGE_BYTES)
+            blob = self._store.read(path, limit=_MAX_SALVAGE_BYTES)
             if blob is None:
                 return None
-            return self._unseal(blob, "manifest")
+            return self._unseal(blob, kind)
         except (Unsafe, ValueError) as exc:
             why: Exception = exc
         except OSError as exc:
             if not self._store.transient_errors:
                 raise
             why = exc
-        warnings.warn(
-            f"chunkwise: ignoring {self.manifest_path}: {why}; it counts as missing (a run "
-            "of this tag writes it again; an explicit tag holding entries then needs "
-            "--force-tag)",
-            CorruptCacheEntryWarning,
-            stacklevel=2,
-        )
+        if then is not None:
+            warnings.warn(
+                f"chunkwise: ignoring {path}: {why}; {then}", CorruptCacheEntryWarning, stacklevel=3
+            )
         return None
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path | RemotePath:
@@ -224,6 +302,17 @@ class TagDirectory:
             return dict(self._store.scan(self.directory))  # a server's failure: a CacheError
         except (FileNotFoundError, NotADirectoryError):
             return {}  # removed since it was checked
+
+    def kinds(self) -> dict[str, str]:
+        """Every name in this tag's directory with its kind (``FileStat.kind``): one listing,
+        without the size and time of each file that ``contents`` reads (over XRootD both are
+        one request). Empty when the directory does not exist; raises as ``contents`` does."""
+        if not self.check():
+            return {}
+        try:
+            return self._store.kinds(self.directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
 
     # -- temporary files ------------------------------------------------------------------------
     def temporaries(self, min_age: float = 60.0) -> Iterator[Path | RemotePath]:

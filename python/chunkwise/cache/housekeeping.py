@@ -13,6 +13,7 @@ from chunkwise.cache.directory import (
     FAILURE_SUFFIX,
     MANIFEST_NAME,
     SALVAGE_SUFFIX,
+    SPLIT_NAME,
     _is_hash,
     _is_our_temporary,
 )
@@ -49,7 +50,7 @@ class TagSummary:
 
 def _ours(name: str) -> bool:
     """A file name chunkwise writes in a tag directory."""
-    if name == MANIFEST_NAME or _is_our_temporary(name):
+    if name in (MANIFEST_NAME, SPLIT_NAME) or _is_our_temporary(name):
         return True
     for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX):
         if name.endswith(suffix) and _is_hash(name[: -len(suffix)]):

@@ -2,10 +2,10 @@
 
 Record format
 -------------
-The records (salvage and failure records, ``tag.json``) are JSON objects: their content plus
-two fields, ``"record": RECORD_FORMAT`` and ``"mac"``, an authentication tag over the canonical
-JSON (sorted keys, no spaces, ASCII) of everything else and over where the record belongs: its
-kind, its tag and, for salvage and failure records, its chunk hash. The tag is
+The records (salvage and failure records, ``tag.json``, ``split.json``) are JSON objects: their
+content plus two fields, ``"record": RECORD_FORMAT`` and ``"mac"``, an authentication tag over
+the canonical JSON (sorted keys, no spaces, ASCII) of everything else and over where the record
+belongs: its kind, its tag and, for salvage and failure records, its chunk hash. The tag is
 ``"hmac-sha256:<hex>"`` with the cache's key, else ``"sha256:<hex>"``: a plain digest catches a
 torn or hand-edited record, not a forger (whoever can write the file can recompute it). A
 record that does not verify (torn, edited, forged, written with another key, or copied from
@@ -153,7 +153,7 @@ def _digest(key: bytes | None, *parts: bytes | memoryview) -> bytes:
 
 
 # -- records: JSON with an authentication tag ---------------------------------------------------
-RecordKind = Literal["salvage", "failure", "manifest"]
+RecordKind = Literal["salvage", "failure", "manifest", "split"]
 #: The two fields a record adds to its content: its format and its authentication tag.
 _RECORD_FIELD, _MAC_FIELD = "record", "mac"
 

@@ -58,6 +58,23 @@ def warn_name_mismatch(path: str, digest: str) -> None:
 
 def split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> list[Chunk]:
     """Split ``fileset`` with the split options in ``args``; bad options raise UsageError."""
+    check_split(fileset, args, source)
+    try:
+        filesets = split_options(args).split(fileset)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{source}: {one_line(err)}") from None
+    if not filesets:
+        raise UsageError(f"{source}: no files to split; check --datasets and the fileset")
+    return hash_chunks(filesets, source)
+
+
+def split_given(args: argparse.Namespace) -> bool:
+    """Whether any split option was given on the command line."""
+    return bool(split_options(args).given())
+
+
+def check_split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> None:
+    """What the split options in ``args`` need of ``fileset``: its datasets, its tree names."""
     if args.datasets is not None:
         unknown = [name for name in args.datasets if name not in fileset]
         if unknown:
@@ -75,13 +92,6 @@ def split(fileset: dict[str, Any], args: argparse.Namespace, source: str) -> lis
                     f"{source}: dataset {dataset!r} lists its files without a tree name; "
                     "pass --treename (e.g. --treename Events)"
                 )
-    try:
-        filesets = split_options(args).split(fileset)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"{source}: {one_line(err)}") from None
-    if not filesets:
-        raise UsageError(f"{source}: no files to split; check --datasets and the fileset")
-    return hash_chunks(filesets, source)
 
 
 def hash_chunks(filesets: list[dict[str, Any]], source: str) -> list[Chunk]:

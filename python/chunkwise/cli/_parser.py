@@ -90,9 +90,10 @@ def _status_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "status",
         help="show, per dataset, how much of a fileset is in the cache (runs nothing)",
         description=(
-            "Split FILESET as 'run' would and look each chunk up in the cache: print, per "
-            "dataset, the chunks done, failed (with each bad file and its error), never run "
-            "and corrupt, and the fraction of files done. Exit status 0 when everything is "
+            "Split FILESET as the last 'run' into this cache did (or with the split options "
+            "given) and look each file up in the cache: print, per dataset, the chunks done, "
+            "failed (with each bad file and its error, from any split), never run and "
+            "corrupt, and the fraction of files done. Exit status 0 when everything is "
             "done (or --min-completeness is reached), 1 if not, 2 for bad input."
         ),
     )
@@ -111,6 +112,12 @@ def _status_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--processor", metavar="MODULE:CLASS", help="derive the tag from this processor"
     )
     add_runner_options(p)
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also read and verify each entry of the fileset (default: an entry the cache "
+        "lists counts as done, and 'run' verifies it before use)",
+    )
     p.add_argument(
         "--list-incomplete",
         action="store_true",

@@ -13,7 +13,7 @@ from typing import Any
 
 from chunkwise._coffea import make_executor, save_output
 from chunkwise.cache import ChunkCache
-from chunkwise.chunks import Chunk
+from chunkwise.chunks import SplitOptions
 from chunkwise.cli._common import (
     EXIT_BUG,
     EXIT_CACHE,
@@ -26,6 +26,7 @@ from chunkwise.cli._common import (
     load,
     min_completeness,
     split,
+    split_options,
     write_json,
 )
 from chunkwise.cli._processor import processor_of, runner_of
@@ -40,6 +41,7 @@ from chunkwise.errors import (
 )
 from chunkwise.examples import run_demo
 from chunkwise.extras import distributed
+from chunkwise.filesets import hash_in_name
 from chunkwise.outcomes import user_exception, user_traceback
 from chunkwise.report import RunReport
 from chunkwise.runner import check_extras, run
@@ -118,7 +120,7 @@ def _open_cache(args: argparse.Namespace, proc: Any, key: bytes | None) -> Chunk
 
 def _execute(
     args: argparse.Namespace,
-    chunks: list[Chunk],
+    work: tuple[Any, SplitOptions | None],
     proc: Any,
     key: bytes | None,
     replicas: dict[str, list[str]],
@@ -132,10 +134,12 @@ def _execute(
         except OptionError as err:
             raise UsageError(f"--scheduler {err}") from None
         cache = _open_cache(args, proc, key)
+        fileset, split = work
         return run(
-            chunks,
+            fileset,
             proc,
             runner_of(args, executor),
+            split=split,
             cache=cache,
             retries=args.retries,
             replicas=replicas,
@@ -196,7 +200,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         distributed("--scheduler" if args.scheduler is not None else "--executor dask")
     check_extras(chunks, replicas.values())
     proc = processor_of(args)
-    report = _execute(args, chunks, proc, key, replicas)
+    # A fileset is handed over with its split options, which the run records for 'status'; a
+    # chunk file that 'split' wrote is not the split, and goes as the one chunk it is.
+    work = (fileset, split_options(args)) if hash_in_name(args.fileset) is None else (chunks, None)
+    report = _execute(args, work, proc, key, replicas)
     if report is None:
         return EXIT_BUG
     print(report.summary())

@@ -8,20 +8,22 @@ import os
 import sys
 from collections.abc import Mapping
 
-from chunkwise.cache_status import find_tag, status
+from chunkwise.cache_status import find_tag, status, status_cache
 from chunkwise.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     below,
     cache_key,
     check_output_file,
+    check_split,
     good_enough,
     load,
     min_completeness,
-    split,
+    split_given,
+    split_options,
     write_json,
 )
-from chunkwise.errors import CacheError, UsageError
+from chunkwise.errors import CacheError, UsageError, one_line
 from chunkwise.tag import tag_of
 
 __all__ = ["cmd_status"]
@@ -48,20 +50,30 @@ def _resolve_tag(args: argparse.Namespace) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Look each chunk up in the cache; print the table (or the incomplete hashes)."""
+    """Look each file up in the cache; print the table (or the incomplete hashes)."""
     fileset = load(args.fileset)
-    chunks = split(fileset, args, args.fileset)
+    given = split_given(args)
+    if given:
+        check_split(fileset, args, args.fileset)
     if os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise UsageError(f"--cache {args.cache!r} is a file; give the cache directory")
     check_output_file(args.write_remaining, "--write-remaining", (args.fileset,))
     threshold = min_completeness(args.min_completeness)
     tag = _resolve_tag(args)
     try:
-        report = status(chunks, args.cache, tag=tag, cache_key=cache_key(args))
+        cache = status_cache(args.cache, tag, cache_key(args))
     except ValueError as err:
         raise UsageError(f"--tag: {err}") from None
+    try:
+        # Without split options, status splits as the last run here did (it recorded them).
+        split = split_options(args) if given else None
+        report = status(fileset, cache, split=split, verify=args.verify)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{args.fileset}: {one_line(err)}") from None
     except CacheError as err:
         raise UsageError(str(err)) from None
+    if not report.overall.files:
+        raise UsageError(f"{args.fileset}: no files to look up; check --datasets and the fileset")
     if args.list_incomplete:
         for digest in report.incomplete:
             print(digest)

@@ -89,6 +89,9 @@ class Store(Protocol[P]):
     def scan(self, directory: P) -> list[tuple[str, FileStat]]:
         """Each name in ``directory`` with its ``stat``."""
 
+    def kinds(self, directory: P) -> dict[str, str]:
+        """Each name in ``directory`` with its kind (``FileStat.kind``), in one listing."""
+
     def remove(self, path: P) -> None:
         """Remove a file."""
 

@@ -66,6 +66,17 @@ def _local_kind(mode: int) -> str:
     return "symlink" if stat.S_ISLNK(mode) else "other"
 
 
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+        return "directory" if entry.is_dir(follow_symlinks=False) else "other"
+    except FileNotFoundError:  # removed meanwhile
+        return "other"
+
+
 class LocalStore:
     """The POSIX file system: regular files only, ``flock``'d temporaries and ``os.replace``."""
 
@@ -107,6 +118,14 @@ class LocalStore:
         """``os.lstat`` (a symbolic link is not followed); raises ``FileNotFoundError``."""
         st = os.lstat(path)
         return FileStat(_local_kind(st.st_mode), st.st_size, st.st_mtime)
+
+    @staticmethod
+    def kinds(directory: Path) -> dict[str, str]:
+        """Each name in ``directory`` with its kind, from the directory's own entries (no
+        ``stat`` of each file where the file system records the type, as ext4, XFS, tmpfs
+        and NFS do)."""
+        with os.scandir(directory) as found:
+            return {entry.name: _entry_kind(entry) for entry in found}
 
     @classmethod
     def scan(cls, directory: Path) -> list[tuple[str, FileStat]]:

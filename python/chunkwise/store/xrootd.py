@@ -261,6 +261,10 @@ class XRootDStore:
             ) from None
         return [(name, _remote_stat(item)) for name, item in listing]
 
+    def kinds(self, directory: RemotePath) -> dict[str, str]:
+        """Each name in ``directory`` with its kind, from one listing request (see ``scan``)."""
+        return {name: info.kind for name, info in self.scan(directory)}
+
     def remove(self, path: RemotePath) -> None:
         with self._requests("remove", path.path):
             self.fs.rm_file(path.path)
