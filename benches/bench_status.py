@@ -10,14 +10,20 @@ paths), splits it with ``strategy="by_dataset", files_per_chunk=50`` and times, 
 - **status, half full**: on a cache where 40 % of the chunks have their entry and 10 % are
   salvaged (every file but one has its own entry, and a real, authenticated salvage record
   names the bad one). ``status`` does not open entries (``verify=False``, the default), so
-  they are written empty: only their names matter, and the records are real.
+  they are written empty: only their names matter, and the records are real. **cold** is the
+  first status, without the tag's index (a run writes it; here the cache was filled by hand):
+  it reads every record and writes the index, which the timed (best) calls then use.
+
+With ``--xrootd N`` it also serves a half-full cache of N files over the real XRootD server of
+the tests (``tests/xrootd_server.py``, which needs root and ``xrootd``), with request tracing on,
+and counts the requests one ``status`` makes: with the index a run leaves, and without it.
 
 It prints each status time as a ratio to split + hash (the target is at most 3x). With
 ``--before REV`` it also times the status of git revision REV (loaded from ``git show``) on the
 empty cache of the first size, for a before/after row.
 
 Usage: ``python benches/bench_status.py [--sizes 20000 200000 1000000] [--repeat 3]
-[--before REV]``
+[--before REV] [--xrootd 100000]``
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -89,20 +96,12 @@ def old_status(rev: str):
     return module.status
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 1_000_000])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--before", metavar="REV", help="also time the status of this revision")
-    ap.add_argument("--dir", default=None, help="where to make the caches (default: a temp dir)")
-    args = ap.parse_args()
-    warnings.simplefilter("ignore", DeprecationWarning)
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    header = (
+def time_sizes(args: argparse.Namespace) -> None:
+    """The table of status times against split + hash, one row per size."""
+    print(
         f"{'files':>10} {'chunks':>7} {'split+hash s':>12} {'empty s':>8} {'ratio':>6} "
-        f"{'half s':>7} {'ratio':>6} {'entries':>8} {'records':>8}"
+        f"{'half s':>7} {'ratio':>6} {'cold s':>7} {'ratio':>6} {'entries':>8} {'records':>8}"
     )
-    print(header)
     before_row = None
     for n in args.sizes:
         fileset = make_fileset(n, 100)
@@ -112,13 +111,14 @@ def main() -> None:
         try:
             empty = ChunkCache(work / "empty", TAG)
             empty.check(create=True)
-            t_empty = best(
-                functools.partial(chunkwise.status, fileset, empty, split=SPLIT), args.repeat
-            )
+            look_empty = functools.partial(chunkwise.status, fileset, empty, split=SPLIT)
+            t_empty = best(look_empty, args.repeat)
             half = ChunkCache(work / "half", TAG)
             half.check(create=True)
             entries, records = fill_half(half, chunks)
+            t0 = time.perf_counter()  # no index yet: every record is read, and indexed
             report = chunkwise.status(fileset, half, split=SPLIT)
+            t_cold = time.perf_counter() - t0
             assert report.overall.files_failed == records, report
             t_half = best(
                 functools.partial(chunkwise.status, fileset, half, split=SPLIT), args.repeat
@@ -126,7 +126,7 @@ def main() -> None:
             print(
                 f"{n:>10,} {len(chunks):>7,} {base:>12.3f} {t_empty:>8.3f} "
                 f"{t_empty / base:>5.1f}x {t_half:>7.3f} {t_half / base:>5.1f}x "
-                f"{entries:>8,} {records:>8,}"
+                f"{t_cold:>7.3f} {t_cold / base:>5.1f}x {entries:>8,} {records:>8,}"
             )
             if args.before and before_row is None:
                 status = old_status(args.before)
@@ -134,6 +134,7 @@ def main() -> None:
                 before_row = (n, base, t_old, t_empty)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        del fileset, chunks
     if before_row is not None:
         n, base, t_old, t_new = before_row
         print(
@@ -141,6 +142,77 @@ def main() -> None:
             f"({t_old / base:.0f}x split+hash), now {t_new:.3f} s ({t_new / base:.1f}x): "
             f"{t_old / t_new:.0f}x faster"
         )
+
+
+def count_requests(n: int) -> None:
+    """Requests of one status on a half-full root:// cache of ``n`` files, as the server logs
+    them: with the index a run leaves, and without any index."""
+    import pwd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from xrootd_server import XRootDServer, export_dir, make_readable, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"\nroot:// requests: skipped ({reason})")
+        return
+    key = b"a group key of 32 bytes, for benches"
+    fileset = make_fileset(n, 100)
+    chunks = make_chunks(fileset, SPLIT)
+    export = export_dir()
+    try:
+        disk = ChunkCache(export / "cache", TAG, key=key)
+        disk.check(create=True)
+        entries, records = fill_half(disk, chunks)
+        salvaged = {
+            name: disk.load_salvage(name[: -len(".salvage.json")]).bad_files
+            for name in os.listdir(disk.directory)
+            if name.endswith(".salvage.json")
+        }
+        nobody = pwd.getpwnam("nobody")
+        for path in [export / "cache", disk.directory, *Path(disk.directory).iterdir()]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        make_readable(export)
+        with XRootDServer(export, trace=True) as server:
+            url = server.url(export / "cache")
+            # What a run leaves: its records in the index, as the engine writes it at the end,
+            # over root:// (the sizes and times the server shows).
+            ChunkCache(url, TAG, key=key).update_index({}, salvaged)
+
+            def asked() -> int:
+                before = len(server.requests())
+                report = chunkwise.status(fileset, url, tag=TAG, cache_key=key, split=SPLIT)
+                assert report.overall.files_failed == records
+                time.sleep(0.5)  # the daemon logs as it answers
+                return len(server.requests()) - before
+
+            with_index = asked()
+            os.unlink(disk.index_path)
+            without = asked()
+        target = len(chunks) // 100
+        print(
+            f"\nroot:// cache, {n:,} files, {len(chunks):,} chunks ({entries:,} entries, "
+            f"{records:,} salvage records): status made {with_index} requests with the index "
+            f"a run leaves (target: at most {target} + a constant), {without} without it"
+        )
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[20_000, 200_000, 1_000_000])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--before", metavar="REV", help="also time the status of this revision")
+    ap.add_argument("--dir", default=None, help="where to make the caches (default: a temp dir)")
+    ap.add_argument("--xrootd", type=int, metavar="N", help="count root:// requests for N files")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", DeprecationWarning)
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    if args.sizes:
+        time_sizes(args)
+    if args.xrootd:
+        count_requests(args.xrootd)
 
 
 if __name__ == "__main__":

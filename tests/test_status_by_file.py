@@ -67,12 +67,12 @@ def write(path: Path, **datasets: list[str]) -> None:
 
 def rows(stdout: str) -> dict[str, list[str]]:
     """The status table's rows: dataset -> [chunks, done, failed, never run, corrupt, files
-    done, files failed]."""
+    done, files failed, other split]."""
     out = {}
     for line in stdout.splitlines():
         cells = line.split()  # "3/5 (60.0%)" is two cells
-        if len(cells) == 9 and cells[1].isdigit():
-            out[cells[0]] = [*cells[1:7], cells[8]]
+        if len(cells) == 10 and cells[1].isdigit():
+            out[cells[0]] = [*cells[1:7], *cells[8:]]
     return out
 
 
@@ -126,9 +126,14 @@ def test_bad_files_are_named_after_a_dataset_is_added(files: Path) -> None:
         path not in rest.get(dataset, {}).get("files", {})
         for dataset in ("DY", "TTbar") for path in salvaged
     )  # fmt: skip
-    # The files in whole entries of the old split are said, not hidden.
-    if api.other_entries:
-        assert "of another split or fileset" in grown.stdout
+    # The files in whole entries of the old split are told apart from those never run: the
+    # first chunk (dy_1-3, tt_1) was complete, and its entry names its files.
+    assert table["DY"][7] == "3" and table["TTbar"][7] == "1" and table["Data"][7] == "0"
+    assert table["DY"][5] == "0/5" and table["TTbar"][5] == "1/2"
+    (note,) = [line for line in grown.stdout.splitlines() if line.startswith("note: ")]
+    assert "4 files not done are in 1 entries of another split" in note
+    assert api.other_entries == 1 and api.unknown_entries == 0
+    assert api.overall.files_elsewhere == 4
 
     # A rerun of the grown fileset computes no file whose own output the cache holds.
     rerun = cli("run", "grown.json", "--percentage", "50", *PROCESSOR, "--cache", "cache",
@@ -353,3 +358,122 @@ def test_plain_part_hashes_are_the_cores(fileset: dict[str, Any]) -> None:
     plain = _plain_part_hashes(chunk.fileset)
     assert plain is None or plain == built
     assert chunk.part_files == built
+
+
+# -- the tag's index ----------------------------------------------------------------------------
+@pytest.fixture
+def demo_cache(tmp_path: Path) -> tuple[dict[str, Any], ChunkCache]:
+    """The demo's fileset (a missing path, a truncated file) run by 2 files a chunk."""
+    from chunkwise.examples import METProcessor, make_demo_fileset
+
+    fileset = make_demo_fileset(tmp_path / "files")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = chunkwise.run(fileset, METProcessor(), split=SplitOptions(files_per_chunk=2),
+                               cache=tmp_path / "cache", progress=False)  # fmt: skip
+    assert sum(len(b) for b in report.bad_files.values()) == 2
+    return fileset, report.cache
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the local store reads, in order (counted, not changed)."""
+    from chunkwise.store.local import LocalStore
+
+    names: list[str] = []
+    real = LocalStore.read
+
+    def read(path: Path, limit: int | None = None) -> bytes | None:
+        names.append(Path(path).name)
+        return real(path, limit)
+
+    monkeypatch.setattr(LocalStore, "read", staticmethod(read))
+    return names
+
+
+def test_after_a_run_status_reads_no_record_or_entry(
+    demo_cache: tuple[dict[str, Any], ChunkCache], reads: list[str]
+) -> None:
+    fileset, cache = demo_cache
+    report = chunkwise.status(fileset, cache)
+    assert sorted(reads) == ["index.json", "split.json"]
+    assert sum(len(f) for f in report.failed.values()) == 2 and not report.notes
+
+
+@pytest.mark.parametrize("damage", ["torn", "edited", "another tag", "another key"])
+def test_an_index_that_does_not_verify_is_rebuilt_not_trusted(
+    damage: str, demo_cache: tuple[dict[str, Any], ChunkCache], reads: list[str], tmp_path: Path
+) -> None:
+    fileset, cache = demo_cache
+    expected = chunkwise.status(fileset, cache).failed
+    index = Path(cache.index_path)
+    text = index.read_text()
+    if damage == "torn":
+        index.write_text(text[: len(text) // 2])
+    elif damage == "edited":  # a bad file hidden by hand: the digest no longer matches
+        data = json.loads(text)
+        for line in data["records"].values():
+            line["bad_files"] = {}
+        index.write_text(json.dumps(data))
+    elif damage == "another tag":  # a valid index, sealed for another tag, copied here
+        other = ChunkCache(cache.root, "other")
+        other.check(create=True)
+        other.write_index(cache.read_index()[0])
+        shutil.copy(other.index_path, index)
+    else:  # a valid index of this tag, sealed with a key this cache does not have
+        ChunkCache(cache.root, cache.tag, key=b"k" * 32).write_index(cache.read_index()[0])
+    reads.clear()
+    report = chunkwise.status(fileset, cache)
+    assert report.failed == expected
+    (note,) = report.notes
+    assert note.startswith("the cache's index was not used (") and "written anew" in note
+    assert sum(1 for name in reads if name.endswith(".salvage.json")) >= 1  # read, not trusted
+    reads.clear()
+    again = chunkwise.status(fileset, cache)  # the index written anew is used
+    assert again.failed == expected and not again.notes
+    assert sorted(reads) == ["index.json", "split.json"]
+
+
+def test_a_record_rewritten_since_the_index_is_read_again(
+    demo_cache: tuple[dict[str, Any], ChunkCache], reads: list[str]
+) -> None:
+    fileset, cache = demo_cache
+    (name,) = [n for n in cache.read_index()[0].records if n.endswith(".salvage.json")][:1]
+    record = cache.load_salvage(name[: -len(".salvage.json")])
+    assert record is not None
+    dataset = sorted(record.bad_files)[0]
+    path = sorted(record.bad_files[dataset])[0]
+    record.bad_files[dataset][path] = "OSError: failed again, otherwise"
+    cache.save_salvage(record)  # as a later run would: another size and time
+    reads.clear()
+    report = chunkwise.status(fileset, cache)
+    assert report.failed[dataset][path] == "OSError: failed again, otherwise"
+    assert reads.count(name) == 1
+    reads.clear()
+    assert chunkwise.status(fileset, cache).failed[dataset][path].endswith("otherwise")
+    assert name not in reads  # indexed anew
+
+
+def test_status_on_a_cache_it_may_not_write_still_answers(
+    demo_cache: tuple[dict[str, Any], ChunkCache], tmp_path: Path
+) -> None:
+    """The index is written by status only as a favour: a read-only tag directory (a cache
+    shared read-only, a full disk) gets the same answer, from the records."""
+    fileset, cache = demo_cache
+    expected = chunkwise.status(fileset, cache).failed
+    Path(cache.index_path).unlink()
+    directory = Path(cache.directory)
+    directory.chmod(0o500)
+    try:
+        report = subprocess.run(
+            ["setpriv", "--reuid=0", "--inh-caps=-all", "--bounding-set=-all", sys.executable,
+             "-c", "import chunkwise, json, sys; r = chunkwise.status(json.loads(sys.argv[1]), "
+             "sys.argv[2]); print(json.dumps(r.failed, sort_keys=True))",
+             json.dumps(fileset), str(cache.root)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        directory.chmod(0o700)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == expected
+    assert not Path(cache.index_path).exists()

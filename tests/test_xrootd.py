@@ -119,11 +119,11 @@ class Servers:
         self.dirs.append(path)
         return path
 
-    def server(self, directory: Path, *, start: bool = True) -> XRootDServer:
+    def server(self, directory: Path, *, start: bool = True, trace: bool = False) -> XRootDServer:
         """A server of ``directory``; not started (``start=False``) it still has a port, on
-        which nothing listens: a server that is down."""
+        which nothing listens: a server that is down. ``trace`` logs every request."""
         make_readable(directory)
-        server = XRootDServer(directory, port=None if start else free_port())
+        server = XRootDServer(directory, port=None if start else free_port(), trace=trace)
         self.servers.append(server)
         return _start(server) if start else server
 
@@ -941,6 +941,61 @@ def test_a_root_cache_is_written_on_the_server_and_a_rerun_loads_it_all(
     )
     assert status.complete and status.overall.done == 3
     assert remote.url in status.summary()
+
+
+def test_status_of_a_root_cache_asks_the_server_alike_for_any_number_of_records(
+    servers: Servers,
+) -> None:
+    """``status`` of a root:// cache lists its tag once and reads its index: the requests the
+    server logs do not grow with the records (bad files) or entries. Without the index, each
+    record is read once, and the index written anew makes the next status constant again."""
+    import pwd
+
+    export = servers.directory()
+    data = export / "data"
+    data.mkdir()
+    # In sorted order: k_a, k_b (good), k_c (missing) for each k, so that each of the 8 chunks
+    # of 3 files has one bad file, and a record.
+    good = []
+    for i, path in enumerate(write_good(data, "f", 16, seed=71)):
+        good.append(str(path.rename(data / f"{i // 2:02d}_{'ab'[i % 2]}.root")))
+    missing = [str(data / f"{k:02d}_c.root") for k in range(8)]
+    disk = export / "cache"
+    disk.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(disk, nobody.pw_uid, nobody.pw_gid)
+    server = servers.server(export, trace=True)
+    url = server.url(disk)
+    fileset = fileset_of(D=good + missing)
+    split = chunkwise.SplitOptions(files_per_chunk=3)
+    report = chunkwise.run(fileset, METProcessor(), split=split, cache=url, cache_key=REMOTE_KEY,
+                           progress=False)  # fmt: skip
+    assert report.files_total == {"D": 24} and len(report.bad_files["D"]) == 8
+    (tag_dir,) = [p for p in disk.iterdir() if p.is_dir()]
+    records = sorted(tag_dir.glob("*.salvage.json"))
+    assert len(records) == 8 and (tag_dir / "index.json").is_file()
+
+    def looked_up() -> tuple[Any, list[str]]:
+        before = len(server.requests())
+        status = chunkwise.status(fileset, url, cache_key=REMOTE_KEY)
+        time.sleep(0.2)  # the daemon's log is written as it answers
+        return status, server.requests()[before:]
+
+    status, asked = looked_up()
+    assert set(status.failed["D"]) == set(missing) and status.split == split
+    assert status.overall.files_done == 16
+    assert asked.count("dirlist") <= 3 and asked.count("open") <= 3, asked
+    constant = len(asked)
+
+    (tag_dir / "index.json").unlink()  # as if lost: every record is read once
+    cold, asked_cold = looked_up()
+    assert cold.failed == status.failed and not cold.notes
+    assert asked_cold.count("open") >= len(records) + 2, asked_cold
+    again, asked_again = looked_up()  # the index written anew
+    assert again.failed == status.failed
+    assert len(asked_again) == constant, (asked, asked_again)
+    print(f"status of a root:// cache with {len(records)} records: {constant} requests with "
+          f"the index, {len(asked_cold)} without it: {asked}")  # fmt: skip
 
 
 def test_a_root_cache_without_a_key_is_refused_before_any_work(servers: Servers) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +37,8 @@ __all__ = [
 START_TIMEOUT = 10.0
 
 _RUNNING: weakref.WeakSet[XRootDServer] = weakref.WeakSet()
+#: A request in the log of a daemon with ``xrootd.trace request``.
+_REQUEST = re.compile(r"Xrootd_Protocol: \S+ req=(\w+)")
 
 
 class XRootDStartError(RuntimeError):
@@ -94,7 +97,9 @@ class XRootDServer:
         The port; a free one is picked at the first ``start()`` and kept by ``restart()``.
     """
 
-    def __init__(self, export_dir: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(
+        self, export_dir: str | os.PathLike[str], port: int | None = None, *, trace: bool = False
+    ) -> None:
         self.export_dir = Path(export_dir).resolve()
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,7 +108,10 @@ class XRootDServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="chunkwise-xrootd-cfg-", dir="/tmp"))
         _give_to_nobody(self._workdir)
         self.config = self._workdir / "xrootd.cfg"
-        self.config.write_text(f"all.export {self.export_dir}\nall.adminpath {self._workdir}\n")
+        config = f"all.export {self.export_dir}\nall.adminpath {self._workdir}\n"
+        if trace:  # every client request is logged: requests() counts them
+            config += "xrootd.trace request\n"
+        self.config.write_text(config)
         self.config.chmod(0o644)  # root's file, which nobody reads
         self.logfile = self._workdir / "xrootd.log"
         self.outfile = self._workdir / "xrootd.out"  # what it prints before it has a log
@@ -255,6 +263,17 @@ class XRootDServer:
             if text:
                 tail += text.splitlines()[-lines:]
         return "\n".join(tail) or "(no log)"
+
+    def requests(self) -> list[str]:
+        """The clients' requests the daemon logged so far (with ``trace=True``), in order: one
+        name each (``stat``, ``dirlist``, ``open``, ``read``, ...), without a session's
+        ``protocol`` and ``login``, which are not requests for a file."""
+        try:
+            log = self.logfile.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        names = [m.group(1) for m in _REQUEST.finditer(log)]
+        return [n for n in names if n not in ("protocol", "login")]
 
     def __enter__(self) -> XRootDServer:
         return self.start()

@@ -10,6 +10,7 @@ verification), failed when one of its files failed, and never run otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,8 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chunkwise.cache import ENTRY_SUFFIX, FAILURE_SUFFIX, SALVAGE_SUFFIX, ChunkCache, is_remote
-from chunkwise.cache.directory import _is_hash
+from chunkwise.cache import (
+    ENTRY_SUFFIX,
+    FAILURE_SUFFIX,
+    SALVAGE_SUFFIX,
+    CacheError,
+    ChunkCache,
+    is_remote,
+)
+from chunkwise.cache.directory import Listing, _is_hash
+from chunkwise.cache.index import KEY_CHARS, IndexedRecord, split_keys
 from chunkwise.chunks import (
     SPLIT_FIELDS,
     Chunk,
@@ -41,7 +50,9 @@ class DatasetStatus:
     A chunk is *done* (every file is in the cache: its entry, or each file's own), *failed*
     (a file of it failed in the last run that tried it: ``StatusReport.failed`` names them),
     *never run* (nothing of it is known) or *corrupt* (its entry fails verification). A chunk
-    with files of several datasets counts once in each of them, and once overall.
+    with files of several datasets counts once in each of them (for each, by its own files),
+    and once overall. ``files_elsewhere`` are files not done whose output is merged into an
+    entry of another split: a run with this split computes them again.
     """
 
     chunks: int = 0
@@ -52,6 +63,7 @@ class DatasetStatus:
     files: int = 0
     files_done: int = 0
     files_failed: int = 0
+    files_elsewhere: int = 0
 
     @property
     def fraction(self) -> float:
@@ -69,6 +81,7 @@ class DatasetStatus:
             str(self.corrupt),
             f"{self.files_done}/{self.files} ({self.fraction:.1%})",
             str(self.files_failed),
+            str(self.files_elsewhere),
         )
 
 
@@ -99,7 +112,11 @@ class StatusReport:
         What the numbers alone do not say: options that differ from the last run's.
     other_entries : int
         Entries of the tag that hold neither a chunk of this split nor one file of it: chunks
-        of another split or fileset. A run with this split computes their files again.
+        of another split or fileset. A run with this split computes their files again
+        (``DatasetStatus.files_elsewhere`` counts those of this fileset).
+    unknown_entries : int
+        Of those, the entries written before entries named their files (their files count as
+        never run).
     """
 
     cache: ChunkCache
@@ -112,6 +129,7 @@ class StatusReport:
     split: SplitOptions = field(default_factory=SplitOptions)
     notes: list[str] = field(default_factory=list)
     other_entries: int = 0
+    unknown_entries: int = 0
 
     @property
     def complete(self) -> bool:
@@ -174,6 +192,7 @@ class StatusReport:
             "corrupt",
             "files done",
             "files failed",
+            "other split",
         )
         rows = [self.datasets[name].row(name) for name in sorted(self.datasets)]
         if len(self.datasets) > 1:
@@ -192,13 +211,13 @@ class StatusReport:
         """The status in Jupyter: per dataset, chunks and files done, failed and never run,
         with a completeness bar; the failed files with their errors; what to do next."""
         header = ["dataset", "chunks", "done", "failed", "never run", "corrupt", "files done"]
-        header += ["failed files", "completeness"]
+        header += ["failed files", "other split", "completeness"]
         rows = []
         for name in sorted(self.datasets):
             d = self.datasets[name]
             row = [name, *map(str, (d.chunks, d.done, d.failed, d.never_run, d.corrupt))]
-            row += [f"{d.files_done}/{d.files}", str(d.files_failed), bar(d.fraction)]
-            rows.append(row)
+            row += [f"{d.files_done}/{d.files}", str(d.files_failed), str(d.files_elsewhere)]
+            rows.append([*row, bar(d.fraction)])
         if self.complete:
             advice = "every chunk is in the cache: a run of this fileset loads it all."
         else:
@@ -207,7 +226,7 @@ class StatusReport:
                 "report.remaining_fileset(fileset) for exactly the files left."
             )
         where = f"<p>cache: <code>{html.escape(str(self.cache.directory))}</code></p>"
-        parts = [where, table(header, rows, raw=[8]), bad_files_html("Failed files", self.failed)]
+        parts = [where, table(header, rows, raw=[9]), bad_files_html("Failed files", self.failed)]
         title = "chunkwise.status: " + (
             "complete" if self.complete else f"{len(self.incomplete)} chunks not complete"
         )
@@ -221,10 +240,17 @@ class StatusReport:
 
     def _notes(self) -> list[str]:
         notes = list(self.notes)
-        if self.other_entries:
+        n = self.overall.files_elsewhere
+        if n:
             notes.append(
-                f"{self.other_entries} entries of this tag hold chunks of another split or "
-                "fileset: a run with this split computes their files again"
+                f"{n} files not done are in {self.other_entries} entries of another split or "
+                "fileset (the 'other split' column): their outputs are merged there, so a run "
+                "with this split computes them again"
+            )
+        if self.unknown_entries:
+            notes.append(
+                f"{self.unknown_entries} entries of another split were written by an older "
+                "chunkwise and do not name their files: those count as never run"
             )
         return notes
 
@@ -377,10 +403,10 @@ def status(
         given = None
     store = _opened(cache, tag, processor_instance, runner, cache_key, file_sums, weights)
     report = StatusReport(store)
-    listing = store.kinds()  # the one listing of the tag directory
+    listing = store.listing()  # the one listing of the tag directory
     report.split = _split_to_use(given, store, fileset, report.notes)
     chunks = make_chunks(fileset, report.split if isinstance(fileset, Mapping) else None)
-    found = _Found(store, listing, chunks, verify)
+    found = _Found(store, listing, chunks, verify, report.notes)
     report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()
     for chunk in chunks:
@@ -393,18 +419,24 @@ def status(
         for dataset, paths in chunk.files.items():
             row = report.datasets.setdefault(dataset, DatasetStatus())
             left = report.remaining.setdefault(dataset, [])
+            n_done = n_failed = 0
             if done is None:  # the chunk's entry is listed: every file is done
-                n_done, n_failed = len(paths), 0
-            elif not done and not found.bad:  # nothing of it is known
-                n_done, n_failed = 0, 0
+                n_done = len(paths)
+            elif not done and not found.bad and not found.elsewhere:  # nothing of it is known
                 left.extend(paths)
             else:
-                n_done = n_failed = 0
+                keys = found.keys_of(chunk) if found.elsewhere else {}
                 for path in paths:
                     if (dataset, path) in done:
                         n_done += 1
                         continue
                     left.append(path)
+                    if keys.get((dataset, path)) in found.elsewhere:
+                        # Its output is merged into an entry of another split: a run with this
+                        # split computes it again.
+                        row.files_elsewhere += 1
+                        report.overall.files_elsewhere += 1
+                        continue
                     error = found.bad.get((dataset, path))
                     if error is not None:
                         report.failed.setdefault(dataset, {})[path] = error
@@ -418,7 +450,9 @@ def status(
         if n_chunk_done < chunk.n_files:
             report.incomplete.append(chunk.hash)
         _count_chunk(report.overall, chunk.n_files, n_chunk_done, chunk_failed, corrupt)
-    report.other_entries = found.others()
+    report.other_entries = len(found.others)
+    report.unknown_entries = found.unknown
+    found.save_index()
     return report
 
 
@@ -448,21 +482,32 @@ def _split_to_use(
 
 
 class _Found:
-    """What the cache's one listing (and the records it lists) say of a fileset's chunks."""
+    """What the cache's one listing, its index, and the records and entries the index does not
+    describe say of a fileset's chunks (see ``chunkwise.cache.index``)."""
 
     def __init__(
-        self, store: ChunkCache, listing: Mapping[str, str], chunks: Sequence[Chunk], verify: bool
+        self,
+        store: ChunkCache,
+        listing: Listing,
+        chunks: Sequence[Chunk],
+        verify: bool,
+        notes: list[str],
     ) -> None:
         self.store = store
         self.verify = verify
+        self.listing = listing
         entries: dict[str, str] = {}
         records: list[str] = []
-        for name, kind in listing.items():
+        for name, kind in listing.kinds.items():
             if name.endswith(ENTRY_SUFFIX) and _is_hash(name[: -len(ENTRY_SUFFIX)]):
                 entries[name[: -len(ENTRY_SUFFIX)]] = kind
             elif name.endswith((SALVAGE_SUFFIX, FAILURE_SUFFIX)):
                 records.append(name)
         self.entries = entries
+        self.index, why = store.read_index()
+        self.dirty = bool(why)  # written anew at the end, when something was read
+        if why:
+            notes.append(f"the cache's index was not used ({why}); it is written anew")
         self._mine = {chunk.hash: chunk for chunk in chunks}
         # Part hashes are worked out for the chunks a salvage record names, and for every chunk
         # not done only when the listing holds other entries still: files cached one by one
@@ -476,34 +521,74 @@ class _Found:
             if chunk is not None and chunk_hash not in entries and chunk.n_files > 1:
                 explained.update(chunk.part_files)
         self._everywhere = any(h not in explained for h in entries)
-        self._seen_parts: set[str] = set()
         self.bad = self._bad_files(records)
+        # The entries of another split (neither a chunk nor a file of this one), and the keys
+        # of the files they hold; ``unknown``: those written before entries named their files.
+        self.others: list[str] = []
+        self.elsewhere: set[str] = set()
+        self.unknown = 0
+        if self._everywhere:
+            self._other_entries(chunks)
 
     def _bad_files(self, records: list[str]) -> dict[tuple[str, str], str]:
         """``{(dataset, path): error}`` from every record listed, the newest last; a record
-        whose chunk has its entry now (it was run again, whole) is out of date."""
+        whose chunk has its entry now (it was run again, whole) is out of date. The index
+        gives a record's bad files while the listing shows it as the index does; any other
+        record is read."""
         dated = []
         for name in records:
             suffix = SALVAGE_SUFFIX if name.endswith(SALVAGE_SUFFIX) else FAILURE_SUFFIX
             chunk_hash = name[: -len(suffix)]
             if not _is_hash(chunk_hash) or chunk_hash in self.entries:
                 continue
-            try:
-                mtime = self.store._store.stat(self.store.directory / name).mtime
-            except OSError:
-                continue  # removed meanwhile
-            dated.append((mtime, name, chunk_hash, suffix))
+            stat = self.listing.stat(name)
+            if stat is not None:
+                dated.append((stat.mtime, name, stat.size, chunk_hash, suffix))
         bad: dict[tuple[str, str], str] = {}
-        for _, _, chunk_hash, suffix in sorted(dated):
-            load = self.store.load_salvage if suffix == SALVAGE_SUFFIX else self.store.load_failure
-            record = load(chunk_hash)
-            if record is None:
-                continue
-            for dataset, paths in record.bad_files.items():
+        for mtime, name, size, chunk_hash, suffix in sorted(dated):
+            named = self.index.bad_files(name, size, mtime)
+            if named is None:
+                read = (
+                    self.store.load_salvage if suffix == SALVAGE_SUFFIX else self.store.load_failure
+                )
+                record = read(chunk_hash)
+                if record is None:
+                    continue
+                named = record.bad_files
+                self.index.records[name] = IndexedRecord(size, mtime, named)
+                self.dirty = True
+            for dataset, paths in named.items():
                 if isinstance(paths, Mapping):
                     for path, error in paths.items():
                         bad[(str(dataset), str(path))] = str(error)
         return bad
+
+    def _other_entries(self, chunks: Sequence[Chunk]) -> None:
+        """Find the entries of another split and the keys of their files: from the index, or
+        from each entry's own bookkeeping (read and verified once, then indexed)."""
+        parts: set[str] = set()
+        for chunk in chunks:
+            if chunk.n_files > 1 and self._cached(chunk.hash) != "done":
+                parts.update(chunk.part_files)
+        self.others = [h for h in self.entries if h not in self._mine and h not in parts]
+        for chunk_hash in self.others:
+            keys = self.index.entries.get(chunk_hash)
+            if keys is None:
+                info = self.store.load_info(chunk_hash)
+                keys = info.get("files") if info is not None else None
+                if not keys:
+                    self.unknown += 1
+                    continue
+                self.index.entries[chunk_hash] = keys
+                self.dirty = True
+            self.elsewhere.update(split_keys(keys))
+
+    def keys_of(self, chunk: Chunk) -> dict[tuple[str, str], str]:
+        """``{(dataset, path): key}`` of a chunk's files (see ``chunkwise.cache.index``)."""
+        if chunk.n_files == 1 and len(chunk.files) == 1:
+            ((dataset, paths),) = chunk.files.items()
+            return {(dataset, path): chunk.hash[:KEY_CHARS] for path in paths}
+        return {where: h[:KEY_CHARS] for h, where in chunk.part_files.items()}
 
     def _cached(self, chunk_hash: str) -> str:
         """``"done"``, ``"corrupt"`` or ``"missing"`` for one entry of the listing."""
@@ -524,17 +609,17 @@ class _Found:
             return None, False
         done: set[tuple[str, str]] = set()
         if chunk.n_files > 1 and (self._everywhere or chunk.hash in self._salvaged):
-            parts = chunk.part_files
-            self._seen_parts.update(parts)
-            done = {where for h, where in parts.items() if self._cached(h) == "done"}
+            done = {where for h, where in chunk.part_files.items() if self._cached(h) == "done"}
         return done, state == "corrupt"
 
-    def others(self) -> int:
-        """How many listed entries are neither a chunk of this split nor a file of one (a
-        chunk of another split or fileset): their files are run again by this split."""
-        if not self._everywhere:
-            return 0
-        return sum(1 for h in self.entries if h not in self._mine and h not in self._seen_parts)
+    def save_index(self) -> None:
+        """Write the index anew if anything had to be read (best effort: ``status`` only
+        reads a cache, and one it may not write is looked up the same way next time)."""
+        if not self.dirty:
+            return
+        self.index.keep_only(self.listing.kinds, self.entries)
+        with contextlib.suppress(OSError, CacheError):
+            self.store.write_index(self.index)
 
 
 def status_cache(root: str | Path, tag: str, key: bytes | None = None) -> ChunkCache:

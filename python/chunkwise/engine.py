@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chunkwise._coffea import Plan, merge, process_unit
-from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning, SalvageRecord
+from chunkwise.cache import (
+    ENTRY_SUFFIX,
+    FAILURE_SUFFIX,
+    SALVAGE_SUFFIX,
+    CacheError,
+    ChunkCache,
+    CorruptCacheEntryWarning,
+    SalvageRecord,
+)
+from chunkwise.cache.index import file_keys
 from chunkwise.chunks import Chunk
 from chunkwise.errors import ChunkFailure, add_note
 from chunkwise.outcomes import Outcome, error_text
@@ -56,21 +65,40 @@ class _EntryWriter:
         self.saved = 0  # entries written
         self.unsaved = 0  # entries not written after a failure
         self.error: OSError | None = None
+        # For the tag's index: the keys of the files of each entry of several files put, and
+        # the bad files of each record put, by file name.
+        self.entries: dict[str, str] = {}
+        self.records: dict[str, dict[str, dict[str, str]]] = {}
 
-    def put(self, chunk_hash: str, data: bytes) -> None:
-        """Write ``ChunkCache.encode``'s bytes as the entry of ``chunk_hash``."""
+    def put(self, chunk_hash: str, data: bytes, files: str = "") -> None:
+        """Write ``ChunkCache.encode``'s bytes as the entry of ``chunk_hash``, which holds the
+        files whose keys are ``files`` (see ``chunkwise.cache.index``; "" for one file)."""
         assert self.cache is not None
+        if files:
+            self.entries[chunk_hash] = files
         self._submit(True, self.cache.write, chunk_hash, data)
 
     def put_salvage(self, record: SalvageRecord) -> None:
         """Write a salvage record, after the entries put before it (one thread, in order)."""
         assert self.cache is not None
+        self.records[f"{record.chunk_hash}{SALVAGE_SUFFIX}"] = record.bad_files
         self._submit(False, self.cache.save_salvage, record)
 
     def put_failure(self, record: SalvageRecord) -> None:
         """Write the record of a chunk lost whole (its bad files), after earlier writes."""
         assert self.cache is not None
+        self.records[f"{record.chunk_hash}{FAILURE_SUFFIX}"] = record.bad_files
         self._submit(False, self.cache.save_failure, record)
+
+    def update_index(self) -> None:
+        """Add what was written to the tag's index, after ``close`` (see
+        ``chunkwise.cache.index``); a failure only leaves ``status`` to read it all."""
+        if self.cache is None or self.error is not None or not (self.entries or self.records):
+            return
+        try:
+            self.cache.update_index(self.entries, self.records)
+        except (OSError, CacheError) as err:
+            _log.debug("the cache's index was not updated: %s", err)
 
     def _write(self, entry: bool, fn: Callable[..., Any], *args: Any) -> None:
         if self.error is not None:
@@ -165,7 +193,8 @@ class _Engine:
         self.total: Any = None
         self.foreign_entries = 0
         self.unsummed_entries = 0  # written by a chunkwise that did not read sums of weights
-        self._entries: frozenset[str] | None = None
+        self._names: frozenset[str] | None = None  # the cache's listing, see _listed
+        self._listing_done = False
         self.shown: set[tuple[Any, str]] = set()
         self.tally = WarningTally()  # installed packages' warnings, counted when quiet
 
@@ -246,22 +275,25 @@ class _Engine:
 
     def _open(self, index: int, chunk: Chunk) -> tuple[_Open, list[Chunk]] | None:
         start = time.perf_counter()
-        hit = self._lookup(chunk)
+        # Only what the cache's one listing holds is read: not one failed open (on root://, one
+        # round trip) per chunk, per salvage record, or per file of every new chunk.
+        hit = self._lookup(chunk) if self._may_hold(chunk.hash, ENTRY_SUFFIX) else None
         if hit is not None:
             record, output = hit
             record.seconds = time.perf_counter() - start
             self._add(index, record, output, uncounted=chunk.n_files)
             return None
-        resumed = self._salvage_record(chunk)
+        resumed = None
+        if self._may_hold(chunk.hash, SALVAGE_SUFFIX):
+            resumed = self._salvage_record(chunk)
         state = _Open(index, chunk, start, resumed)
         todo = []
         # Files cached one by one (by a salvage, or a run of the remaining files with one file
         # per chunk) are loaded, and only the others run. Outside a salvage being resumed, only
-        # the entries the cache's directory listed are looked up: one listing, not one failed
-        # open (or, on root://, one round trip) per file of every new chunk.
+        # the entries the listing holds are looked up (none if it could not be listed).
         listed = self._listed() if resumed is None and chunk.n_files > 1 else frozenset()
         for part in chunk.parts:
-            look = resumed is not None or part.hash in listed
+            look = resumed is not None or f"{part.hash}{ENTRY_SUFFIX}" in (listed or ())
             cached = self._lookup(part) if look else None
             if cached is not None:
                 state.cached[part.hash] = cached
@@ -333,7 +365,7 @@ class _Engine:
         if chunk.parts == [chunk]:  # one file: write its pickle as it came, no second pickling
             self._save(chunk.hash, state.outcomes[chunk.hash].payload, output, events, sums)
         else:
-            self._save(chunk.hash, None, output, events, sums)
+            self._save(chunk.hash, None, output, events, sums, chunk)
         record = ChunkRecord(chunk.hash, chunk.fileset, "processed", events=events, sums=sums)
         record.seconds = seconds
         self._add(state.index, record, output, uncounted=0)
@@ -401,7 +433,7 @@ class _Engine:
         if not record.bad_files:
             # Every file is in now: the chunk gets its whole entry, and later runs and
             # status see it as cached.
-            self._save(chunk.hash, None, total, record.events, record.sums)
+            self._save(chunk.hash, None, total, record.events, record.sums, chunk)
             computed = any(part.status == "processed" for part in record.parts)
             record.status = "processed" if computed else "cached"
             record.exception = None
@@ -424,8 +456,10 @@ class _Engine:
         output: Any,
         events: dict[str, int],
         sums: dict[str, dict[str, list[float]]],
+        chunk: Chunk | None = None,
     ) -> None:
-        """Queue a cache entry: from the unit's payload if given, else by pickling ``output``."""
+        """Queue a cache entry: from the unit's payload if given, else by pickling ``output``.
+        The entry of a ``chunk`` of several files says which (``info["files"]``)."""
         if self.cache is None:
             return
         # Why files gave no generator weights goes apart from the sums (``gaps``), which
@@ -435,11 +469,13 @@ class _Engine:
         info: dict[str, Any] = {"events": events, "sums": plain}
         if any(gaps.values()):
             info["gaps"] = {d: g for d, g in gaps.items() if g}
+        if chunk is not None and chunk.parts != [chunk]:
+            info["files"] = file_keys(chunk.part_files)
         if payload is not None:
             data = self.cache.encode_pickled(chunk_hash, pickled_output(payload), info)
         else:  # pickled here, before the output is merged into (and changed with) the total
             data = self.cache.encode(chunk_hash, output, info)
-        self.writer.put(chunk_hash, data)
+        self.writer.put(chunk_hash, data, info.get("files", ""))
 
     def _add(self, index: int, record: ChunkRecord, output: Any, uncounted: int) -> None:
         self.records[index] = record
@@ -464,14 +500,22 @@ class _Engine:
         add_sums(record.sums, entry.info.get("gaps", {}))
         return record, entry.output
 
-    def _listed(self) -> frozenset[str]:
-        """The hashes with an entry in the cache when first asked (read once per run)."""
-        if self._entries is None:
+    def _listed(self) -> frozenset[str] | None:
+        """The names in the cache's tag directory when first asked (one listing per run), or
+        None if it could not be listed."""
+        if not self._listing_done:
+            self._listing_done = True
             try:
-                self._entries = frozenset(self.cache.hashes()) if self.cache else frozenset()
-            except OSError:  # unlistable: then per-file entries are not looked for
-                self._entries = frozenset()
-        return self._entries
+                self._names = frozenset(self.cache.listing().kinds) if self.cache else frozenset()
+            except (OSError, CacheError):
+                self._names = None
+        return self._names
+
+    def _may_hold(self, chunk_hash: str, suffix: str) -> bool:
+        """Whether the cache may hold ``<chunk_hash><suffix>``: it was listed, or the directory
+        could not be listed (then the file is asked for)."""
+        names = self._listed()
+        return names is None or f"{chunk_hash}{suffix}" in names
 
     def _salvage_record(self, chunk: Chunk) -> SalvageRecord | None:
         """An earlier run's salvage record for ``chunk``, if it fits the chunk exactly."""
@@ -506,11 +550,13 @@ def run_chunks(
     file_sums: Callable[[Any], Mapping[str, float] | None] | None,
     weights: bool,
     on_start: Callable[[], None] | None = None,
+    index: bool = False,
 ) -> _Engine:
     """Run every chunk; return the engine, whose ``records``, ``total`` and counts the report
     is made of. Everything finished is written to the cache before this returns or raises; an
     exception (a bug in the processor) gets a note saying how much was saved. ``on_start`` is
-    called once the workers are known to load the processor, before any chunk is looked up."""
+    called once the workers are known to load the processor, before any chunk is looked up;
+    with ``index``, what was written is added to the tag's index at the end."""
     n_files = sum(chunk.n_files for chunk in chunks)
     with Progress(n_files, len(chunks), progress) as bar:
         engine = _Engine(
@@ -530,6 +576,8 @@ def run_chunks(
                 engine.run(chunks, on_start)
             finally:
                 engine.writer.close()  # everything finished is on disk before returning or raising
+            if index:  # after a run that finished (``status`` reads what a failed one wrote)
+                engine.writer.update_index()
         except Exception as exc:
             if cache is not None:
                 add_note(

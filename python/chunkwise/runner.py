@@ -241,7 +241,8 @@ def run(
     settings = dict(salvage=salvage, in_flight=in_flight, quiet=quiet, progress=progress)
     engine = run_chunks(
         chunks, execution, processor_instance, report.cache, policy=policy,
-        file_sums=file_sums, weights=weights, on_start=on_start, **settings,
+        file_sums=file_sums, weights=weights, on_start=on_start,
+        index=on_start is not None, **settings,
     )  # fmt: skip
     engine.fill(report)
     finish_report(

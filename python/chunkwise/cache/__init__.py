@@ -14,8 +14,11 @@ Layout
 ``<root>/<tag>/tag.json``
     What went into the tag (see ``chunkwise.tag.tag_manifest``).
 ``<root>/<tag>/split.json``
-    The split options of the last run that split a fileset here: ``status`` splits with them
+    The split options of the last runs that split a fileset here: ``status`` splits with them
     when it is given none.
+``<root>/<tag>/index.json``
+    What the records and the entries of several files hold (bad files; the keys of the files),
+    so that ``status`` reads neither (see ``chunkwise.cache.index``). Only an accelerator.
 
 What is trusted
 ---------------
@@ -45,6 +48,8 @@ Modules
     listing, leftover temporaries and manifest), and the names of the layout.
 ``chunkwise.cache.codec``
     The entry format: the bytes of an entry and their verification.
+``chunkwise.cache.index``
+    ``TagIndex``, the content of ``index.json``, and the keys that name files in it.
 ``chunkwise.cache.records``
     The record format (salvage and failure records, ``tag.json``), ``SalvageRecord`` and
     ``load_key``.

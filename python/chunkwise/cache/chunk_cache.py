@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from chunkwise.cache.codec import CACHE_FORMAT, decode_entry, encode_entry, unpickle_entry
+from chunkwise.cache.codec import (
+    CACHE_FORMAT,
+    decode_entry,
+    encode_entry,
+    unpickle_entry,
+    unpickle_info,
+)
 from chunkwise.cache.directory import (
     ENTRY_SUFFIX,
     FAILURE_SUFFIX,
@@ -23,6 +29,7 @@ from chunkwise.cache.directory import (
     TagDirectory,
     _is_hash,
 )
+from chunkwise.cache.index import IndexedRecord
 from chunkwise.cache.records import _MAX_SALVAGE_BYTES, RecordKind, SalvageRecord, _seal
 from chunkwise.errors import CorruptCacheEntryWarning
 from chunkwise.store import RemotePath, Unsafe
@@ -179,6 +186,38 @@ class ChunkCache(TagDirectory):
                 stacklevel=2,
             )
         return CacheEntry("corrupt", error=str(payload))
+
+    def load_info(self, chunk_hash: str) -> dict[str, Any] | None:
+        """The bookkeeping of a verified entry, without unpickling its output (``info["files"]``
+        holds the keys of its files, see ``chunkwise.cache.index``); None for no entry, or one
+        that does not verify (no warning: ``load`` warns when a run uses it)."""
+        status, payload = self._read_verified(chunk_hash)
+        if status != "hit":
+            return None
+        try:
+            return unpickle_info(payload[1], chunk_hash, self.tag)
+        except Exception:  # a corrupt entry: the run that loads it says so
+            return None
+
+    def update_index(
+        self, entries: Mapping[str, str], records: Mapping[str, dict[str, dict[str, str]]]
+    ) -> None:
+        """Add what a run wrote to the tag's index: the keys of its entries' files and its
+        records' bad files, each record as one listing of the directory shows it. Lines for
+        what is no longer listed are dropped. Raises ``OSError`` or ``CacheError`` if the
+        directory cannot be listed or written (the index is only an accelerator)."""
+        listing = self.contents()
+        index, _ = self.read_index()
+        for name, bad in records.items():
+            stat = listing.get(name)
+            if stat is not None:
+                index.records[name] = IndexedRecord(stat.size, stat.mtime, bad)
+        index.entries.update(
+            (h, keys) for h, keys in entries.items() if f"{h}{ENTRY_SUFFIX}" in listing
+        )
+        hashes = {n[: -len(ENTRY_SUFFIX)] for n in listing if n.endswith(ENTRY_SUFFIX)}
+        index.keep_only(listing, hashes)
+        self.write_index(index)
 
     def status(self, chunk_hash: str) -> Status:
         """Report the state of a chunk's entry without unpickling it.

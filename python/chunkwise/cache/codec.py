@@ -19,6 +19,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from chunkwise.cache.index import KEY_CHARS
 from chunkwise.cache.records import _digest
 
 __all__ = ["CACHE_FORMAT", "decode_entry", "encode_entry", "unpickle_entry"]
@@ -114,6 +115,16 @@ def unpickle_entry(
     return pickle.loads(output_bytes), info
 
 
+def unpickle_info(info_bytes: bytes | None, chunk_hash: str, tag: str) -> dict[str, Any]:
+    """The bookkeeping of a verified entry alone, checked as ``unpickle_entry`` checks it (the
+    output is not unpickled). ``{}`` for an entry without chunkwise's bookkeeping."""
+    if info_bytes is None:
+        return {}
+    info = pickle.loads(info_bytes)
+    _check_info(info, chunk_hash, tag)
+    return info
+
+
 def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
     """Bookkeeping read back must be exactly what chunkwise writes, or the entry is corrupt."""
     if not isinstance(info, dict) or info.get("format") != CACHE_FORMAT:
@@ -127,6 +138,9 @@ def _check_info(info: Any, chunk_hash: str, tag: str) -> None:
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in events.items()
     ):
         raise ValueError("its event counts are malformed")
+    files = info.get("files", "")  # the keys of its files (chunkwise.cache.index)
+    if not isinstance(files, str) or len(files) % KEY_CHARS:
+        raise ValueError("its file keys are malformed")
     for field in ("sums", "gaps"):  # gaps: files without generator weights, by why
         if not _sums_shaped(info.get(field, {})):
             raise ValueError(f"its {'sums of weights' if field == 'sums' else field} are malformed")

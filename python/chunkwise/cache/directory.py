@@ -13,9 +13,11 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chunkwise.cache.index import INDEX_NAME, TagIndex
 from chunkwise.cache.records import _MAX_SALVAGE_BYTES, RecordKind, _seal, _unseal
 from chunkwise.chunks import SplitOptions
 from chunkwise.errors import CacheError, CorruptCacheEntryWarning
@@ -54,8 +56,32 @@ def _is_our_temporary(name: str) -> bool:
     """A name of chunkwise's temporary files: ``.<entry, record or manifest>.<random>.tmp``."""
     if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
         return False
-    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME, SPLIT_NAME)
+    suffixes = (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX, MANIFEST_NAME, SPLIT_NAME, INDEX_NAME)
     return any(f"{s}." in name for s in suffixes)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One listing of a tag directory (``TagDirectory.listing``).
+
+    Attributes
+    ----------
+    kinds : dict
+        ``{name: kind}`` (``FileStat.kind``).
+    """
+
+    kinds: dict[str, str]
+    _stats: dict[str, FileStat]
+    _directory: TagDirectory | None
+
+    def stat(self, name: str) -> FileStat | None:
+        """The size and time of a listed name, or None if it is gone since."""
+        if name in self._stats or self._directory is None:
+            return self._stats.get(name)
+        try:
+            return self._directory._store.stat(self._directory.directory / name)
+        except FileNotFoundError:
+            return None
 
 
 class TagDirectory:
@@ -243,6 +269,35 @@ class TagDirectory:
             )  # fmt: skip
             return None
 
+    @property
+    def index_path(self) -> Path | RemotePath:
+        """Path of the tag's index: ``<root>/<tag>/index.json`` (see ``chunkwise.cache.index``)."""
+        return self.directory / INDEX_NAME
+
+    def read_index(self) -> tuple[TagIndex, str]:
+        """The tag's index (empty when there is none), and why an index that is there was not
+        used (``""`` when it was, or there is none): torn, edited, or from another tag or key.
+        An index is an accelerator, so one that is not used is only rebuilt, without a
+        warning."""
+        if not self.check():
+            return TagIndex(), ""
+        try:
+            blob = self._store.read(self.index_path, limit=_MAX_SALVAGE_BYTES)
+            if blob is None:
+                return TagIndex(), ""
+            return TagIndex.from_dict(self._unseal(blob, "index")), ""
+        except (Unsafe, ValueError) as exc:
+            return TagIndex(), str(exc)
+        except OSError as exc:
+            if not self._store.transient_errors:
+                raise
+            return TagIndex(), str(exc)
+
+    def write_index(self, index: TagIndex) -> None:
+        """Atomically write the tag's index, authenticated."""
+        data = _seal(index.to_dict(), key=self.key, kind="index", tag=self.tag)
+        self._write_atomic(self.index_path, data)
+
     def _read_record(
         self, path: Path | RemotePath, kind: RecordKind, then: str | None
     ) -> dict[str, Any] | None:
@@ -303,16 +358,20 @@ class TagDirectory:
         except (FileNotFoundError, NotADirectoryError):
             return {}  # removed since it was checked
 
-    def kinds(self) -> dict[str, str]:
-        """Every name in this tag's directory with its kind (``FileStat.kind``): one listing,
-        without the size and time of each file that ``contents`` reads (over XRootD both are
-        one request). Empty when the directory does not exist; raises as ``contents`` does."""
+    def listing(self) -> Listing:
+        """Every name in this tag's directory with its kind, from one listing; the size and
+        time of a name are asked for one by one (``Listing.stat``), except over XRootD, where
+        the one request has them all. Empty when the directory does not exist; raises as
+        ``contents`` does."""
         if not self.check():
-            return {}
+            return Listing({}, {}, None)
         try:
-            return self._store.kinds(self.directory)
+            if self._store.remote:
+                stats = dict(self._store.scan(self.directory))
+                return Listing({n: s.kind for n, s in stats.items()}, stats, None)
+            return Listing(self._store.kinds(self.directory), {}, self)
         except (FileNotFoundError, NotADirectoryError):
-            return {}
+            return Listing({}, {}, None)
 
     # -- temporary files ------------------------------------------------------------------------
     def temporaries(self, min_age: float = 60.0) -> Iterator[Path | RemotePath]:

@@ -17,6 +17,7 @@ from chunkwise.cache.directory import (
     _is_hash,
     _is_our_temporary,
 )
+from chunkwise.cache.index import INDEX_NAME
 from chunkwise.errors import CacheError
 from chunkwise.store import is_remote
 
@@ -50,7 +51,7 @@ class TagSummary:
 
 def _ours(name: str) -> bool:
     """A file name chunkwise writes in a tag directory."""
-    if name in (MANIFEST_NAME, SPLIT_NAME) or _is_our_temporary(name):
+    if name in (MANIFEST_NAME, SPLIT_NAME, INDEX_NAME) or _is_our_temporary(name):
         return True
     for suffix in (ENTRY_SUFFIX, SALVAGE_SUFFIX, FAILURE_SUFFIX):
         if name.endswith(suffix) and _is_hash(name[: -len(suffix)]):

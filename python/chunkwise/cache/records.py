@@ -1,17 +1,18 @@
-"""The records of a cache: salvage and failure records and ``tag.json``, as authenticated JSON.
+"""The records of a cache: salvage and failure records, ``tag.json``, ``split.json`` and
+``index.json``, as authenticated JSON.
 
 Record format
 -------------
-The records (salvage and failure records, ``tag.json``, ``split.json``) are JSON objects: their
-content plus two fields, ``"record": RECORD_FORMAT`` and ``"mac"``, an authentication tag over
-the canonical JSON (sorted keys, no spaces, ASCII) of everything else and over where the record
-belongs: its kind, its tag and, for salvage and failure records, its chunk hash. The tag is
-``"hmac-sha256:<hex>"`` with the cache's key, else ``"sha256:<hex>"``: a plain digest catches a
-torn or hand-edited record, not a forger (whoever can write the file can recompute it). A
-record that does not verify (torn, edited, forged, written with another key, or copied from
-another chunk, tag or kind) is ignored with a ``CorruptCacheEntryWarning``, as if it were
-missing. Records of the previous format (no ``record`` field, no tag) are read only from a local
-cache without a key, which only you can write; a keyed or root:// cache ignores them.
+The records (salvage and failure records, ``tag.json``, ``split.json``, ``index.json``) are JSON
+objects: their content plus two fields, ``"record": RECORD_FORMAT`` and ``"mac"``, an authentication
+tag over the canonical JSON (sorted keys, no spaces, ASCII) of everything else and over where the
+record belongs: its kind, its tag and, for salvage and failure records, its chunk hash. The tag is
+``"hmac-sha256:<hex>"`` with the cache's key, else ``"sha256:<hex>"``: a plain digest catches a torn
+or hand-edited record, not a forger (whoever can write the file can recompute it). A record that
+does not verify (torn, edited, forged, written with another key, or copied from another chunk, tag
+or kind) is ignored with a ``CorruptCacheEntryWarning``, as if it were missing. Records of the
+previous format (no ``record`` field, no tag) are read only from a local cache without a key, which
+only you can write; a keyed or root:// cache ignores them.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _digest(key: bytes | None, *parts: bytes | memoryview) -> bytes:
 
 
 # -- records: JSON with an authentication tag ---------------------------------------------------
-RecordKind = Literal["salvage", "failure", "manifest", "split"]
+RecordKind = Literal["salvage", "failure", "manifest", "split", "index"]
 #: The two fields a record adds to its content: its format and its authentication tag.
 _RECORD_FIELD, _MAC_FIELD = "record", "mac"
 
