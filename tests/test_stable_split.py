@@ -782,6 +782,12 @@ def test_run_grown_fileset_computes_only_the_disturbed_chunks(tmp_path: Path) ->
     first, _ = run(fileset_json(base, "base.json"), "first", *cache)
     assert {c["status"] for c in first["chunks"]} == {"processed"}
     grown = fileset_json(base + more, "grown.json")
+    # Before the rerun, status of the grown fileset splits as the run recorded (stable), and
+    # counts the chunks already done: 5 of the 8.
+    looked = cli("status", grown, "--cache", tmp_path / "cache", cwd=tmp_path)
+    assert "split: files_per_chunk=2, stable" in looked.stdout, looked.stdout
+    (all_row,) = [r.split() for r in looked.stdout.splitlines() if r.startswith("DY ")]
+    assert all_row[1:3] == ["8", "5"]
     second, output = run(grown, "second", *cache)
     scratch, expected = run(grown, "scratch")
 

@@ -22,6 +22,7 @@ import pytest
 
 import chunkwise
 from chunkwise.cache import ChunkCache, CorruptCacheEntryWarning
+from chunkwise.cache.index import file_keys
 from chunkwise.chunks import SplitOptions
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples"
@@ -477,3 +478,21 @@ def test_status_on_a_cache_it_may_not_write_still_answers(
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout) == expected
     assert not Path(cache.index_path).exists()
+
+
+def test_entries_of_an_older_chunkwise_are_told_apart(tmp_path: Path) -> None:
+    """An entry written before entries named their files (no ``info["files"]``) of another
+    split: its files count as never run, and one note says why."""
+    fileset = {"D": {"files": {f"/x/{i}.root": "Events" for i in range(4)}}}
+    cache = ChunkCache(tmp_path / "c", "t")
+    (whole,) = make_chunks(fileset)
+    cache.save(whole.hash, {"n": 4}, info={"events": {"D": 40}})  # as chunkwise 0.x wrote it
+    report = chunkwise.status(fileset, cache, split=SplitOptions(files_per_chunk=2))
+    assert report.other_entries == 1 and report.unknown_entries == 1
+    assert report.overall.files_elsewhere == 0 and report.overall.never_run == 2
+    assert "written by an older chunkwise and do not name their files" in report.summary()
+    keys = file_keys(whole.part_files)
+    cache.save(whole.hash, {"n": 4}, info={"events": {"D": 40}, "files": keys})
+    Path(cache.index_path).unlink(missing_ok=True)
+    named = chunkwise.status(fileset, cache, split=SplitOptions(files_per_chunk=2))
+    assert named.unknown_entries == 0 and named.overall.files_elsewhere == 4
