@@ -45,6 +45,7 @@ from bench_core import best, make_fileset
 
 import chunkwise
 from chunkwise.cache import ChunkCache, SalvageRecord
+from chunkwise.cache.index import IndexedRecord
 from chunkwise.chunks import SplitOptions, make_chunks
 
 SPLIT = SplitOptions(strategy="by_dataset", files_per_chunk=50)
@@ -177,7 +178,12 @@ def count_requests(n: int) -> None:
             url = server.url(export / "cache")
             # What a run leaves: its records in the index, as the engine writes it at the end,
             # over root:// (the sizes and times the server shows).
-            ChunkCache(url, TAG, key=key).update_index({}, salvaged)
+            remote = ChunkCache(url, TAG, key=key)
+            written = {}
+            for name, bad in salvaged.items():
+                stat = remote.stat(remote.directory / name)
+                written[name] = IndexedRecord(stat.size, stat.mtime, bad)
+            remote.update_index({}, written)
 
             def asked() -> int:
                 before = len(server.requests())

@@ -131,8 +131,9 @@ def test_bad_files_are_named_after_a_dataset_is_added(files: Path) -> None:
     # first chunk (dy_1-3, tt_1) was complete, and its entry names its files.
     assert table["DY"][7] == "3" and table["TTbar"][7] == "1" and table["Data"][7] == "0"
     assert table["DY"][5] == "0/5" and table["TTbar"][5] == "1/2"
-    (note,) = [line for line in grown.stdout.splitlines() if line.startswith("note: ")]
-    assert "4 files not done are in 1 entries of another split" in note
+    notes = [line for line in grown.stdout.splitlines() if line.startswith("note: ")]
+    assert "split as the run over 7 files of DY, TTbar (percentage=50)" in notes[0]
+    assert "4 files not done are in 1 entries of another split" in notes[1]
     assert api.other_entries == 1 and api.unknown_entries == 0
     assert api.overall.files_elsewhere == 4
 
@@ -238,21 +239,44 @@ def test_split_options_round_trip_through_their_record() -> None:
         SplitOptions.from_record({"files_per_chunk": 2, "chunk_size": 3})
 
 
-def test_status_picks_the_run_over_as_many_files_else_the_largest(tmp_path: Path) -> None:
+def test_status_picks_the_run_over_the_same_fileset_else_the_closest(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path / "cache", "t")
-    assert cache.recorded_split(10) is None
-    cache.write_split(SplitOptions(percentage=20), 10)
-    cache.write_split(SplitOptions(files_per_chunk=1), 3)  # a retry of the files left
-    assert cache.recorded_split(10) == SplitOptions(percentage=20)
-    assert cache.recorded_split(3) == SplitOptions(files_per_chunk=1)
-    assert cache.recorded_split(12) == SplitOptions(percentage=20)  # grown: the largest run
-    cache.write_split(SplitOptions(percentage=10), 10)  # the same fileset, split otherwise
-    assert cache.recorded_split(10) == SplitOptions(percentage=10)
-    cache.write_split(SplitOptions(datasets=callable), 10)
-    assert "callable" in str(cache.recorded_split(10))
+
+    def recorded(datasets: str, n: int) -> Any:
+        return cache.recorded_split(datasets.split(","), n)[0]
+
+    assert recorded("A,B", 10) is None
+    cache.write_split(SplitOptions(percentage=20), ["B", "A"], 10)
+    cache.write_split(SplitOptions(files_per_chunk=1), ["A"], 3)  # a retry of the files left
+    assert recorded("A,B", 10) == SplitOptions(percentage=20)
+    assert recorded("A", 3) == SplitOptions(files_per_chunk=1)
+    assert recorded("A,B", 12) == SplitOptions(percentage=20)  # grown
+    assert recorded("A,B,C", 14) == SplitOptions(percentage=20)  # a dataset added
+    cache.write_split(SplitOptions(files_per_chunk=9), ["X", "Y"], 10)  # another, same size
+    assert recorded("A,B", 10) == SplitOptions(percentage=20)
+    cache.write_split(SplitOptions(percentage=10), ["A", "B"], 10)  # the same, split otherwise
+    assert recorded("A,B", 10) == SplitOptions(percentage=10)
+    cache.write_split(SplitOptions(datasets=callable), ["A", "B"], 10)
+    assert "callable" in str(recorded("A,B", 10))
     for n in range(40):
-        cache.write_split(SplitOptions(files_per_chunk=n + 1), 100 + n)
+        cache.write_split(SplitOptions(files_per_chunk=n + 1), ["A"], 100 + n)
     assert len(cache.read_split()) == 16
+
+
+def test_a_recorded_split_that_selects_datasets_says_what_it_leaves_out(tmp_path: Path) -> None:
+    fileset = {
+        "TTbar": {"files": {f"/t/{i}.root": "Events" for i in range(3)}},
+        "DY": {"files": {f"/d/{i}.root": "Events" for i in range(2)}},
+    }
+    cache = ChunkCache(tmp_path / "c", "t")
+    cache.write_split(SplitOptions(datasets=("TTbar",), files_per_chunk=1), fileset, 5)
+    report = chunkwise.status(fileset, cache)
+    assert set(report.datasets) == {"TTbar"} and not report.complete
+    assert any("selects only TTbar: DY not looked up" in n for n in report.notes)
+    only_dy = {"DY": fileset["DY"]}
+    report = chunkwise.status(only_dy, cache)  # a run over other datasets: said, and its split
+    assert any("split as the run over 5 files of DY, TTbar" in n for n in report.notes)
+    assert any("DY not looked up" in n for n in report.notes) and not report.datasets
 
 
 def test_a_torn_or_foreign_split_record_is_not_trusted(tmp_path: Path) -> None:
@@ -260,13 +284,13 @@ def test_a_torn_or_foreign_split_record_is_not_trusted(tmp_path: Path) -> None:
     given (or the defaults), never the record's."""
     fileset = {"D": {"files": {f"/x/{i}.root": "Events" for i in range(6)}}}
     mine, other = ChunkCache(tmp_path / "c", "mine"), ChunkCache(tmp_path / "c", "other")
-    other.write_split(SplitOptions(files_per_chunk=1), 6)
+    other.write_split(SplitOptions(files_per_chunk=1), fileset, 6)
     mine.check(create=True)
     shutil.copy(other.split_path, mine.split_path)
     with pytest.warns(CorruptCacheEntryWarning, match="split.json.*does not match"):
         report = chunkwise.status(fileset, mine)
     assert report.split == SplitOptions() and report.overall.chunks == 1
-    mine.write_split(SplitOptions(files_per_chunk=2), 6)
+    mine.write_split(SplitOptions(files_per_chunk=2), fileset, 6)
     assert chunkwise.status(fileset, mine).overall.chunks == 3
     text = Path(mine.split_path).read_text()
     Path(mine.split_path).write_text(text[: len(text) // 2])  # torn
@@ -324,11 +348,15 @@ _json = st.recursive(
     ),
     max_leaves=6,
 )
+# coffea's preprocessed form of a file's entry: not plain, so the core builds the parts.
+_preprocessed = st.fixed_dictionaries(
+    {"object_path": st.just("Events"), "steps": st.just([[0, 5]]), "num_entries": st.just(5)}
+)
 _dataset = st.fixed_dictionaries(
     {
         "files": st.dictionaries(
             _text,
-            st.one_of(st.none(), st.sampled_from(["Events", "T"]), _text),
+            st.one_of(st.none(), st.sampled_from(["Events", "T"]), _text, _preprocessed),
             min_size=1,
             max_size=5,
         )
@@ -496,3 +524,54 @@ def test_entries_of_an_older_chunkwise_are_told_apart(tmp_path: Path) -> None:
     Path(cache.index_path).unlink(missing_ok=True)
     named = chunkwise.status(fileset, cache, split=SplitOptions(files_per_chunk=2))
     assert named.unknown_entries == 0 and named.overall.files_elsewhere == 4
+
+
+def test_a_chunk_file_is_looked_up_as_the_one_chunk_it_is(tmp_path: Path) -> None:
+    """``chunkwise status chunks/<hash>.json``, as ``run`` of that file: never split again with
+    the options a run over a whole fileset recorded."""
+    from chunkwise.examples import make_demo_fileset
+
+    fileset = make_demo_fileset(tmp_path / "files")
+    good = {
+        d: {"files": {p: t for p, t in data["files"].items() if Path(p).is_file()
+                      and "truncated" not in p}}
+        for d, data in fileset.items()
+    }  # fmt: skip
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    proc, cache = ("--processor", "chunkwise.examples:METProcessor"), ("--cache", "cache")
+    whole = cli("run", "good.json", "--files-per-chunk", "1", *proc, *cache, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr  # records files_per_chunk=1
+    split = cli("split", "good.json", "--files-per-chunk", "3", "--out", "chunks", cwd=tmp_path)
+    assert split.returncode == 0, split.stderr
+    chunk = sorted(p for p in (tmp_path / "chunks").glob("*.json") if p.name != "manifest.json")[0]
+    run = cli("run", chunk, *proc, *cache, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    looked = cli("status", chunk, *cache, cwd=tmp_path)
+    assert looked.returncode == 0, looked.stdout + looked.stderr
+    assert "all 1 chunks are complete" in looked.stdout
+
+
+def test_a_salvaged_chunk_completed_since_leaves_no_unknown_entries(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    """The bad files repaired and the fileset run again: every chunk is whole, the files'
+    own entries stay, and status says nothing of entries of another split, nor reads them."""
+    from chunkwise.examples import METProcessor, make_demo_fileset, write_nanoaod_like
+
+    fileset = make_demo_fileset(tmp_path / "files")
+    split = SplitOptions(files_per_chunk=2)
+    options = {"split": split, "cache": tmp_path / "cache", "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = chunkwise.run(fileset, METProcessor(), **options)
+        for data in fileset.values():  # repair the missing and the truncated file
+            for i, path in enumerate(data["files"]):
+                if not Path(path).is_file() or "truncated" in path:
+                    write_nanoaod_like(path, 500, seed=900 + i)
+        second = chunkwise.run(fileset, METProcessor(), **options)
+    assert not first.complete and second.complete
+    reads.clear()
+    report = chunkwise.status(fileset, tmp_path / "cache")
+    assert report.complete and report.other_entries == 0 and report.unknown_entries == 0
+    assert not report.notes and "note:" not in report.summary()
+    assert not [n for n in reads if n.endswith(".coffea")]

@@ -249,8 +249,9 @@ class StatusReport:
             )
         if self.unknown_entries:
             notes.append(
-                f"{self.unknown_entries} entries of another split were written by an older "
-                "chunkwise and do not name their files: those count as never run"
+                f"{self.unknown_entries} entries of another split or fileset were written by an "
+                "older chunkwise and do not name their files: files of this fileset in them "
+                "count as never run"
             )
         return notes
 
@@ -405,7 +406,8 @@ def status(
     report = StatusReport(store)
     listing = store.listing()  # the one listing of the tag directory
     report.split = _split_to_use(given, store, fileset, report.notes)
-    chunks = make_chunks(fileset, report.split if isinstance(fileset, Mapping) else None)
+    # A list of chunks is looked up as it is (split options given with one are refused).
+    chunks = make_chunks(fileset, report.split if isinstance(fileset, Mapping) else given)
     found = _Found(store, listing, chunks, verify, report.notes)
     report.stale_temporaries = sum(1 for _ in store.temporaries())
     seen: set[str] = set()
@@ -459,26 +461,42 @@ def status(
 def _split_to_use(
     given: SplitOptions | None, store: ChunkCache, fileset: Any, notes: list[str]
 ) -> SplitOptions:
-    """The split options to look up with: those given, else the last run's (noted when the two
-    differ, or when the last run's could not be written down)."""
+    """The split options to look up with: those given, else the recorded run's (see
+    ``TagDirectory.recorded_split``), with a note when they differ, when the run was over
+    other datasets, or when its options leave datasets of this fileset out."""
     if not isinstance(fileset, Mapping):
-        return SplitOptions() if given is None else given  # make_chunks refuses options
-    recorded = store.recorded_split(count_files(fileset))
-    if given is None:
-        if isinstance(recorded, SplitOptions):
-            return recorded
-        if isinstance(recorded, str):
+        return SplitOptions() if given is None else given
+    recorded, run = store.recorded_split(fileset, count_files(fileset))
+    if given is not None:
+        if isinstance(recorded, SplitOptions) and not given.same_as(recorded):
             notes.append(
-                f"the last run's split options were not recorded ({recorded}): split with "
-                "the defaults; give the run's options"
+                f"split with {given.describe()}, not as the last run here "
+                f"({recorded.describe()}): chunks are looked up as split here, and files one "
+                "by one"
             )
-        return SplitOptions()
-    if isinstance(recorded, SplitOptions) and not given.same_as(recorded):
+        return given
+    if isinstance(recorded, str):
         notes.append(
-            f"split with {given.describe()}, not as the last run here ({recorded.describe()}): "
-            "chunks are looked up as split here, and files one by one"
+            f"the last run's split options were not recorded ({recorded}): split with "
+            "the defaults; give the run's options"
         )
-    return given
+    if not isinstance(recorded, SplitOptions):
+        return SplitOptions()
+    assert run is not None
+    if run["datasets"] != sorted(map(str, fileset)):
+        notes.append(
+            f"split as the run over {run['files']} files of {', '.join(run['datasets'])} "
+            f"({recorded.describe()}), the closest this cache recorded"
+        )
+    selected = recorded.datasets
+    if isinstance(selected, (list, tuple)):
+        left_out = sorted(str(d) for d in fileset if d not in selected)
+        if left_out:
+            notes.append(
+                f"the run's split selects only {', '.join(map(str, selected))}: "
+                f"{', '.join(left_out)} not looked up; give split options to look them up"
+            )
+    return recorded
 
 
 class _Found:
@@ -516,10 +534,11 @@ class _Found:
             name[: -len(SALVAGE_SUFFIX)] for name in records if name.endswith(SALVAGE_SUFFIX)
         }
         explained = set(self._mine)
-        for chunk_hash in self._salvaged:
+        for chunk_hash in self._salvaged:  # done since or not, its files' entries stay
             chunk = self._mine.get(chunk_hash)
-            if chunk is not None and chunk_hash not in entries and chunk.n_files > 1:
+            if chunk is not None and chunk.n_files > 1:
                 explained.update(chunk.part_files)
+        self._explained = explained
         self._everywhere = any(h not in explained for h in entries)
         self.bad = self._bad_files(records)
         # The entries of another split (neither a chunk nor a file of this one), and the keys
@@ -566,21 +585,28 @@ class _Found:
     def _other_entries(self, chunks: Sequence[Chunk]) -> None:
         """Find the entries of another split and the keys of their files: from the index, or
         from each entry's own bookkeeping (read and verified once, then indexed)."""
-        parts: set[str] = set()
+        parts = set(self._explained)
         for chunk in chunks:
             if chunk.n_files > 1 and self._cached(chunk.hash) != "done":
                 parts.update(chunk.part_files)
-        self.others = [h for h in self.entries if h not in self._mine and h not in parts]
-        for chunk_hash in self.others:
+        others = [h for h in self.entries if h not in parts]
+        if others:  # files run on their own (a retry) whose chunk was put together since
+            for chunk in chunks:
+                if chunk.n_files > 1 and self._cached(chunk.hash) == "done":
+                    parts.update(chunk.part_files)
+            others = [h for h in others if h not in parts]
+        self.others = others
+        for chunk_hash in others:
             keys = self.index.entries.get(chunk_hash)
-            if keys is None:
+            if keys is None:  # not described yet: its bookkeeping names its files
                 info = self.store.load_info(chunk_hash)
-                keys = info.get("files") if info is not None else None
-                if not keys:
-                    self.unknown += 1
-                    continue
+                keys = info.get("files", "") if info is not None else None
+                if keys is None:
+                    continue  # it does not verify: a run says so when it uses it
                 self.index.entries[chunk_hash] = keys
                 self.dirty = True
+            if not keys:  # written before entries named their files
+                self.unknown += 1
             self.elsewhere.update(split_keys(keys))
 
     def keys_of(self, chunk: Chunk) -> dict[tuple[str, str], str]:

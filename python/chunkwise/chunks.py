@@ -147,12 +147,10 @@ def _plain_part_hashes(fileset: Mapping[str, Any]) -> dict[str, tuple[str, str]]
         templates: dict[Any, tuple[str, str]] = {}
         head = f'{{{_ascii(name)}:{{"files":[['
         for path, tree in files.items():
-            if type(path) is not str:
-                return None
+            if type(path) is not str or (tree is not None and type(tree) is not str):
+                return None  # a preprocessed entry ({"object_path": ..., "steps": ...}), say
             template = templates.get(tree)
             if template is None:
-                if tree is not None and type(tree) is not str:
-                    return None
                 tail = f",{_canonical(tree)}]]{extra}}}}}"
                 spec_json = _canonical({**fields, "\0value": tree})
                 if not _checked_template(head, tail, name, spec_json):

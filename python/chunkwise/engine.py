@@ -21,14 +21,13 @@ from typing import Any
 from chunkwise._coffea import Plan, merge, process_unit
 from chunkwise.cache import (
     ENTRY_SUFFIX,
-    FAILURE_SUFFIX,
     SALVAGE_SUFFIX,
     CacheError,
     ChunkCache,
     CorruptCacheEntryWarning,
     SalvageRecord,
 )
-from chunkwise.cache.index import file_keys
+from chunkwise.cache.index import IndexedRecord, file_keys
 from chunkwise.chunks import Chunk
 from chunkwise.errors import ChunkFailure, add_note
 from chunkwise.outcomes import Outcome, error_text
@@ -68,7 +67,7 @@ class _EntryWriter:
         # For the tag's index: the keys of the files of each entry of several files put, and
         # the bad files of each record put, by file name.
         self.entries: dict[str, str] = {}
-        self.records: dict[str, dict[str, dict[str, str]]] = {}
+        self.records: dict[str, IndexedRecord] = {}
 
     def put(self, chunk_hash: str, data: bytes, files: str = "") -> None:
         """Write ``ChunkCache.encode``'s bytes as the entry of ``chunk_hash``, which holds the
@@ -81,14 +80,21 @@ class _EntryWriter:
     def put_salvage(self, record: SalvageRecord) -> None:
         """Write a salvage record, after the entries put before it (one thread, in order)."""
         assert self.cache is not None
-        self.records[f"{record.chunk_hash}{SALVAGE_SUFFIX}"] = record.bad_files
-        self._submit(False, self.cache.save_salvage, record)
+        self._submit(False, self._record, self.cache.save_salvage, record)
 
     def put_failure(self, record: SalvageRecord) -> None:
         """Write the record of a chunk lost whole (its bad files), after earlier writes."""
         assert self.cache is not None
-        self.records[f"{record.chunk_hash}{FAILURE_SUFFIX}"] = record.bad_files
-        self._submit(False, self.cache.save_failure, record)
+        self._submit(False, self._record, self.cache.save_failure, record)
+
+    def _record(self, save: Callable[[SalvageRecord], Any], record: SalvageRecord) -> None:
+        """Write a record, and note its size and time at once, for the index (a later listing
+        that shows other ones means another run wrote it since)."""
+        path = save(record)
+        assert self.cache is not None
+        with contextlib.suppress(OSError):
+            stat = self.cache.stat(path)
+            self.records[path.name] = IndexedRecord(stat.size, stat.mtime, record.bad_files)
 
     def update_index(self) -> None:
         """Add what was written to the tag's index, after ``close`` (see
@@ -469,13 +475,17 @@ class _Engine:
         info: dict[str, Any] = {"events": events, "sums": plain}
         if any(gaps.values()):
             info["gaps"] = {d: g for d, g in gaps.items() if g}
-        if chunk is not None and chunk.parts != [chunk]:
-            info["files"] = file_keys(chunk.part_files)
+        # The keys of its files: a chunk's parts', or (one file) its own; the index holds
+        # those of the entries of several files.
+        several = chunk is not None and chunk.parts != [chunk]
+        info["files"] = (
+            file_keys(chunk.part_files) if chunk and several else file_keys([chunk_hash])
+        )
         if payload is not None:
             data = self.cache.encode_pickled(chunk_hash, pickled_output(payload), info)
         else:  # pickled here, before the output is merged into (and changed with) the total
             data = self.cache.encode(chunk_hash, output, info)
-        self.writer.put(chunk_hash, data, info.get("files", ""))
+        self.writer.put(chunk_hash, data, info["files"] if several else "")
 
     def _add(self, index: int, record: ChunkRecord, output: Any, uncounted: int) -> None:
         self.records[index] = record

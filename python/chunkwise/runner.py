@@ -233,9 +233,7 @@ def run(
     on_start = None
     if report.cache is not None and isinstance(fileset, Mapping):
         # Recorded once work begins, for ``status``; a list of chunks says nothing of a split.
-        on_start = functools.partial(
-            record_split, report.cache, options, count_files(fileset), report.notes
-        )
+        on_start = functools.partial(record_split, report.cache, options, fileset, report.notes)
     for chunk in chunks:
         add_counts(report.files_total, {d: len(p) for d, p in chunk.files.items()})
     settings = dict(salvage=salvage, in_flight=in_flight, quiet=quiet, progress=progress)
@@ -256,11 +254,13 @@ def run(
     return report
 
 
-def record_split(cache: ChunkCache, options: SplitOptions, n_files: int, notes: list[str]) -> None:
+def record_split(
+    cache: ChunkCache, options: SplitOptions, fileset: Mapping[str, Any], notes: list[str]
+) -> None:
     """Write the run's split options into its tag directory, for ``status``; a write that
     fails is a note (``status`` then needs the options given), not an error."""
     try:
-        cache.write_split(options, n_files)
+        cache.write_split(options, fileset, count_files(fileset))
     except OSError as err:
         notes.append(
             f"the split options were not recorded in {cache.split_path} "

@@ -32,7 +32,7 @@ from chunkwise.cache.directory import (
 from chunkwise.cache.index import IndexedRecord
 from chunkwise.cache.records import _MAX_SALVAGE_BYTES, RecordKind, SalvageRecord, _seal
 from chunkwise.errors import CorruptCacheEntryWarning
-from chunkwise.store import RemotePath, Unsafe
+from chunkwise.store import FileStat, RemotePath, Unsafe
 
 __all__ = ["CacheEntry", "ChunkCache", "Status"]
 
@@ -200,24 +200,30 @@ class ChunkCache(TagDirectory):
             return None
 
     def update_index(
-        self, entries: Mapping[str, str], records: Mapping[str, dict[str, dict[str, str]]]
+        self, entries: Mapping[str, str], records: Mapping[str, IndexedRecord]
     ) -> None:
-        """Add what a run wrote to the tag's index: the keys of its entries' files and its
-        records' bad files, each record as one listing of the directory shows it. Lines for
-        what is no longer listed are dropped. Raises ``OSError`` or ``CacheError`` if the
-        directory cannot be listed or written (the index is only an accelerator)."""
+        """Add what a run wrote to the tag's index: the keys of its entries' files, and its
+        records' bad files with the size and time each had once written. A record that one
+        listing of the directory shows otherwise was written again since (by another run):
+        it is left to ``status`` to read. Lines for what is no longer listed are dropped.
+        Raises ``OSError`` or ``CacheError`` if the directory cannot be listed or written
+        (the index is only an accelerator)."""
         listing = self.contents()
         index, _ = self.read_index()
-        for name, bad in records.items():
+        for name, written in records.items():
             stat = listing.get(name)
-            if stat is not None:
-                index.records[name] = IndexedRecord(stat.size, stat.mtime, bad)
+            if stat is not None and (stat.size, stat.mtime) == (written.size, written.mtime):
+                index.records[name] = written
         index.entries.update(
             (h, keys) for h, keys in entries.items() if f"{h}{ENTRY_SUFFIX}" in listing
         )
         hashes = {n[: -len(ENTRY_SUFFIX)] for n in listing if n.endswith(ENTRY_SUFFIX)}
         index.keep_only(listing, hashes)
         self.write_index(index)
+
+    def stat(self, path: Path | RemotePath) -> FileStat:
+        """The size and time of a file of this tag, as its store shows them."""
+        return self._store.stat(path)
 
     def status(self, chunk_hash: str) -> Status:
         """Report the state of a chunk's entry without unpickling it.

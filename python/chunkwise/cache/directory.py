@@ -12,7 +12,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,7 +195,8 @@ class TagDirectory:
             kind=kind,
             tag=self.tag,
             chunk_hash=chunk_hash,
-            legacy=self._legacy_records,
+            # Only kinds an older chunkwise wrote unsealed may be read in the old format.
+            legacy=self._legacy_records and kind in ("salvage", "failure", "manifest"),
         )
         return data
 
@@ -221,53 +222,71 @@ class TagDirectory:
     def read_split(self, *, warn: bool = True) -> list[dict[str, Any]]:
         """The split records of the last runs that split a fileset into this tag, oldest first.
 
-        Each is ``{"split": options or None, "why": text, "files": n, "time": t}``: ``split``
-        is ``SplitOptions.to_record``'s dict, or ``None`` when the options could not be written
-        down (``why`` says why); ``files`` is how many files the run's fileset had. Empty when
-        there are none, and when the record does not verify (it is ignored with a
-        ``CorruptCacheEntryWarning``).
+        Each is ``{"split": options or None, "why": text, "files": n, "datasets": names,
+        "time": t}``: ``split`` is ``SplitOptions.to_record``'s dict, or ``None`` when the
+        options could not be written down (``why`` says why); ``files`` and ``datasets`` are
+        how many files and which datasets the run's fileset had. Empty when there are none,
+        and when the record does not verify (it is ignored with a ``CorruptCacheEntryWarning``).
         """
         then = "status splits with the options it is given"
         record = self._read_record(self.split_path, "split", then if warn else None)
         runs = record.get("runs") if record is not None else None
         if not isinstance(runs, list):
             return []
-        return [r for r in runs if isinstance(r, dict) and isinstance(r.get("files"), int)]
+        return [
+            r for r in runs
+            if isinstance(r, dict) and isinstance(r.get("files"), int)
+            and isinstance(r.get("datasets"), list)
+        ]  # fmt: skip
 
-    def write_split(self, options: SplitOptions, n_files: int) -> None:
-        """Record the split options of a run over a fileset of ``n_files`` files, beside those
-        of the runs before it (the last ``_SPLIT_RUNS``, one per options and size)."""
+    def write_split(self, options: SplitOptions, datasets: Iterable[str], n_files: int) -> None:
+        """Record the split options of a run over a fileset of these datasets and ``n_files``
+        files, beside those of the runs before it (the last ``_SPLIT_RUNS``, one per options
+        and fileset size)."""
         written = options.to_record()
         why = "" if written is not None else "its datasets were given as a callable or patterns"
-        run = {"split": written, "why": why, "files": n_files}
+        names = sorted(map(str, datasets))
+        run = {"split": written, "why": why, "files": n_files, "datasets": names}
         runs = [
             r for r in self.read_split(warn=False)  # one that does not verify is replaced
-            if (r.get("split"), r.get("files")) != (written, n_files)
+            if (r["split"], r["files"], r["datasets"]) != (written, n_files, names)
         ]  # fmt: skip
         runs = [*runs, {**run, "time": round(time.time())}][-_SPLIT_RUNS:]
         data = _seal({"runs": runs}, key=self.key, kind="split", tag=self.tag)
         self._write_atomic(self.split_path, data)
 
-    def recorded_split(self, n_files: int) -> SplitOptions | None | str:
-        """The split options a fileset of ``n_files`` files was most likely run with: those
-        of the last run over as many files, else of the run over the most files (a run of
-        the files left to do has fewer). ``None`` when no run recorded its options; a text
-        saying why when they could not be written down."""
+    def recorded_split(
+        self, datasets: Iterable[str], n_files: int
+    ) -> tuple[SplitOptions | str | None, dict[str, Any] | None]:
+        """The split options a fileset of these datasets and ``n_files`` files was most likely
+        run with, and the run's record.
+
+        The last run over the same datasets and as many files; else, of the runs over the same
+        datasets, the one over the most files (the fileset grew, or a run of the files left
+        had fewer); else the run over the most files (datasets were added or removed). The
+        options are ``None`` when no run recorded them, and a text saying why when they
+        could not be written down.
+        """
         runs = self.read_split()
         if not runs:
-            return None
-        same = [r for r in runs if r["files"] == n_files]
-        chosen = same[-1] if same else max(reversed(runs), key=lambda r: r["files"])
+            return None, None
+        names = sorted(map(str, datasets))
+        alike = [r for r in runs if r["datasets"] == names]
+        exact = [r for r in alike if r["files"] == n_files]
+        if exact:
+            chosen = exact[-1]
+        else:
+            chosen = max(reversed(alike or runs), key=lambda r: r["files"])
         try:
             if chosen.get("split") is None:
-                return str(chosen.get("why") or "they could not be written down")
-            return SplitOptions.from_record(chosen["split"])
+                return str(chosen.get("why") or "they could not be written down"), chosen
+            return SplitOptions.from_record(chosen["split"]), chosen
         except (ValueError, TypeError) as err:
             warnings.warn(
                 f"chunkwise: ignoring {self.split_path}: {err}", CorruptCacheEntryWarning,
                 stacklevel=2,
             )  # fmt: skip
-            return None
+            return None, None
 
     @property
     def index_path(self) -> Path | RemotePath:

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from chunkwise.cache_status import find_tag, status, status_cache
 from chunkwise.cli._common import (
@@ -24,6 +25,7 @@ from chunkwise.cli._common import (
     write_json,
 )
 from chunkwise.errors import CacheError, UsageError, one_line
+from chunkwise.filesets import hash_in_name
 from chunkwise.tag import tag_of
 
 __all__ = ["cmd_status"]
@@ -65,15 +67,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--tag: {err}") from None
     try:
-        # Without split options, status splits as the last run here did (it recorded them).
+        # Without split options, status splits as the last run here did (it recorded them);
+        # a chunk file that 'split' wrote is the one chunk it is, as for 'run'.
         split = split_options(args) if given else None
-        report = status(fileset, cache, split=split, verify=args.verify)
+        looked_up: Any = fileset
+        if split is None and hash_in_name(args.fileset) is not None:
+            looked_up = [fileset]
+        report = status(looked_up, cache, split=split, verify=args.verify)
     except (ValueError, TypeError) as err:
         raise UsageError(f"{args.fileset}: {one_line(err)}") from None
     except CacheError as err:
         raise UsageError(str(err)) from None
     if not report.overall.files:
-        raise UsageError(f"{args.fileset}: no files to look up; check --datasets and the fileset")
+        raise UsageError(
+            f"{args.fileset}: no files to look up with the split {report.split.describe()}; "
+            "check the fileset and the split options"
+        )
     if args.list_incomplete:
         for digest in report.incomplete:
             print(digest)
