@@ -730,3 +730,21 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path: P
     )  # fmt: skip
     assert_usage_error(result, "--scheduler 'tcp://127.0.0.1:1': cannot connect")
     assert not cache.exists()  # the executor is started before the cache is opened
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    """``chunkwise split ... | head -1``: the reader goes away, and the command says nothing of
+    it (it used to print 'error: Broken pipe' and exit 2)."""
+    fileset = tmp_path / "big.json"
+    fileset.write_text(
+        json.dumps({"D": {"files": {f"/x/{i}.root": "Events" for i in range(5000)}}})
+    )
+    script = (
+        f"{sys.executable} -m chunkwise split {fileset} --files-per-chunk 1 --out {tmp_path / 'c'}"
+        " 2>err.txt | head -n 1 >/dev/null; echo ${PIPESTATUS[0]}"
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)  # fmt: skip
+    assert done.stdout.strip() == "0"
+    assert (tmp_path / "err.txt").read_text() == ""
+    assert len(list((tmp_path / "c").glob("*.json"))) == 5001  # every chunk and the manifest

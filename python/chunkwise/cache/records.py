@@ -236,6 +236,8 @@ def _unseal(
     if _RECORD_FIELD not in data and _MAC_FIELD not in data:
         if legacy:
             return data, False
+        if kind in ("index", "split"):  # chunkwise has written these sealed from the start
+            raise _Unverified("it has no authentication tag: chunkwise did not write it")
         raise _Unverified(
             "it was written by an older chunkwise, without authentication, and this cache is "
             "trusted only through its key"

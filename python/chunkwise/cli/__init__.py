@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chunkwise.cli._common import EXIT_BUG, EXIT_USAGE
+from chunkwise.cli._common import EXIT_BUG, EXIT_OK, EXIT_USAGE
 from chunkwise.cli._parser import build_parser
 from chunkwise.errors import (
     CorruptCacheEntryWarning,
@@ -113,6 +114,10 @@ def _call(name: str, args: argparse.Namespace) -> int:
         hint = "; finished chunks are cached, rerun to resume" if args.command == "run" else ""
         print(f"chunkwise {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (``| head``): not an error
+        # Python would say so again when it flushes stdout at exit; point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as err:  # the file system said no (a directory you may not read, a bad disk)
         where = f"{err.filename}: " if err.filename else ""
         print(
