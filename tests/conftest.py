@@ -31,3 +31,22 @@ def opening_counts(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     count(ChunkCache, "__init__", "open")
     count(ChunkCache, "remove_stale_temporaries", "clean")
     return calls
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real single-node Slurm (``tests/slurm_cluster.py``), started once for the session and
+    stopped by PID at its end; skipped, with the reason, where it cannot run.
+    ``CHUNKWISE_TEST_SLURM=off`` turns it off (CI runs the Slurm tests in one of its venvs)."""
+    import os
+
+    from slurm_cluster import SlurmCluster, unavailable_reason
+
+    if os.environ.get("CHUNKWISE_TEST_SLURM") == "off":
+        pytest.skip("CHUNKWISE_TEST_SLURM=off: the Slurm tests run in another of CI's venvs")
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no Slurm: {reason}")
+    cluster = SlurmCluster.start(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _split_commands(sub)
     _status_command(sub)
     _run_command(sub)
+    _submit_command(sub)
     _cache_commands(sub)
     return parser
 
@@ -260,6 +261,79 @@ def _run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         help="where to put the files, cache and met.png (default ./chunkwise-demo)",
     )
     p.set_defaults(func="run:cmd_demo")
+
+
+def _submit_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``submit``."""
+    p = sub.add_parser(
+        "submit",
+        help="write (and submit) a Slurm array job or HTCondor jobs, one per chunk",
+        description=(
+            "Split FILESET and write, into the new directory DIR: the chunk files, jobs.txt, a "
+            "job file (job.slurm: a Slurm array; job.sub: HTCondor, 'queue chunk from "
+            "jobs.txt'), task.sh (one chunk into the cache), env.sh (the Python environment) "
+            "and the steps after: status.sh, resubmit.sh (exactly the files not done, one per "
+            "job) and merge.sh. The split is recorded in the cache for 'status'. Prints the "
+            "job file, or with --submit the job id."
+        ),
+    )
+    p.add_argument("scheduler", choices=["slurm", "condor"], help="which job file to write")
+    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
+    p.add_argument(
+        "--processor",
+        required=True,
+        metavar="MODULE:CLASS",
+        help="the coffea processor class, created without arguments",
+    )
+    p.add_argument(
+        "--cache",
+        required=True,
+        metavar="DIR",
+        help="the cache every job writes to: a directory the nodes share, or "
+        "root://host//dir with --cache-key-file",
+    )
+    add_key_option(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory")
+    add_split_options(p)
+    add_runner_options(p)
+    p.add_argument(
+        "--retries",
+        type=whole_number,
+        default=3,
+        metavar="N",
+        help="each job's tries after the first for transient errors (default 3)",
+    )
+    p.add_argument(
+        "--setup",
+        metavar="LINES",
+        help="shell lines that give a job the Python with chunkwise, e.g. 'source "
+        "/cvmfs/.../setup.sh' (default: this venv's activate, or this Python's directory)",
+    )
+    p.add_argument(
+        "--max-running",
+        type=positive_int,
+        metavar="N",
+        help="at most N jobs at once (Slurm --array=1-M%%N, HTCondor max_materialize)",
+    )
+    p.add_argument(
+        "--scheduler-option",
+        action="append",
+        metavar="OPT",
+        help="an extra #SBATCH option ('--partition=short') or HTCondor submit line "
+        "('request_memory = 2GB'); repeatable",
+    )
+    p.add_argument(
+        "--no-shared-fs",
+        action="store_true",
+        help="HTCondor without a shared file system: transfer the chunk, the key and the "
+        "processor's module with each job (needs a root:// cache and --setup)",
+    )
+    p.add_argument(
+        "--submit",
+        action="store_true",
+        help="submit it (sbatch or condor_submit) and print the job id",
+    )
+    p.set_defaults(func="submit:cmd_submit")
 
 
 def _cache_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
