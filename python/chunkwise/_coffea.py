@@ -35,9 +35,10 @@ import functools
 import importlib
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,7 +56,7 @@ from chunkwise.errors import (
     causes,
     one_line,
 )
-from chunkwise.extras import distributed
+from chunkwise.extras import dask_jobqueue, distributed
 from chunkwise.outcomes import (
     Outcome,
     _failure,
@@ -528,34 +529,47 @@ def make_runner(
 
 
 def make_executor(
-    kind: str, workers: int | None = None, scheduler: str | None = None
+    kind: str,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    job_options: Sequence[str] = (),
 ) -> tuple[Any, list[Callable[[], Any]]]:
     """A coffea executor by name, and what to call (in reverse order) to shut it down.
 
     Parameters
     ----------
-    kind : {"iterative", "futures", "dask"}
-        In this process, a process pool, or dask (a ``LocalCluster`` of ``workers``
-        single-threaded workers, or the running ``scheduler``).
+    kind : {"iterative", "futures", "dask", "slurm"}
+        In this process, a process pool, dask (a ``LocalCluster`` of ``workers``
+        single-threaded workers, or the running ``scheduler``), or dask with ``workers``
+        workers started as Slurm jobs (``slurm_cluster``).
     workers : int, optional
-        Processes (default: the cores this process may use, as a batch slot allots them).
+        Processes (default: the cores this process may use, as a batch slot allots them; for
+        ``slurm``, 2).
     scheduler : str, optional
         Address of a running dask scheduler, e.g. ``tcp://host:8786``.
+    job_options : sequence of str
+        For ``slurm``: extra ``#SBATCH`` options of each worker's job.
 
     Raises
     ------
     chunkwise.errors.MissingExtraError
-        For dask without ``chunkwise[dask]``.
+        For dask without ``chunkwise[dask]``, slurm without ``chunkwise[slurm]``.
     chunkwise.errors.OptionError
-        If the scheduler cannot be reached.
+        If the scheduler cannot be reached, or Slurm refuses the workers' jobs.
     """
+    if kind == "slurm":
+        cluster = slurm_cluster(workers or 2, job_options)
+        closers: list[Callable[[], Any]] = [cluster.close]
+        client = distributed("--executor slurm").Client(cluster)
+        closers.append(client.close)
+        return processor.DaskExecutor(client=client, status=False), closers
     workers = workers or cpu_count()
     if kind == "iterative":
         return processor.IterativeExecutor(status=False), []
     if kind == "futures":
         return processor.FuturesExecutor(workers=workers, status=False), []
     dask = distributed("--scheduler" if scheduler is not None else "--executor dask")
-    closers: list[Callable[[], Any]] = []
+    closers = []
     if scheduler is not None:
         try:
             client = dask.Client(scheduler, timeout="10s")
@@ -578,6 +592,73 @@ def make_executor(
         client = dask.Client(cluster)
         closers.append(client.close)
     return processor.DaskExecutor(client=client, status=False), closers
+
+
+def slurm_cluster(workers: int, job_options: Sequence[str] = ()) -> Any:
+    """A dask-jobqueue ``SLURMCluster`` of ``workers`` single-threaded workers, one Slurm job
+    each, asked for now (they join as Slurm starts them).
+
+    What dask's configuration sets (``jobqueue.slurm`` in ``~/.config/dask/jobqueue.yaml``:
+    queue, account, walltime, memory...) is kept; what it leaves unset is one core and 2 GiB a
+    worker. The jobs run this Python (``sys.executable``) with this process's environment, so
+    the nodes must see it: a shared file system, as Slurm clusters have.
+
+    Parameters
+    ----------
+    workers : int
+        How many worker jobs.
+    job_options : sequence of str
+        Extra ``#SBATCH`` options of each job, e.g. ``["--partition=short"]``.
+
+    Raises
+    ------
+    chunkwise.errors.MissingExtraError
+        Without ``chunkwise[slurm]`` (dask-jobqueue).
+    chunkwise.errors.OptionError
+        If ``sbatch`` is missing or refuses the jobs (its message).
+    """
+    jobqueue = dask_jobqueue("--executor slurm")
+    import dask.config
+
+    config = dask.config.get("jobqueue.slurm", default={}) or {}
+    kwargs: dict[str, Any] = {
+        "silence_logs": "error",
+        "dashboard_address": None,
+        "job_extra_directives": [*(config.get("job-extra-directives") or []), *job_options],
+    }
+    if config.get("cores") is None:
+        kwargs.update(cores=1, processes=1)
+    if config.get("memory") is None:
+        kwargs["memory"] = "2GiB"
+    if shutil.which("sbatch") is None:
+        raise OptionError("sbatch is not on PATH: run on a node that can submit Slurm jobs")
+    cluster = jobqueue.SLURMCluster(**kwargs)
+    try:
+        # A job Slurm would refuse (a bad option, no such partition) is said now, in sbatch's
+        # words, rather than logged in the background while the run waits for workers.
+        refused = _sbatch_test_only(cluster.job_script())
+        if refused is not None:
+            raise OptionError(f"sbatch refuses the workers' jobs: {refused}")
+        cluster.scale(jobs=workers)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def _sbatch_test_only(script: str) -> str | None:
+    """``sbatch --test-only`` of a job script: None if Slurm would take it, else its error."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="chunkwise-") as f:
+        f.write(script)
+        f.flush()
+        done = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    lines = [line.removeprefix("sbatch: error: ") for line in done.stderr.strip().splitlines()]
+    return lines[0] if lines else f"exit status {done.returncode}"
 
 
 def save_output(output: Any, path: str | os.PathLike[str]) -> None:

@@ -1,13 +1,16 @@
 """Optional dependencies, imported on demand, each with the extra that installs it.
 
 chunkwise's core needs nothing, and ``chunkwise.run`` needs coffea and the packages it declares.
-Two parts are optional, as pip extras:
+Three parts are optional, as pip extras:
 
 ========================  ===========================================  ====================
 extra                     packages                                     needed for
 ========================  ===========================================  ====================
 ``chunkwise[dask]``       distributed                                  ``--executor dask``,
                                                                        ``--scheduler``
+``chunkwise[slurm]``      distributed, dask-jobqueue                   ``--executor slurm``
+                                                                       (dask workers as
+                                                                       Slurm jobs)
 ``chunkwise[xrootd]``     fsspec-xrootd, xrootd (the XRootD client)    ``root://`` paths in
                                                                        a fileset, a
                                                                        ``root://`` cache
@@ -30,6 +33,7 @@ from chunkwise.errors import MissingExtraError
 __all__ = [
     "MissingExtraError",
     "check_paths",
+    "dask_jobqueue",
     "distributed",
     "module_version",
     "needs_xrootd",
@@ -65,6 +69,18 @@ def distributed(what: str = "a dask cluster") -> ModuleType:
         What needs it, for the message (``"--executor dask"``).
     """
     return _import(["distributed"], "dask", "distributed", what)[0]
+
+
+def dask_jobqueue(what: str = "--executor slurm") -> ModuleType:
+    """Import and return ``dask_jobqueue`` (and ``distributed``), or raise MissingExtraError
+    naming ``chunkwise[slurm]``.
+
+    Parameters
+    ----------
+    what : str
+        What needs it, for the message.
+    """
+    return _import(["distributed", "dask_jobqueue"], "slurm", "dask-jobqueue", what)[1]
 
 
 def needs_xrootd(what: str) -> None:

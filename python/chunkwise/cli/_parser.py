@@ -13,7 +13,7 @@ from chunkwise import _core
 
 __all__ = ["EXECUTORS", "Parser", "build_parser"]
 
-EXECUTORS = ("iterative", "futures", "dask")
+EXECUTORS = ("iterative", "futures", "dask", "slurm")
 
 
 class Parser(argparse.ArgumentParser):
@@ -158,10 +158,21 @@ def _run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--executor",
         choices=EXECUTORS,
         default="iterative",
-        help="how each chunk runs: in this process (default), a process pool, or dask",
+        help="how each chunk runs: in this process (default), a process pool, dask, or dask "
+        "workers started as Slurm jobs (slurm: chunkwise[slurm], dask-jobqueue)",
     )
     p.add_argument(
-        "--workers", type=positive_int, metavar="N", help="processes for futures or dask"
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="processes for futures or dask; Slurm jobs (one worker each, default 2) for slurm",
+    )
+    p.add_argument(
+        "--job-option",
+        action="append",
+        metavar="OPT",
+        help="an extra #SBATCH option of each slurm worker's job, e.g. --job-option="
+        "--partition=short (repeatable; dask's jobqueue.slurm configuration applies too)",
     )
     p.add_argument(
         "--scheduler", metavar="ADDRESS", help="a running dask scheduler, e.g. tcp://host:8786"

@@ -40,7 +40,7 @@ from chunkwise.errors import (
     one_line,
 )
 from chunkwise.examples import run_demo
-from chunkwise.extras import distributed
+from chunkwise.extras import dask_jobqueue, distributed
 from chunkwise.filesets import hash_in_name
 from chunkwise.outcomes import user_exception, user_traceback
 from chunkwise.report import RunReport
@@ -57,6 +57,8 @@ def _check_run_options(args: argparse.Namespace) -> float | None:
     """Every option that needs no file or import; returns --min-completeness."""
     if args.executor == "iterative" and args.workers is not None:
         raise UsageError("--workers needs --executor futures or dask")
+    if args.job_option and args.executor != "slurm":
+        raise UsageError("--job-option is for --executor slurm")
     if args.scheduler is not None and args.executor != "dask":
         raise UsageError("--scheduler needs --executor dask")
     if args.workers is not None and args.scheduler is not None:
@@ -130,9 +132,18 @@ def _execute(
     closers: list[Callable[[], Any]] = []
     try:
         try:
-            executor, closers = make_executor(args.executor, args.workers, args.scheduler)
+            executor, closers = make_executor(
+                args.executor, args.workers, args.scheduler, args.job_option or ()
+            )
         except OptionError as err:
-            raise UsageError(f"--scheduler {err}") from None
+            given = "--executor slurm:" if args.executor == "slurm" else "--scheduler"
+            raise UsageError(f"{given} {err}") from None
+        if args.executor == "slurm":
+            print(
+                f"dask: {args.workers or 2} workers asked of Slurm, one job each; chunks run as "
+                "they join (squeue shows the jobs)",
+                file=sys.stderr,
+            )
         cache = _open_cache(args, proc, key)
         fileset, split = work
         return run(
@@ -198,6 +209,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A missing extra is said before the cache is opened or anything runs.
     if args.executor == "dask":
         distributed("--scheduler" if args.scheduler is not None else "--executor dask")
+    elif args.executor == "slurm":
+        dask_jobqueue("--executor slurm")
     check_extras(chunks, replicas.values())
     proc = processor_of(args)
     # A fileset is handed over with its split options, which the run records for 'status'; a
