@@ -17,10 +17,13 @@ the same executor, once per case:
   plain call does not: ``--no-weights-rows`` adds a ``weights=False`` row with no cache per chunk
   count, the engine alone, so that both costs are measured in the same run.
 
-Executors: ``FuturesExecutor(workers=2)`` and ``DaskExecutor`` on a ``LocalCluster`` of two
-single-threaded worker processes (``--executors`` picks them). Every FuturesExecutor call makes
-its own process pool; a plain Runner call pays that once, and chunkwise.run pays it however
-often it calls the executor. That is the real cost of the engine's design, so it is kept.
+Executors: ``FuturesExecutor(workers=2)``, ``DaskExecutor`` on a ``LocalCluster`` of two
+single-threaded worker processes, and (``--executors slurm``) ``DaskExecutor`` on a
+dask-jobqueue ``SLURMCluster`` of two single-core worker jobs, on the Slurm ``SLURM_CONF``
+names or else on the tests' single-node Slurm, started for the run (``--executors`` picks
+them). Every FuturesExecutor call makes its own process pool; a plain Runner call pays that
+once, and chunkwise.run pays it however often it calls the executor. That is the real cost of
+the engine's design, so it is kept.
 
 Before timing, each executor runs one untimed plain call (worker start-up, imports, the OS page
 cache). Each timed call gets a Runner with a fresh, empty metadata cache (``--metadata-cache
@@ -247,9 +250,52 @@ def make_executors(names: list[str], stack: list[Any]) -> dict[str, Any]:
             client = Client(cluster)
             stack.append(client)
             executors[name] = processor.DaskExecutor(client=client, status=False)
+        elif name == "slurm":
+            executors[name] = slurm_executor(stack)
         else:
-            raise SystemExit(f"unknown executor {name!r}: use futures and/or dask")
+            raise SystemExit(f"unknown executor {name!r}: use futures, dask and/or slurm")
     return executors
+
+
+class _Stopper:
+    """Something on the close stack that stops the test Slurm this script started."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def close(self) -> None:
+        self.cluster.stop()
+
+
+def slurm_executor(stack: list[Any]) -> Any:
+    """``DaskExecutor`` on a dask-jobqueue ``SLURMCluster`` of two single-core worker jobs.
+
+    The Slurm is the one ``SLURM_CONF`` names; without it, the tests' single-node Slurm
+    (``tests/slurm_cluster.py``) is started for the run, and stopped at its end."""
+    from coffea import processor
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    if "SLURM_CONF" not in os.environ:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from slurm_cluster import SlurmCluster, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is not None:
+            raise SystemExit(f"--executors slurm: no Slurm: {reason}")
+        slurm = SlurmCluster.start(Path(tempfile.mkdtemp(prefix="bench-slurm-")))
+        stack.append(_Stopper(slurm))
+        os.environ["SLURM_CONF"] = str(slurm.conf)
+        print(f"started a single-node Slurm ({slurm.conf})")
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory="2GiB", dashboard_address=None, silence_logs="error"
+    )
+    stack.append(cluster)
+    cluster.scale(jobs=2)
+    client = Client(cluster)
+    stack.append(client)
+    client.wait_for_workers(2, timeout=120)
+    return processor.DaskExecutor(client=client, status=False)
 
 
 def fmt_row(cells: list[str]) -> str:
@@ -313,7 +359,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=64, help="files, split over 2 datasets")
     parser.add_argument("--events", type=int, default=20_000, help="events per file")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--executors", default="futures,dask", help="futures, dask or both")
+    parser.add_argument(
+        "--executors", default="futures,dask", help="futures, dask and/or slurm, comma-separated"
+    )
     parser.add_argument(
         "--metadata-cache",
         choices=("fresh", "shared"),
