@@ -37,7 +37,8 @@ def opening_counts(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real single-node Slurm (``tests/slurm_cluster.py``), started once for the session and
     stopped by PID at its end; skipped, with the reason, where it cannot run.
-    ``CHUNKWISE_TEST_SLURM=off`` turns it off (CI runs the Slurm tests in one of its venvs)."""
+    ``CHUNKWISE_TEST_SLURM=off`` turns it off (CI runs the Slurm tests in one of its venvs), and
+    ``CHUNKWISE_TEST_SLURM=require`` makes a Slurm that cannot start a failure, not a skip."""
     import os
 
     from slurm_cluster import SlurmCluster, unavailable_reason
@@ -46,6 +47,8 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("CHUNKWISE_TEST_SLURM=off: the Slurm tests run in another of CI's venvs")
     reason = unavailable_reason()
     if reason is not None:
+        if os.environ.get("CHUNKWISE_TEST_SLURM") == "require":  # CI: it must run
+            pytest.fail(f"CHUNKWISE_TEST_SLURM=require, and no Slurm: {reason}")
         pytest.skip(f"no Slurm: {reason}")
     cluster = SlurmCluster.start(tmp_path_factory.mktemp("slurm"))
     yield cluster

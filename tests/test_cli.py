@@ -427,7 +427,7 @@ def test_run_rejects_bad_usage_before_writing_anything(tmp_path: Path, demo_file
         (["--processor", PROCESSOR, "--scheduler", "tcp://x:1"], ["--scheduler needs"]),
         (["--processor", PROCESSOR, "--plot", tmp_path / "no" / "p.png"], ["does not exist"]),
         (["--processor", PROCESSOR, "--schema", "Nano"], ["unknown schema", "NanoAODSchema"]),
-        (["--processor", PROCESSOR, "--executor", "slurm"], ["invalid choice"]),
+        (["--processor", PROCESSOR, "--executor", "condor"], ["invalid choice"]),
     ]
     for args, words in cases:
         assert_usage_error(cli("run", source, *args, *outputs), *words)

@@ -206,8 +206,8 @@ def test_cli_executor_slurm(slurm, tmp_path: Path):
     )
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [
-        "chunkwise run: error: --executor slurm: sbatch refuses the workers' jobs: invalid "
-        "partition specified: nosuch"
+        "chunkwise run: error: --executor slurm: sbatch --test-only of a worker's job failed: "
+        "invalid partition specified: nosuch"
     ]
     wrong = cli("--processor", "chunkwise.examples:METProcessor", "--job-option=--x")
     assert wrong.returncode == 2 and "--job-option is for --executor slurm" in wrong.stderr

@@ -638,7 +638,7 @@ def slurm_cluster(workers: int, job_options: Sequence[str] = ()) -> Any:
         # words, rather than logged in the background while the run waits for workers.
         refused = _sbatch_test_only(cluster.job_script())
         if refused is not None:
-            raise OptionError(f"sbatch refuses the workers' jobs: {refused}")
+            raise OptionError(f"sbatch --test-only of a worker's job failed: {refused}")
         cluster.scale(jobs=workers)
     except BaseException:
         cluster.close()
