@@ -244,7 +244,10 @@ def make_executors(names: list[str], stack: list[Any]) -> dict[str, Any]:
             from distributed import Client, LocalCluster
 
             cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, dashboard_address=None, processes=True
+                n_workers=2,
+                threads_per_worker=1,
+                dashboard_address=None,
+                processes=True,
             )
             stack.append(cluster)
             client = Client(cluster)
@@ -288,7 +291,11 @@ def slurm_executor(stack: list[Any]) -> Any:
         os.environ["SLURM_CONF"] = str(slurm.conf)
         print(f"started a single-node Slurm ({slurm.conf})")
     cluster = SLURMCluster(
-        cores=1, processes=1, memory="2GiB", dashboard_address=None, silence_logs="error"
+        cores=1,
+        processes=1,
+        memory="2GiB",
+        scheduler_options={"dashboard": False},
+        silence_logs="error",
     )
     stack.append(cluster)
     cluster.scale(jobs=2)

@@ -91,16 +91,18 @@ def _free_ports(n: int) -> list[int]:
 class SlurmCluster:
     """One node, one partition (``debug``), started under ``root`` and stopped by PID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, settings: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
+        self.settings = settings
         self.conf = self.root / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
         self._pids: list[int] = []
 
     # --- life --------------------------------------------------------------------------
     @classmethod
-    def start(cls, root: Path) -> SlurmCluster:
-        cluster = cls(root)
+    def start(cls, root: Path, settings: tuple[str, ...] = ()) -> SlurmCluster:
+        """Start one, with extra ``slurm.conf`` lines (``settings``, e.g. ``MaxArraySize=3``)."""
+        cluster = cls(root, settings)
         atexit.register(cluster.stop)
         try:
             cluster._start()
@@ -170,6 +172,7 @@ class SlurmCluster:
                     f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory=8000"
                     " State=UNKNOWN",
                     "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                    *self.settings,
                     "",
                 ]
             )
@@ -240,6 +243,17 @@ class SlurmCluster:
             task = fields.get("ArrayTaskId") or fields.get("JobId", "")
             states[task] = fields.get("JobState", "")
         return states
+
+    def task_times(self, job_id: str) -> dict[str, tuple[str, str]]:
+        """``{task id: (StartTime, EndTime)}`` of an array job's tasks (ISO times, to the
+        second, which compare as strings)."""
+        done = self.run("scontrol", "-o", "show", "job", job_id, check=False)
+        times = {}
+        for line in done.stdout.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            task = fields.get("ArrayTaskId") or fields.get("JobId", "")
+            times[task] = (fields.get("StartTime", ""), fields.get("EndTime", ""))
+        return times
 
     def wait(self, job_id: str, timeout: float = 300.0) -> dict[str, str]:
         """Wait until no task of the job is pending or running; return their states."""

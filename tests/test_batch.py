@@ -41,8 +41,9 @@ class SlowMET(METProcessor):
 """
 
 
-def make_work(root: Path) -> Path:
-    """The working directory: the files, the processor and ``fileset.json``."""
+def make_work(root: Path, bare_dy: bool = False) -> Path:
+    """The working directory: the files, the processor and ``fileset.json``; with ``bare_dy``,
+    DY lists its files without their tree (``--treename Events`` names it)."""
     root.mkdir(parents=True, exist_ok=True)
     files = {"DY": {}, "Data": {}, "TT": {}}
     for i in range(4):
@@ -56,10 +57,12 @@ def make_work(root: Path) -> Path:
         files["Data"][f"data{i}.root"] = "Events"
     shutil.copy(SAMPLES / "nano_tt_v12.root", root / "tt0.root")
     files["TT"]["tt0.root"] = "Events"
-    fileset = {
+    fileset: dict[str, Any] = {
         name: {"files": paths, "metadata": {"isMC": name != "Data"}}
         for name, paths in files.items()
     }
+    if bare_dy:
+        fileset["DY"]["files"] = list(files["DY"])
     (root / "fileset.json").write_text(json.dumps(fileset, indent=1))
     (root / "slowmet.py").write_text(SLOWMET)
     return root
@@ -110,7 +113,7 @@ def submit(
     )
 
 
-def plain_run(work: Path, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+def plain_run(work: Path, env: dict[str, str], *extra: str) -> tuple[Any, dict[str, Any]]:
     """One plain ``chunkwise run`` of the (repaired) fileset, without a cache."""
     done = cw(
         work,
@@ -123,6 +126,7 @@ def plain_run(work: Path, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
         "--report",
         "plain.json",
         "--no-progress",
+        *extra,
         env=env,
     )
     assert done.returncode == 0, done.stderr
@@ -135,14 +139,14 @@ def load_output(path: Path) -> Any:
     return load(str(path))
 
 
-def assert_same_result(batch_dir: Path, work: Path, env: dict[str, str]) -> None:
+def assert_same_result(batch_dir: Path, work: Path, env: dict[str, str], *extra: str) -> None:
     """The merge's output and report against a plain run: histograms (values and variances),
     cutflow, and per dataset its files, events, Σw and completeness."""
     import numpy as np
 
     out = load_output(batch_dir / "result.coffea")
     report = json.loads((batch_dir / "report.json").read_text())
-    plain_out, plain_report = plain_run(work, env)
+    plain_out, plain_report = plain_run(work, env, *extra)
     assert sorted(out) == sorted(plain_out) == ["MET", "cutflow"]
     assert dict(out["cutflow"]) == dict(plain_out["cutflow"])
     assert out["cutflow"]["all events"] == 4 * 40 + 2 * 40 + 2 * 40 + 200  # every file once
@@ -208,7 +212,7 @@ def test_submit_writes_job_files_that_say_every_step(tmp_path: Path):
     slurm = (batch / "job.slurm").read_text()
     assert f"#SBATCH --array=1-{len(jobs)}%3\n" in slurm
     assert "#SBATCH --partition=debug\n" in slurm
-    assert f"#SBATCH --chdir={work}\n" in slurm
+    assert f'#SBATCH --chdir="{work}"\n' in slurm
     for name in ("job.slurm", "task.sh", "status.sh", "resubmit.sh", "merge.sh", "env.sh"):
         checked = subprocess.run(["bash", "-n", str(batch / name)], capture_output=True, text=True)
         assert checked.returncode == 0, (name, checked.stderr)
@@ -301,6 +305,8 @@ def test_submit_without_a_shared_file_system_transfers_what_a_job_needs(tmp_path
     assert "--cache-key-file cache.key" in task and f"cd {work}" not in task
     assert 'chunk="$(basename "$1")"' in task
     assert "source /cvmfs/" in (work / "nofs" / "env.sh").read_text()
+    # The sandbox has no env.sh: the job carries the setup itself.
+    assert "source /cvmfs/" in task and f". {work / 'nofs' / 'env.sh'}" not in task
 
 
 def test_submit_refuses_bad_usage_in_one_line_and_keeps_what_is_there(tmp_path: Path):
@@ -312,6 +318,7 @@ def test_submit_refuses_bad_usage_in_one_line_and_keeps_what_is_there(tmp_path: 
     assert len(done.stderr.strip().splitlines()) == 1 and "not an empty directory" in done.stderr
     assert (work / "batch" / "mine.txt").read_text() == "keep me"
     assert sorted(p.name for p in (work / "batch").iterdir()) == ["mine.txt"]
+    assert not (work / "cache").exists()  # refused before the cache was touched
     done = cw(
         work,
         "submit",
@@ -340,10 +347,10 @@ def test_submit_refuses_bad_usage_in_one_line_and_keeps_what_is_there(tmp_path: 
 def test_batch_loop_on_slurm_equals_one_plain_run(slurm, tmp_path: Path):
     """The array, status while and after it runs, the repair and resubmission of exactly what
     is not done, and the merge, as the README says to run them."""
-    work = make_work(tmp_path / "work")
+    work = make_work(tmp_path / "work", bare_dy=True)
     env = slurm.env()
     # Held, so that status can be read while the array is part-way: one task released first.
-    done = submit(work, "batch", env)
+    done = submit(work, "batch", env, "--treename", "Events")
     assert done.returncode == 0, done.stderr
     held = slurm.run("sbatch", "--parsable", "--hold", done.stdout.strip())
     job = held.stdout.strip()
@@ -371,6 +378,11 @@ def test_batch_loop_on_slurm_equals_one_plain_run(slurm, tmp_path: Path):
     rows = status_rows(after.stdout)
     assert rows["DY"][5:8] == ["4/6", "(66.7%)", "2"], after.stdout
     assert rows["Data"][5] == "2/2" and rows["TT"][5] == "1/1"
+    # Merging now would compute what is not done on this machine: merge.sh refuses, in a line.
+    early = script(batch / "merge.sh", env)
+    assert early.returncode == 1, early.stderr
+    assert early.stderr.strip().splitlines()[-1].startswith("merge.sh: not everything is done")
+    assert not (batch / "result.coffea").exists() and not (batch / "report.json").exists()
 
     repair(work)
     resubmitted = script(batch / "resubmit.sh", env)
@@ -395,11 +407,11 @@ def test_batch_loop_on_slurm_equals_one_plain_run(slurm, tmp_path: Path):
     assert merged.returncode == 0, merged.stderr
     report = json.loads((batch / "report.json").read_text())
     assert report["counts"]["files"]["processed"] == 0, report["counts"]  # all from the cache
-    assert_same_result(batch, work, env)
+    assert_same_result(batch, work, env, "--treename", "Events")
 
 
 def test_a_task_killed_mid_chunk_and_requeued_loses_nothing(slurm, tmp_path: Path):
-    work = make_work(tmp_path / "work")
+    work = make_work(tmp_path / "my work")  # a space in every path the job files name
     repair(work)
     env = dict(slurm.env(), SLOWMET_SECONDS="3")
     done = submit(work, "batch", env, "--max-running", "1", "--submit")
@@ -466,6 +478,10 @@ def test_tasks_at_the_same_time_on_one_cache(slurm, tmp_path: Path):
         time.sleep(0.2)
     assert set(states.values()) == {"COMPLETED"}, states
     assert seen_running >= 2, "no two tasks ran at the same time"
+    # Some chunk ran in both arrays at once (Slurm's start and end times, to the second).
+    a, b = slurm.task_times(first), slurm.task_times(second)
+    overlapping = [t for t in a if t in b and a[t][0] <= b[t][1] and b[t][0] <= a[t][1]]
+    assert overlapping, (a, b)
     verify = cw(work, "cache", "verify", "cache", env=env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     status = script(work / "batch" / "status.sh", env)
@@ -477,3 +493,37 @@ def test_tasks_at_the_same_time_on_one_cache(slurm, tmp_path: Path):
         == 0
     )
     assert_same_result(work / "batch", work, dict(env, SLOWMET_SECONDS="0"))
+
+
+@pytest.fixture(scope="module")
+def slurm_small_arrays(slurm, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A second single-node Slurm whose arrays hold at most 2 tasks (``MaxArraySize=3``)."""
+    from slurm_cluster import SlurmCluster
+
+    cluster = SlurmCluster.start(tmp_path_factory.mktemp("slurm-small"), ("MaxArraySize=3",))
+    yield cluster
+    cluster.stop()
+
+
+def test_more_jobs_than_the_cluster_takes_in_one_array_go_in_several(
+    slurm_small_arrays, tmp_path: Path
+):
+    slurm = slurm_small_arrays
+    work = make_work(tmp_path / "work")
+    repair(work)
+    env = slurm.env()
+    by_file = ("--strategy", "by_dataset")  # with --files-per-chunk 2: 5 chunks
+    too_big = slurm.run("sbatch", "--parsable", "--array=1-5", "--wrap", "true", check=False)
+    assert too_big.returncode != 0  # what the one array would get
+    done = submit(work, "batch", env, *by_file, "--submit")
+    assert done.returncode == 0, done.stderr
+    jobs = done.stdout.split()
+    assert len(jobs) == 3 and "3 array jobs" in done.stderr, done.stderr
+    tasks = {}
+    for job in jobs:
+        tasks[job] = slurm.wait(job)
+    assert [len(t) for t in tasks.values()] == [2, 2, 1]
+    assert all(set(t.values()) == {"COMPLETED"} for t in tasks.values()), tasks
+    status = script(work / "batch" / "status.sh", env)
+    assert status.returncode == 0, status.stdout
+    assert status_rows(status.stdout)["(all)"][:2] == ["5", "5"]

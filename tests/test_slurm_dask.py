@@ -93,7 +93,7 @@ def test_run_on_slurm_workers_loses_nothing_when_a_worker_is_killed(
         memory="2GiB",
         log_directory=str(tmp_path / "worker-logs"),
         silence_logs="error",
-        dashboard_address=None,
+        scheduler_options={"dashboard": False},
     )
     client = Client(cluster)
     try:

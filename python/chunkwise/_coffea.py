@@ -621,11 +621,30 @@ def slurm_cluster(workers: int, job_options: Sequence[str] = ()) -> Any:
     import dask.config
 
     config = dask.config.get("jobqueue.slurm", default={}) or {}
+    options, walltime = _split_walltime(job_options, config.get("walltime") or "00:30:00")
+    seconds = walltime_seconds(walltime)
+    # No dashboard nobody looks at (it would take, or warn about, a login node's port 8787),
+    # unless dask's configuration asks for one.
+    scheduler_options = dict(config.get("scheduler-options") or {})
+    if not any(key.startswith("dashboard") for key in scheduler_options):
+        scheduler_options["dashboard"] = False
     kwargs: dict[str, Any] = {
         "silence_logs": "error",
-        "dashboard_address": None,
-        "job_extra_directives": [*(config.get("job-extra-directives") or []), *job_options],
+        "scheduler_options": scheduler_options,
+        "walltime": walltime,
+        "job_extra_directives": [*(config.get("job-extra-directives") or []), *options],
     }
+    if seconds is not None:
+        # A worker leaves on its own before Slurm ends its job at the walltime, and a new job
+        # takes its place (adapt, below): a run longer than one job's walltime goes on.
+        margin = min(300, max(20, seconds // 10))
+        kwargs["worker_extra_args"] = [
+            *(config.get("worker-extra-args") or []),
+            "--lifetime",
+            f"{max(10, seconds - margin)}s",
+            "--lifetime-stagger",
+            f"{max(1, margin // 4)}s",
+        ]
     if config.get("cores") is None:
         kwargs.update(cores=1, processes=1)
     if config.get("memory") is None:
@@ -639,11 +658,58 @@ def slurm_cluster(workers: int, job_options: Sequence[str] = ()) -> Any:
         refused = _sbatch_test_only(cluster.job_script())
         if refused is not None:
             raise OptionError(f"sbatch --test-only of a worker's job failed: {refused}")
-        cluster.scale(jobs=workers)
+        # Always `workers` jobs: one that ends (its walltime, a node lost, scancel) is replaced.
+        cluster.adapt(minimum_jobs=workers, maximum_jobs=workers)
     except BaseException:
         cluster.close()
         raise
     return cluster
+
+
+def _split_walltime(options: Sequence[str], default: str) -> tuple[list[str], str]:
+    """The job options without a time limit (``--time=T``, ``-t T``, ``--time T``), and the
+    time limit: the last one given, else ``default``."""
+    kept: list[str] = []
+    walltime = default
+    items = list(options)
+    i = 0
+    while i < len(items):
+        option = items[i]
+        if option.startswith("--time="):
+            walltime = option.split("=", 1)[1]
+        elif option in ("--time", "-t") and i + 1 < len(items):
+            walltime = items[i + 1]
+            i += 1
+        elif option.startswith("-t") and len(option) > 2:
+            walltime = option[2:].lstrip("=")
+        else:
+            kept.append(option)
+        i += 1
+    return kept, walltime
+
+
+def walltime_seconds(text: str) -> int | None:
+    """Seconds in a Slurm time limit (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``,
+    ``D-H:M:S``), or None for one that is not (``UNLIMITED``, a typo: Slurm says so).
+
+    Examples
+    --------
+    >>> walltime_seconds("00:30:00"), walltime_seconds("1-2"), walltime_seconds("90")
+    (1800, 93600, 5400)
+    """
+    days, _, rest = text.strip().rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        n_days = int(days) if days else 0
+    except ValueError:
+        return None
+    if days:
+        units = [3600, 60, 1][: len(parts)]  # D-H, D-H:M, D-H:M:S
+    else:
+        units = {1: [60], 2: [60, 1], 3: [3600, 60, 1]}.get(len(parts), [])
+    if not units or len(units) != len(parts) or any(p < 0 for p in parts):
+        return None
+    return n_days * 86400 + sum(p * u for p, u in zip(parts, units, strict=True))
 
 
 def _sbatch_test_only(script: str) -> str | None:

@@ -100,17 +100,27 @@ class BatchPlan:
 
 
 def default_setup() -> str:
-    """The shell line that gives a job this process's Python: its venv's ``activate``, its conda
-    environment's ``bin`` first on ``PATH``, or the interpreter's own directory."""
-    if sys.prefix != sys.base_prefix:
-        activate = os.path.join(sys.prefix, "bin", "activate")
-        if os.path.exists(activate):
-            return f". {shlex.quote(activate)}"
+    """The shell lines that give a job this process's Python: its venv's ``activate`` (or its
+    conda environment's ``bin`` first on ``PATH``), and ``chunkwise`` as this interpreter's
+    ``-m chunkwise``, wherever its console script was installed."""
+    lines = []
     prefix = os.environ.get("CONDA_PREFIX")
-    if prefix and os.path.realpath(sys.executable).startswith(os.path.realpath(prefix)):
-        return f'export PATH={shlex.quote(os.path.join(prefix, "bin"))}:"$PATH"'
-    bindir = os.path.dirname(os.path.abspath(sys.executable))
-    return f'export PATH={shlex.quote(bindir)}:"$PATH"'
+    executable = os.path.realpath(sys.executable)
+    if sys.prefix != sys.base_prefix and os.path.exists(
+        os.path.join(sys.prefix, "bin", "activate")
+    ):
+        lines.append(f". {shlex.quote(os.path.join(sys.prefix, 'bin', 'activate'))}")
+    elif prefix and _inside(executable, os.path.realpath(prefix)):
+        lines.append(f'export PATH={shlex.quote(os.path.join(prefix, "bin"))}:"$PATH"')
+    lines.append(f'chunkwise() {{ {shlex.quote(sys.executable)} -m chunkwise "$@"; }}')
+    return "\n".join(lines)
+
+
+def _inside(path: str, directory: str) -> bool:
+    try:
+        return os.path.commonpath([path, directory]) == directory
+    except ValueError:
+        return False
 
 
 def split_arguments(options: SplitOptions) -> list[str]:
@@ -156,6 +166,39 @@ def _check_condor_path(path: str, what: str) -> None:
         )
 
 
+def _check_slurm_path(path: str, what: str) -> None:
+    # #SBATCH values are read by sbatch, not a shell: a double-quoted value may hold spaces, but
+    # not a quote, a backslash or a line break, and '%' in --output is a pattern.
+    if any(c in '"\\%\n\r' for c in path):
+        raise OptionError(
+            f"{what} {path!r} has a quote, backslash, % or line break: a Slurm job file cannot "
+            "name it; use a directory without them"
+        )
+
+
+def check_out(plan: BatchPlan, out: str) -> str:
+    """``out``, absolute, if ``write_batch`` may write there: a new or empty directory whose
+    paths (and the working directory) the job file can name.
+
+    Raises
+    ------
+    chunkwise.errors.OptionError
+        Saying what is wrong with which path.
+    """
+    given, out = out, os.path.abspath(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise OptionError(
+            f"--out {given!r} exists and is not an empty directory: give a new one (each "
+            "submission keeps its own job files and logs)"
+        )
+    if not os.path.isdir(os.path.dirname(out)):
+        raise OptionError(f"--out {given!r}: its parent directory does not exist; create it first")
+    check = _check_condor_path if plan.scheduler == "condor" else _check_slurm_path
+    check(out, "--out")
+    check(plan.workdir, "the working directory")
+    return out
+
+
 def write_batch(plan: BatchPlan, chunks: Sequence[Chunk], out: str) -> dict[str, Any]:
     """Write the split, the job file and the step scripts into the new directory ``out``.
 
@@ -177,17 +220,9 @@ def write_batch(plan: BatchPlan, chunks: Sequence[Chunk], out: str) -> dict[str,
     Raises
     ------
     chunkwise.errors.OptionError
-        If ``out`` exists and is not empty, or a path cannot be written into the job file.
+        As ``check_out``.
     """
-    out = os.path.abspath(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise OptionError(
-            f"{out!r} exists and is not an empty directory: give a new one (each submission "
-            "keeps its own job files and logs)"
-        )
-    if plan.scheduler == "condor":
-        for path, what in ((out, "--out"), (plan.workdir, "the working directory")):
-            _check_condor_path(path, what)
+    out = check_out(plan, out)
     os.makedirs(out, exist_ok=True)
     manifest = write_split(
         chunks, os.path.join(out, "chunks"), source=plan.fileset, options=plan.options
@@ -269,7 +304,7 @@ def _task_sh(plan: BatchPlan, out: str) -> str:
     run = [
         "chunkwise",
         "run",
-        "CHUNK",
+        _CHUNK,
         "--processor",
         plan.processor,
         *_cache_args(plan, key),
@@ -278,36 +313,63 @@ def _task_sh(plan: BatchPlan, out: str) -> str:
         str(plan.retries),
         "--no-progress",
     ]
-    command = _command(run).replace("CHUNK", '"$chunk"', 1)
+    command = _command(run).replace(_CHUNK, '"$chunk"', 1)
     chunk = '"$1"' if plan.shared_fs else '"$(basename "$1")"'
+    # Without a shared file system the job has no env.sh to read: its lines are here.
+    setup = _source_env(out) if plan.shared_fs else _setup(plan)
     return f"""#!/bin/bash
 # One job: run the chunk file given (a line of jobs.txt) into the cache. Written by
 # 'chunkwise submit'. Its exit status is chunkwise run's: 0 when every file of the chunk is in
 # the cache, 1 when one is bad (the others are cached, and the bad one is recorded for
 # 'status'), 2 for bad input, 3 when the cache could not be written, 4 for a processor bug.
-. {_q(os.path.join(out, "env.sh"))}
+{setup}
+{_FOUND}
 set -euo pipefail
 {enter}
 chunk={chunk}
-exec {command}
+{command}
 """
+
+
+#: Placeholders in a command line, replaced by shell variables once it is quoted.
+_CHUNK = "__chunkwise_chunk__"
+_RETRY_JSON = "__chunkwise_retry_json__"
+_RETRY_DIR = "__chunkwise_retry_dir__"
+#: After the setup: chunkwise must be there (a setup that failed is said, not run past).
+_FOUND = (
+    'command -v chunkwise >/dev/null || { echo "chunkwise is not found after the setup '
+    '(env.sh): check it, or pass --setup to chunkwise submit" >&2; exit 2; }'
+)
+
+
+def _setup(plan: BatchPlan) -> str:
+    return plan.setup if plan.setup is not None else default_setup()
+
+
+def _source_env(out: str) -> str:
+    return f". {_q(os.path.join(out, 'env.sh'))}"
 
 
 def _slurm(plan: BatchPlan, out: str, n_jobs: int) -> str:
     array = f"1-{n_jobs}" + (f"%{plan.max_running}" if plan.max_running else "")
     extra = "".join(f"#SBATCH {option}\n" for option in plan.scheduler_options)
+    log = os.path.join(out, "logs", "%A_%a.log")
     return f"""#!/bin/bash
-# A Slurm array job: task i runs line i of jobs.txt. Written by 'chunkwise submit'.
-# Submit: sbatch {_q(os.path.join(out, "job.slurm"))}
+# A Slurm array job: task i runs line CHUNKWISE_OFFSET + i of jobs.txt. Written by
+# 'chunkwise submit'. Submit: sbatch {_q(os.path.join(out, "job.slurm"))}
+# More lines than the cluster's MaxArraySize allows in one array: submit it in parts, e.g.
+#   sbatch --array=1-1000 --export=ALL,CHUNKWISE_OFFSET=1000 job.slurm   (lines 1001-2000)
+# ('chunkwise submit --submit' does this by itself).
 #SBATCH --job-name=chunkwise
 #SBATCH --array={array}
-#SBATCH --output={os.path.join(out, "logs", "%A_%a.log")}
-#SBATCH --chdir={plan.workdir}
+#SBATCH --output="{log}"
+#SBATCH --chdir="{plan.workdir}"
 #SBATCH --ntasks=1
 #SBATCH --requeue
 #SBATCH --open-mode=append
 {extra}set -euo pipefail
-chunk=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {_q(os.path.join(out, "jobs.txt"))})
+line=$(( ${{CHUNKWISE_OFFSET:-0}} + SLURM_ARRAY_TASK_ID ))
+chunk=$(sed -n "${{line}}p" {_q(os.path.join(out, "jobs.txt"))})
 exec {_q(os.path.join(out, "task.sh"))} "$chunk"
 """
 
@@ -352,7 +414,8 @@ def _step_header(out: str, what: str) -> str:
     )
     return f"""#!/bin/bash
 {said}
-. {_q(os.path.join(out, "env.sh"))}
+{_source_env(out)}
+{_FOUND}
 set -euo pipefail
 """
 
@@ -361,8 +424,12 @@ def _local_cache_args(plan: BatchPlan) -> list[str]:
     return _cache_args(plan, plan.key_file)
 
 
-def _status_sh(plan: BatchPlan, out: str) -> str:
-    status = [
+#: The arguments given to a step script, safe under ``set -u`` in every bash.
+_ARGS = '${1+"$@"}'
+
+
+def _status_command(plan: BatchPlan) -> list[str]:
+    return [
         "chunkwise",
         "status",
         plan.fileset,
@@ -372,34 +439,26 @@ def _status_sh(plan: BatchPlan, out: str) -> str:
         *split_arguments(plan.options),
         *plan.runner_args,
     ]
+
+
+def _status_sh(plan: BatchPlan, out: str) -> str:
     return (
         _step_header(
             out,
             "What is done, per dataset, with each bad file and its error; exit status 0 when "
             "everything is. While the jobs run too.",
         )
-        + f'cd {_q(plan.workdir)}\nexec {_command(status)} "$@"\n'
+        + f"cd {_q(plan.workdir)}\n{_command(_status_command(plan))} {_ARGS}\n"
     )
 
 
 def _resubmit_sh(plan: BatchPlan, out: str) -> str:
-    remaining = [
-        "chunkwise",
-        "status",
-        plan.fileset,
-        *_local_cache_args(plan),
-        "--processor",
-        plan.processor,
-        *split_arguments(plan.options),
-        *plan.runner_args,
-        "--write-remaining",
-        "RETRY.json",
-    ]
+    remaining = [*_status_command(plan), "--write-remaining", _RETRY_JSON]
     submit = [
         "chunkwise",
         "submit",
         plan.scheduler,
-        "RETRY.json",
+        _RETRY_JSON,
         "--processor",
         plan.processor,
         *_local_cache_args(plan),
@@ -409,10 +468,12 @@ def _resubmit_sh(plan: BatchPlan, out: str) -> str:
         "--files-per-chunk",
         "1",
         "--out",
-        "RETRY",
+        _RETRY_DIR,
         "--retries",
         str(plan.retries),
     ]
+    if plan.options.treename is not None:  # files listed without their tree stay so
+        submit += ["--treename", plan.options.treename]
     if plan.setup is not None:
         submit += ["--setup", plan.setup]
     if not plan.shared_fs:
@@ -421,32 +482,40 @@ def _resubmit_sh(plan: BatchPlan, out: str) -> str:
         submit += ["--max-running", str(plan.max_running)]
     for option in plan.scheduler_options:
         submit.append(f"--scheduler-option={option}")
-    status_line = _command(remaining).replace("RETRY.json", '"$retry.json"')
-    submit_line = (
-        _command(submit).replace("RETRY.json", '"$retry.json"').replace("RETRY", '"$retry"')
-    )
+
+    def fill(words: list[str]) -> str:
+        line = _command(words)
+        return line.replace(_RETRY_JSON, '"$retry.json"').replace(_RETRY_DIR, '"$retry"')
+
     return (
         _step_header(
             out,
             "Resubmit exactly the files that are not done (failed or never run), one file per "
-            "job, into retry-N/. Run it once the jobs have ended, after repairing what made files "
-            "fail (status names each with its error); repeat until status says all is done, or "
-            "only files that stay bad are left.",
+            "job, into retry-N/. Run it once the jobs have ended (it does not look at the "
+            "queue), after repairing what made files fail (status names each with its error); "
+            "repeat until status says all is done, or only files that stay bad are left. "
+            "stdout is the new job id.",
         )
         + f"""cd {_q(plan.workdir)}
 n=1
 while [ -e {_q(out)}/retry-$n ] || [ -e {_q(out)}/retry-$n.json ]; do n=$((n + 1)); done
 retry={_q(out)}/retry-$n
 set +e
-{status_line} >&2  # the table to stderr: stdout is the job id
+{fill(remaining)} >&2  # the table to stderr
 rc=$?
 set -e
 case $rc in
   0) echo "everything is done: nothing to resubmit" >&2; rm -f "$retry.json"; exit 0 ;;
   1) ;;  # files are left: resubmit them
-  *) exit "$rc" ;;
+  *) rm -f "$retry.json"; exit "$rc" ;;
 esac
-{submit_line} --submit "$@"
+set +e
+{fill(submit)} --submit {_ARGS}
+rc=$?
+set -e
+# A submission refused before it wrote anything leaves nothing behind.
+if [ "$rc" != 0 ] && [ ! -e "$retry" ]; then rm -f "$retry.json"; fi
+exit "$rc"
 """
     )
 
@@ -469,9 +538,27 @@ def _merge_sh(plan: BatchPlan, out: str) -> str:
     return (
         _step_header(
             out,
-            "Merge: every chunk loads from the cache, nothing done is recomputed (a chunk whose "
-            "files ran on their own is put together from their entries). Add e.g. "
-            "--min-completeness 0.98 to accept what is missing out loud, or --plot result.pdf.",
+            "Merge: every chunk loads from the cache (a chunk whose files ran one per job is put "
+            "together from their entries). It refuses while status says something is not done, "
+            "since 'chunkwise run' would compute it here, on this machine: first argument "
+            "--anyway to do just that (e.g. with --min-completeness 0.98 for files that stay "
+            "bad). Other arguments go on, e.g. --plot result.pdf.",
         )
-        + f'cd {_q(plan.workdir)}\nexec {_command(merge)} "$@"\n'
+        + f"""cd {_q(plan.workdir)}
+if [ "${{1:-}}" = --anyway ]; then
+  shift
+else
+  set +e
+  said=$({_command(_status_command(plan))} 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  if [ "$rc" -gt 1 ]; then echo "$said" >&2; exit "$rc"; fi
+  if [ "$rc" = 1 ]; then
+    echo "merge.sh: not everything is done ({_q(os.path.join(out, "status.sh"))} says what):" \
+      "run resubmit.sh until it is, or 'merge.sh --anyway' to run what is left on this machine" >&2
+    exit 1
+  fi
+fi
+{_command(merge)} {_ARGS}
+"""
     )

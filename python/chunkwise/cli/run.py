@@ -139,9 +139,10 @@ def _execute(
             given = "--executor slurm:" if args.executor == "slurm" else "--scheduler"
             raise UsageError(f"{given} {err}") from None
         if args.executor == "slurm":
+            n = args.workers or 2
             print(
-                f"dask: {args.workers or 2} workers asked of Slurm, one job each; chunks run as "
-                "they join (squeue shows the jobs)",
+                f"dask: {n} worker{'s' if n > 1 else ''} asked of Slurm, one job each (a job "
+                "that ends is replaced); chunks run as they join (squeue shows the jobs)",
                 file=sys.stderr,
             )
         cache = _open_cache(args, proc, key)

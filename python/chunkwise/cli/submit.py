@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from chunkwise.batch import BatchPlan, write_batch
+from chunkwise.batch import BatchPlan, check_out, write_batch
 from chunkwise.cli._common import cache_key, load, split, split_options
 from chunkwise.cli._processor import processor_of, runner_of
 from chunkwise.errors import CacheError, OptionError, UsageError, one_line
@@ -22,6 +22,8 @@ __all__ = ["cmd_submit"]
 SUBMIT = {"slurm": "sbatch", "condor": "condor_submit"}
 #: condor_submit's "N job(s) submitted to cluster C."
 _CONDOR_CLUSTER = re.compile(r"submitted to cluster (\d+)")
+#: scontrol show config's "MaxArraySize = 1001".
+_MAX_ARRAY = re.compile(r"^MaxArraySize\s*=\s*(\d+)", re.MULTILINE)
 
 
 def _runner_args(args: argparse.Namespace) -> list[str]:
@@ -73,25 +75,65 @@ def _check(args: argparse.Namespace) -> tuple[str, str | None]:
     return cache, None if key_file is None else os.path.abspath(key_file)
 
 
-def _submit(scheduler: str, job_file: str) -> str:
-    """Submit the job file; the job id (Slurm) or cluster id (HTCondor)."""
+def _max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` (array indices must stay below it), if scontrol says."""
+    if shutil.which("scontrol") is None:
+        return None
+    done = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True)
+    found = _MAX_ARRAY.search(done.stdout)
+    return int(found.group(1)) if done.returncode == 0 and found else None
+
+
+def _slurm_parts(n_jobs: int, max_array: int | None) -> list[tuple[int, int]]:
+    """``(offset, count)`` of each array to submit: one, unless MaxArraySize is smaller."""
+    if max_array is None or n_jobs < max_array:
+        return [(0, n_jobs)]
+    size = max(1, max_array - 1)
+    return [(offset, min(size, n_jobs - offset)) for offset in range(0, n_jobs, size)]
+
+
+def _run_submit(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    if done.returncode != 0:
+        raise UsageError(
+            f"{cmd[0]} failed: {said[-1] if said else f'exit status {done.returncode}'}"
+        )
+    return done.stdout
+
+
+def _submit(scheduler: str, job_file: str, n_jobs: int, max_running: int | None) -> list[str]:
+    """Submit the job file; the job ids (Slurm: one per array) or the cluster id (HTCondor)."""
     tool = SUBMIT[scheduler]
     if shutil.which(tool) is None:
         raise UsageError(
             f"{tool} is not on PATH: the files are written; submit from a node that has it: "
             f"{tool} {job_file}"
         )
-    cmd = [tool, "--parsable", job_file] if scheduler == "slurm" else [tool, job_file]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-    if done.returncode != 0:
-        raise UsageError(f"{tool} failed: {said[-1] if said else f'exit status {done.returncode}'}")
     if scheduler == "slurm":
-        return done.stdout.strip().split(";")[0]
-    found = _CONDOR_CLUSTER.search(done.stdout)
+        parts = _slurm_parts(n_jobs, _max_array_size())
+        if len(parts) == 1:
+            return [_run_submit([tool, "--parsable", job_file]).strip().split(";")[0]]
+        limit = f"%{max_running}" if max_running else ""
+        return [
+            _run_submit(
+                [
+                    tool,
+                    "--parsable",
+                    f"--array=1-{count}{limit}",
+                    f"--export=ALL,CHUNKWISE_OFFSET={offset}",
+                    job_file,
+                ]
+            )
+            .strip()
+            .split(";")[0]
+            for offset, count in parts
+        ]
+    out = _run_submit([tool, job_file])
+    found = _CONDOR_CLUSTER.search(out)
     if found is None:
-        raise UsageError(f"{tool} said no cluster id: {' '.join(said)}")
-    return found.group(1)
+        raise UsageError(f"{tool} said no cluster id: {' '.join(out.split())}")
+    return [found.group(1)]
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -104,15 +146,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     check_extras(chunks, ())
     proc = processor_of(args)
     options = split_options(args)
-    # The tag's manifest and the split are written once, here, not raced by every job: 'status'
-    # of the fileset then splits as the jobs did without being told.
-    try:
-        cache = open_cache(cache_path, proc, runner_of(args), key=key, weights=not args.no_weights)
-        cache.prepare()
-    except CacheError as err:
-        raise UsageError(str(err)) from None
-    notes: list[str] = []
-    record_split(cache, options, fileset, notes)
     plan = BatchPlan(
         scheduler=args.scheduler,
         fileset=os.path.abspath(args.fileset),
@@ -130,12 +163,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
         module_file=_module_file(proc) if args.no_shared_fs else None,
     )
     try:
+        check_out(plan, args.out)  # before the cache is touched
+    except OptionError as err:
+        raise UsageError(one_line(err)) from None
+    # The tag's manifest and the split are written once, here, not raced by every job: 'status'
+    # of the fileset then splits as the jobs did without being told.
+    try:
+        cache = open_cache(cache_path, proc, runner_of(args), key=key, weights=not args.no_weights)
+        cache.prepare()
+    except CacheError as err:
+        raise UsageError(str(err)) from None
+    notes: list[str] = []
+    record_split(cache, options, fileset, notes)
+    try:
         written = write_batch(plan, chunks, args.out)
     except OptionError as err:
-        raise UsageError(f"--out {one_line(err)}") from None
+        raise UsageError(one_line(err)) from None
     out = written["dir"]
     print(
-        f"wrote {written['n_jobs']} jobs ({written['n_files']} files) to {out}: "
+        f"wrote {_jobs(written['n_jobs'])} ({written['n_files']} files) to {out}: "
         f"{os.path.basename(written['job_file'])}, jobs.txt, task.sh, env.sh, status.sh, "
         f"resubmit.sh, merge.sh; cache: {cache.directory}",
         file=sys.stderr,
@@ -146,12 +192,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"submit with: {written['submit']}", file=sys.stderr)
         print(written["job_file"])
         return 0
-    job = _submit(args.scheduler, written["job_file"])
+    jobs = _submit(args.scheduler, written["job_file"], written["n_jobs"], args.max_running)
     what = "array job" if args.scheduler == "slurm" else "cluster"
+    if len(jobs) > 1:
+        what = f"{len(jobs)} array jobs (the cluster's MaxArraySize is below {written['n_jobs']})"
     print(
-        f"submitted {what} {job} ({written['n_jobs']} jobs); then: {out}/status.sh, "
-        f"{out}/resubmit.sh, {out}/merge.sh",
+        f"submitted {what} {', '.join(jobs)} ({_jobs(written['n_jobs'])}); then: "
+        f"{out}/status.sh, {out}/resubmit.sh, {out}/merge.sh",
         file=sys.stderr,
     )
-    print(job)
+    print("\n".join(jobs))
     return 0
+
+
+def _jobs(n: int) -> str:
+    return "1 job" if n == 1 else f"{n} jobs"
