@@ -182,6 +182,34 @@ def assert_same_result(batch_dir: Path, work: Path, env: dict[str, str], *extra:
     assert per_dataset(report)["DY"].get("sumw"), "the merged report has DY's sum of weights"
 
 
+def retried_and_merged(
+    batch: Path, work: Path, env: dict[str, str], retry_done: Any, *extra: str
+) -> None:
+    """After ``resubmit.sh`` of a loop over ``make_work``'s fileset: the retry holds exactly
+    the two repaired files, one per job; once ``retry_done()`` (true when its jobs all ended
+    well), status is complete, resubmit.sh has nothing left, and merge.sh loads everything
+    from the cache and equals a plain run (``extra``: its options)."""
+    retry = json.loads((batch / "retry-1.json").read_text())
+    assert {d: sorted(v["files"]) for d, v in retry.items()} == {
+        "DY": ["dy_missing.root", "dy_trunc.root"]
+    }
+    assert retry["DY"]["metadata"] == {"isMC": True}
+    assert (batch / "retry-1" / "jobs.txt").read_text().count("\n") == 2  # one file per job
+    assert retry_done()
+    final = script(batch / "status.sh", env)
+    assert final.returncode == 0, final.stdout
+    assert status_rows(final.stdout)["(all)"][5] == "9/9"
+    # Once done, resubmit.sh says so and submits nothing.
+    again = script(batch / "resubmit.sh", env)
+    assert again.returncode == 0 and "nothing to resubmit" in again.stderr
+    assert not (batch / "retry-2").exists() and not (batch / "retry-2.json").exists()
+    merged = script(batch / "merge.sh", env, "--no-progress")
+    assert merged.returncode == 0, merged.stderr
+    report = json.loads((batch / "report.json").read_text())
+    assert report["counts"]["files"]["processed"] == 0, report["counts"]  # all from the cache
+    assert_same_result(batch, work, env, *extra)
+
+
 def status_rows(text: str) -> dict[str, list[str]]:
     """``status``'s table, by dataset: the columns after the name."""
     rows = {}
@@ -388,26 +416,14 @@ def test_batch_loop_on_slurm_equals_one_plain_run(slurm, tmp_path: Path):
     resubmitted = script(batch / "resubmit.sh", env)
     assert resubmitted.returncode == 0, resubmitted.stderr
     retry_job = resubmitted.stdout.strip()
-    retry = json.loads((batch / "retry-1.json").read_text())
-    assert {d: sorted(v["files"]) for d, v in retry.items()} == {
-        "DY": ["dy_missing.root", "dy_trunc.root"]
-    }
-    assert retry["DY"]["metadata"] == {"isMC": True}
-    assert (batch / "retry-1" / "jobs.txt").read_text().count("\n") == 2  # one file per job
-    assert set(slurm.wait(retry_job).values()) == {"COMPLETED"}
-    final = script(batch / "status.sh", env)
-    assert final.returncode == 0, final.stdout
-    assert status_rows(final.stdout)["(all)"][5] == "9/9"
-    # Once done, resubmit.sh says so and submits nothing.
-    again = script(batch / "resubmit.sh", env)
-    assert again.returncode == 0 and "nothing to resubmit" in again.stderr
-    assert not (batch / "retry-2").exists() and not (batch / "retry-2.json").exists()
-
-    merged = script(batch / "merge.sh", env, "--no-progress")
-    assert merged.returncode == 0, merged.stderr
-    report = json.loads((batch / "report.json").read_text())
-    assert report["counts"]["files"]["processed"] == 0, report["counts"]  # all from the cache
-    assert_same_result(batch, work, env, "--treename", "Events")
+    retried_and_merged(
+        batch,
+        work,
+        env,
+        lambda: set(slurm.wait(retry_job).values()) == {"COMPLETED"},
+        "--treename",
+        "Events",
+    )
 
 
 def test_a_task_killed_mid_chunk_and_requeued_loses_nothing(slurm, tmp_path: Path):

@@ -147,13 +147,7 @@ def _run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             "be written, 4 when the processor raised a bug."
         ),
     )
-    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
-    p.add_argument(
-        "--processor",
-        required=True,
-        metavar="MODULE:CLASS",
-        help="the coffea processor class, created without arguments",
-    )
+    add_fileset_and_processor(p)
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
@@ -289,13 +283,7 @@ def _submit_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
     )
     p.add_argument("scheduler", choices=["slurm", "condor"], help="which job file to write")
-    p.add_argument("fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset")
-    p.add_argument(
-        "--processor",
-        required=True,
-        metavar="MODULE:CLASS",
-        help="the coffea processor class, created without arguments",
-    )
+    add_fileset_and_processor(p)
     p.add_argument(
         "--cache",
         required=True,
@@ -491,6 +479,19 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
         "--treename",
         metavar="T",
         help="tree name for datasets that list paths without one (e.g. Events)",
+    )
+
+
+def add_fileset_and_processor(parser: argparse.ArgumentParser) -> None:
+    """The FILESET argument and ``--processor``, of the commands that run a processor."""
+    parser.add_argument(
+        "fileset", metavar="FILESET", help="a .json, .json.gz, .yaml or .yml fileset"
+    )
+    parser.add_argument(
+        "--processor",
+        required=True,
+        metavar="MODULE:CLASS",
+        help="the coffea processor class, created without arguments",
     )
 
 
