@@ -209,7 +209,19 @@ class SlurmCluster:
         raise SlurmStartError(f"no PID in {path}{self.logs()}")
 
     def stop(self) -> None:
-        """Stop every daemon this cluster started (SIGTERM, then SIGKILL after 10 s)."""
+        """Cancel the jobs still in the cluster (else their ``slurmstepd`` would outlive
+        ``slurmd``), then stop every daemon it started (SIGTERM, then SIGKILL after 10 s)."""
+        if self._pids:
+            try:
+                self.run("scancel", "--full", "--partition=debug", check=False)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    queue = self.run("squeue", "-h", "-o", "%i", check=False)
+                    if queue.returncode != 0 or not queue.stdout.strip():
+                        break
+                    time.sleep(0.2)
+            except OSError:
+                pass
         pids, self._pids = self._pids, []
         for pid in reversed(pids):
             try:
