@@ -369,6 +369,21 @@ def test_submit_refuses_bad_usage_in_one_line_and_keeps_what_is_there(tmp_path: 
         assert (work / "b3" / "job.slurm").is_file()
 
 
+def test_submit_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path, tmpfs: Path):
+    work = make_work(tmp_path / "work")
+    (tmpfs / "filler").write_bytes(b"\0" * (shutil.disk_usage(tmpfs).free - 8192))
+    (tmpfs / "empty").mkdir()
+    for out in (tmpfs / "batch", tmpfs / "empty"):
+        done = submit(work, str(out), dict(os.environ))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"chunkwise submit: error: --out {str(out)!r}: the job files could not be written "
+            "(No space left on device); nothing was left there"
+        ]
+    assert sorted(p.name for p in tmpfs.iterdir()) == ["empty", "filler"]
+    assert list((tmpfs / "empty").iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- on real Slurm
 
 

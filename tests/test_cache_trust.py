@@ -311,20 +311,6 @@ def test_stale_temporaries_are_shown_and_removed_but_not_a_live_writers(
 
 
 # -- the disk ------------------------------------------------------------------------------
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 @needs_root
 def test_a_full_disk_mid_run_is_a_cache_problem_and_the_result_is_kept(
     fileset: dict[str, Any], tmpfs: Path, tmp_path: Path

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import sys
 import textwrap
@@ -221,9 +222,31 @@ def write_batch(plan: BatchPlan, chunks: Sequence[Chunk], out: str) -> dict[str,
     ------
     chunkwise.errors.OptionError
         As ``check_out``.
+    OSError
+        If a file cannot be written (a full disk): what was written is removed first.
     """
     out = check_out(plan, out)
+    existed = os.path.isdir(out)  # and empty: check_out said so
     os.makedirs(out, exist_ok=True)
+    try:
+        return _write_all(plan, chunks, out)
+    except BaseException:
+        # Half a batch directory is worse than none (a rerun would find it not empty): what
+        # was written here goes, and only that.
+        if existed:
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _write_all(plan: BatchPlan, chunks: Sequence[Chunk], out: str) -> dict[str, Any]:
+    """The body of ``write_batch``, into the directory ``out``."""
     manifest = write_split(
         chunks, os.path.join(out, "chunks"), source=plan.fileset, options=plan.options
     )

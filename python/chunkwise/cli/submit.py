@@ -179,6 +179,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         written = write_batch(plan, chunks, args.out)
     except OptionError as err:
         raise UsageError(one_line(err)) from None
+    except OSError as err:
+        raise UsageError(
+            f"--out {args.out!r}: the job files could not be written "
+            f"({err.strerror or one_line(err)}); nothing was left there"
+        ) from None
     out = written["dir"]
     print(
         f"wrote {_jobs(written['n_jobs'])} ({written['n_files']} files) to {out}: "
